@@ -1,0 +1,48 @@
+# acr-replicator: `make demo` and `make test` on a fresh Debian/Ubuntu machine with Python 3.11+ and Node 20+.
+SHELL := /bin/bash
+PY ?= python3
+VENV := .venv
+BIN := $(VENV)/bin
+STAMP := $(VENV)/.installed
+
+.PHONY: install demo test check fmt bench audit clean tools
+
+install: $(STAMP) node_modules/.package-lock.json tools
+
+$(STAMP): requirements.txt requirements-dev.txt pyproject.toml
+	@test -x $(BIN)/python || $(PY) -m venv $(VENV)
+	$(BIN)/pip install -q --disable-pip-version-check -r requirements-dev.txt
+	$(BIN)/pip install -q --disable-pip-version-check --no-deps -e .
+	@touch $@
+
+node_modules/.package-lock.json: package.json package-lock.json
+	npm ci --no-audit --no-fund --silent
+
+# The CNCF distribution registry (the real OCI registry of the tests) and skopeo (the benchmark peer).
+tools:
+	@scripts/ensure-tool.sh docker-registry registry docker-registry
+	@scripts/ensure-tool.sh skopeo skopeo skopeo
+
+demo: install
+	$(BIN)/acr-replicator demo
+
+test: install
+	$(BIN)/pytest -q
+
+check: install
+	$(BIN)/ruff format --check .
+	$(BIN)/ruff check .
+	$(BIN)/mypy
+
+fmt: install
+	$(BIN)/ruff format .
+	$(BIN)/ruff check --fix .
+
+bench: install
+	$(BIN)/python -m bench
+
+audit: install
+	$(BIN)/pip-audit --strict -r requirements.txt
+
+clean:
+	rm -rf $(VENV) node_modules .pytest_cache .mypy_cache .ruff_cache

@@ -19,6 +19,7 @@ from replicator.oci.reference import is_loopback, parse_registry
 DEFAULT_SCHEDULE = "0 */30 * * * *"
 DEFAULT_ARM_ENDPOINT = "https://management.azure.com"
 DEFAULT_QUEUE_CONNECTION = "AzureWebJobsStorage"
+DEFAULT_UNTAGGED_DELAY = 60
 _DURATION_RE = re.compile(r"^(?:(\d+)d)?(?:(\d+)h)?(?:(\d+)m)?(?:(\d+)s)?$")
 _NCRONTAB_FIELD = re.compile(r"^[0-9A-Za-z*/,\-?]+$")
 
@@ -41,6 +42,21 @@ class DeletePolicy:
 
 
 @dataclass(frozen=True)
+class StorageConnection:
+    """The jobs queue's storage account: a connection string (Azurite, keys) or, as in
+    Azure, identity-based service URIs (``<Conn>__queueServiceUri`` and friends)."""
+
+    connection_string: str | None = None
+    queue_service_uri: str | None = None
+    table_service_uri: str | None = None
+    client_id: str | None = None  # user-assigned identity (``<Conn>__clientId``)
+
+    def __repr__(self) -> str:  # never print an account key
+        kind = "connection string" if self.connection_string else self.queue_service_uri
+        return f"StorageConnection({kind})"
+
+
+@dataclass(frozen=True)
 class Settings:
     source: str
     targets: tuple[Target, ...]
@@ -52,6 +68,8 @@ class Settings:
     reconcile_schedule: str = DEFAULT_SCHEDULE
     arm_endpoint: str = DEFAULT_ARM_ENDPOINT
     plain_http: frozenset[str] = frozenset()
+    storage: StorageConnection | None = None
+    untagged_delay_seconds: int = DEFAULT_UNTAGGED_DELAY
 
     def target(self, login_server: str) -> Target | None:
         for target in self.targets:
@@ -161,7 +179,28 @@ def _check_glob(pattern: str) -> str | None:
     return None
 
 
-def load_settings(env: Mapping[str, str]) -> Settings:
+def parse_storage(env: Mapping[str, str], name: str) -> StorageConnection | None:
+    """Resolve the connection setting ``name`` the way the Functions host does."""
+    value = env.get(name, "").strip()
+    if value:
+        return StorageConnection(connection_string=value)
+    account = env.get(f"{name}__accountName", "").strip()
+    queue_uri = env.get(f"{name}__queueServiceUri", "").strip() or (
+        f"https://{account}.queue.core.windows.net" if account else ""
+    )
+    table_uri = env.get(f"{name}__tableServiceUri", "").strip() or (
+        f"https://{account}.table.core.windows.net" if account else ""
+    )
+    if not queue_uri:
+        return None
+    return StorageConnection(
+        queue_service_uri=queue_uri,
+        table_service_uri=table_uri or None,
+        client_id=env.get(f"{name}__clientId", "").strip() or None,
+    )
+
+
+def load_settings(env: Mapping[str, str], *, require_storage: bool = False) -> Settings:
     """Parse every CONTRACT setting; raise one ``ConfigError`` listing every problem."""
     problems: list[str] = []
     source = ""
@@ -219,6 +258,18 @@ def load_settings(env: Mapping[str, str]) -> Settings:
         except InvalidReferenceError as exc:
             problems.append(f"REPLICATOR_PLAIN_HTTP: {exc}")
 
+    storage = parse_storage(env, queue_connection)
+    if require_storage and storage is None:
+        problems.append(
+            f"the queue connection {queue_connection!r} is not set: set it to a connection "
+            f"string, or {queue_connection}__queueServiceUri for an identity-based connection"
+        )
+    untagged_delay = DEFAULT_UNTAGGED_DELAY
+    try:
+        untagged_delay = parse_duration(env.get("REPLICATOR_UNTAGGED_DELAY", "") or "60")
+    except ValueError as exc:
+        problems.append(f"REPLICATOR_UNTAGGED_DELAY: {exc}")
+
     if problems:
         raise ConfigError(problems)
     return Settings(
@@ -232,4 +283,6 @@ def load_settings(env: Mapping[str, str]) -> Settings:
         reconcile_schedule=schedule,
         arm_endpoint=arm_endpoint,
         plain_http=frozenset(plain),
+        storage=storage,
+        untagged_delay_seconds=untagged_delay,
     )

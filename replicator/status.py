@@ -1,0 +1,173 @@
+"""The status table: each image's state per target, like ECR's per-image replication status.
+
+One row per (repository, tag or digest, target), upserted by every job; Azure Table
+storage through ``azure-data-tables`` (Azurite locally). Keys may not hold ``/``, so the
+repository's slashes become ``:`` in the partition key.
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from typing import Any
+
+from azure.core.exceptions import AzureError, ResourceExistsError, ResourceNotFoundError
+from azure.data.tables import TableClient, TableServiceClient, UpdateMode
+
+from replicator.config import StorageConnection
+from replicator.errors import QueueUnavailableError
+from replicator.model import STATUS_TABLE, CopyJob, JobResult, Outcome, utcnow
+from replicator.queue import storage_credential
+
+RECONCILE_PARTITION = "_reconcile"
+MAX_ERROR_CHARS = 4000
+
+
+def partition_key(repository: str) -> str:
+    return "img:" + repository.replace("/", ":")
+
+
+def row_key(tag: str | None, digest: str, target: str) -> str:
+    return f"{tag or '@' + digest}|{target}"
+
+
+def table_client(connection: StorageConnection, name: str = STATUS_TABLE) -> TableClient:
+    if connection.connection_string:
+        return TableClient.from_connection_string(connection.connection_string, name)
+    service = TableServiceClient(
+        str(connection.table_service_uri),
+        credential=storage_credential(connection),  # type: ignore[arg-type]
+    )
+    return service.get_table_client(name)
+
+
+def _entity(result: JobResult) -> dict[str, Any]:
+    job = result.job
+    entity: dict[str, Any] = {
+        "PartitionKey": partition_key(job.repository),
+        "RowKey": row_key(job.tag, job.digest, job.target),
+        "Repository": job.repository,
+        "Tag": job.tag or "",
+        "Digest": result.digest or job.digest,
+        "JobDigest": job.digest,
+        "Target": job.target,
+        "Action": job.action.value,
+        "Outcome": result.outcome.value,
+        "Strategy": result.strategy,
+        "Attempts": result.attempts,
+        "JobId": job.job_id,
+        "Origin": job.origin,
+        "BytesCopied": result.bytes_copied,
+        "ReplicatedAt": result.finished_at,
+        "LastError": (result.error or "")[:MAX_ERROR_CHARS],
+    }
+    if job.pushed_at is not None:
+        entity["PushedAt"] = job.pushed_at
+    if result.lag_seconds is not None:
+        entity["LagSeconds"] = float(result.lag_seconds)
+    return entity
+
+
+def _plain(entity: Any) -> dict[str, object]:
+    out: dict[str, object] = {}
+    for key, value in dict(entity).items():
+        if key in {"PartitionKey", "RowKey"}:
+            continue
+        out[key[0].lower() + key[1:]] = value.isoformat() if isinstance(value, datetime) else value
+    return out
+
+
+@dataclass
+class TableStatusStore:
+    """Implements ``replicator.ports.StatusStore`` on Azure Table storage."""
+
+    connection: StorageConnection
+    name: str = STATUS_TABLE
+    _client: TableClient | None = None
+
+    @property
+    def client(self) -> TableClient:
+        if self._client is None:
+            self._client = table_client(self.connection, self.name)
+        return self._client
+
+    def _call(self, what: str, fn: Any, *args: Any, **kwargs: Any) -> Any:
+        try:
+            return fn(*args, **kwargs)
+        except ResourceNotFoundError:
+            raise
+        except AzureError as exc:
+            raise QueueUnavailableError(f"status table {what} failed: {exc}") from exc
+
+    def ensure(self) -> None:
+        try:
+            self._call("create", self.client.create_table)
+        except ResourceExistsError:
+            pass
+
+    def record(self, result: JobResult) -> None:
+        self._call("write", self.client.upsert_entity, _entity(result), mode=UpdateMode.REPLACE)
+
+    def last_result(self, job: CopyJob) -> JobResult | None:
+        """The recorded result of this very job (same job id), if it already ran."""
+        try:
+            entity = self._call(
+                "read",
+                self.client.get_entity,
+                partition_key(job.repository),
+                row_key(job.tag, job.digest, job.target),
+            )
+        except ResourceNotFoundError:
+            return None
+        if entity.get("JobId") != job.job_id:
+            return None
+        return JobResult(
+            job=job,
+            outcome=Outcome(entity["Outcome"]),
+            strategy=str(entity.get("Strategy", "none")),
+            digest=entity.get("Digest"),
+            attempts=int(entity.get("Attempts", 1)),
+            error=entity.get("LastError") or None,
+        )
+
+    def images(self, repository: str, tag: str | None = None) -> list[dict[str, object]]:
+        query = "PartitionKey eq @pk"
+        params: dict[str, Any] = {"pk": partition_key(repository)}
+        if tag:
+            query += " and Tag eq @tag"
+            params["tag"] = tag
+        rows = self._call("query", self.client.query_entities, query, parameters=params)
+        return sorted((_plain(e) for e in rows), key=lambda r: str(r.get("target")))
+
+    def since(self, when: datetime) -> list[dict[str, object]]:
+        rows = self._call(
+            "query",
+            self.client.query_entities,
+            "ReplicatedAt ge @when",
+            parameters={"when": when.astimezone(UTC)},
+        )
+        return [_plain(e) for e in rows]
+
+    def record_reconcile(self, drift: dict[str, dict[str, int]], enqueued: int) -> None:
+        entity = {
+            "PartitionKey": RECONCILE_PARTITION,
+            "RowKey": "last",
+            "RanAt": utcnow(),
+            "Drift": json.dumps(drift, sort_keys=True),
+            "Enqueued": enqueued,
+        }
+        self._call("write", self.client.upsert_entity, entity, mode=UpdateMode.REPLACE)
+
+    def last_reconcile(self) -> dict[str, object] | None:
+        try:
+            entity = self._call(
+                "read", self.client.get_entity, RECONCILE_PARTITION, "last"
+            )
+        except ResourceNotFoundError:
+            return None
+        return {
+            "ranAt": entity["RanAt"].isoformat(),
+            "drift": json.loads(entity.get("Drift") or "{}"),
+            "enqueued": int(entity.get("Enqueued", 0)),
+        }

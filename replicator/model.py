@@ -37,7 +37,7 @@ class Action(StrEnum):
 
 
 class Outcome(StrEnum):
-    """How a job ended. Only ``FAILED`` is a failure; the rest are successful branches."""
+    """How a job ended. ``FAILED`` and ``RETRYING`` are failures; the rest are successes."""
 
     COPIED = "copied"
     IMPORTED = "imported"
@@ -48,6 +48,11 @@ class Outcome(StrEnum):
     DELETE_SKIPPED = "delete_skipped"  # the source has that digest again
     DEFERRED = "deferred"  # re-queued to run later (propagate-after)
     FAILED = "failed"  # permanent failure, recorded with its reason
+    RETRYING = "retrying"  # a transient failure: the queue will deliver the job again
+
+    @property
+    def succeeded(self) -> bool:
+        return self not in {Outcome.FAILED, Outcome.RETRYING}
 
 
 @dataclass(frozen=True)

@@ -7,12 +7,21 @@ repository's slashes become ``:`` in the partition key.
 
 from __future__ import annotations
 
+import contextlib
 import json
 from dataclasses import dataclass
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
+from enum import StrEnum
 from typing import Any
 
-from azure.core.exceptions import AzureError, ResourceExistsError, ResourceNotFoundError
+from azure.core import MatchConditions
+from azure.core.exceptions import (
+    AzureError,
+    HttpResponseError,
+    ResourceExistsError,
+    ResourceModifiedError,
+    ResourceNotFoundError,
+)
 from azure.data.tables import TableClient, TableServiceClient, UpdateMode
 
 from replicator.config import StorageConnection
@@ -95,7 +104,7 @@ class TableStatusStore:
     def _call(self, what: str, fn: Any, *args: Any, **kwargs: Any) -> Any:
         try:
             return fn(*args, **kwargs)
-        except ResourceNotFoundError:
+        except (ResourceNotFoundError, ResourceExistsError, ResourceModifiedError):
             raise
         except AzureError as exc:
             raise QueueUnavailableError(f"status table {what} failed: {exc}") from exc
@@ -171,3 +180,73 @@ class TableStatusStore:
             "drift": json.loads(entity.get("Drift") or "{}"),
             "enqueued": int(entity.get("Enqueued", 0)),
         }
+
+
+CLAIM_PARTITION = "_claim"
+CLAIM_LEASE = timedelta(minutes=10)
+
+
+class Claim(StrEnum):
+    OWNED = "owned"  # this worker replicates the push
+    DONE = "done"  # a duplicate delivery of a push already replicated
+    BUSY = "busy"  # another worker is replicating this very push right now
+
+
+def _push_key(job: CopyJob) -> str:
+    return job.pushed_at.isoformat() if job.pushed_at else ""
+
+
+def claim(store: TableStatusStore, job: CopyJob) -> Claim:
+    """Claim one push of one job id, so duplicate deliveries (retries, geo-replicas, Event
+    Grid's at-least-once) cost one copy. A later push with the same content (a tag moved
+    back) has another push time and takes the claim over."""
+    entity = {
+        "PartitionKey": CLAIM_PARTITION,
+        "RowKey": job.job_id,
+        "PushedAt": _push_key(job),
+        "ClaimedAt": utcnow(),
+        "Done": False,
+    }
+    client = store.client
+    try:
+        store._call("claim", client.create_entity, entity)
+        return Claim.OWNED
+    except ResourceExistsError:
+        pass
+    try:
+        current = store._call("claim", client.get_entity, CLAIM_PARTITION, job.job_id)
+    except ResourceNotFoundError:
+        return claim(store, job)
+    same_push = current.get("PushedAt", "") == entity["PushedAt"]
+    if same_push and current.get("Done"):
+        return Claim.DONE
+    if same_push and utcnow() - current["ClaimedAt"] < CLAIM_LEASE:
+        return Claim.BUSY
+    try:
+        store._call(
+            "claim",
+            client.update_entity,
+            entity,
+            mode=UpdateMode.REPLACE,
+            etag=current.metadata["etag"],
+            match_condition=MatchConditions.IfNotModified,
+        )
+    except (ResourceModifiedError, HttpResponseError):
+        return Claim.BUSY
+    return Claim.OWNED
+
+
+def release(store: TableStatusStore, job: CopyJob, *, done: bool) -> None:
+    """Mark the claimed push done, or give the claim up so a retry can take it."""
+    if done:
+        entity = {
+            "PartitionKey": CLAIM_PARTITION,
+            "RowKey": job.job_id,
+            "PushedAt": _push_key(job),
+            "ClaimedAt": utcnow(),
+            "Done": True,
+        }
+        store._call("claim", store.client.upsert_entity, entity, mode=UpdateMode.REPLACE)
+    else:
+        with contextlib.suppress(ResourceNotFoundError):
+            store._call("claim", store.client.delete_entity, CLAIM_PARTITION, job.job_id)

@@ -1,0 +1,145 @@
+"""The worker's decisions: replicate one job, through the runtime's ports only.
+
+Safety rules, in order: only the configured source and targets are ever touched; the tag
+is resolved in the source *now*, so an old job never sets a DR tag back to an older
+image; nothing is deleted in the DR registry unless the delete policy says so, and then
+only when the source still lacks the digest when the job runs.
+"""
+
+from __future__ import annotations
+
+import logging
+from datetime import datetime, timedelta
+
+from replicator.errors import PermanentRegistryError, TransientRegistryError
+from replicator.model import Action, CopyJob, JobResult, Outcome, Target, utcnow
+from replicator.runtime import Runtime
+from replicator.status import Claim, claim, release
+
+log = logging.getLogger(__name__)
+DUE_TOLERANCE = timedelta(seconds=5)
+BUSY_RECHECK_SECONDS = 30
+
+
+def replicate(runtime: Runtime, job: CopyJob, *, attempt: int = 1) -> JobResult:
+    """Run one job; record and return its result. Raises only what a retry can fix."""
+    settings = runtime.settings
+    target = settings.target(job.target)
+    if job.source != settings.source or target is None:
+        reason = f"job names {job.source} -> {job.target}, outside the configured registries"
+        return _finish(runtime, JobResult(job, Outcome.FAILED, attempts=attempt, error=reason))
+    if job.not_before is not None and job.not_before > utcnow() + DUE_TOLERANCE:
+        return _finish(runtime, _defer(runtime, job, job.not_before, attempt))
+    claimed = job.action is Action.PUSH and job.origin == "event" and job.pushed_at is not None
+    if claimed:
+        state = claim(runtime.status, job)
+        if state is not Claim.OWNED:
+            return _duplicate(runtime, job, state, attempt)
+    try:
+        if job.action is Action.DELETE:
+            result = _delete(runtime, job, attempt)
+        else:
+            result = _push(runtime, job, target, attempt)
+    except TransientRegistryError as exc:
+        if claimed:
+            release(runtime.status, job, done=False)
+        _finish(runtime, JobResult(job, Outcome.RETRYING, attempts=attempt, error=str(exc)))
+        raise
+    except PermanentRegistryError as exc:
+        result = JobResult(job, Outcome.FAILED, attempts=attempt, error=str(exc))
+    if claimed:
+        release(runtime.status, job, done=result.outcome.succeeded)
+    return _finish(runtime, result)
+
+
+def _duplicate(runtime: Runtime, job: CopyJob, state: Claim, attempt: int) -> JobResult:
+    """A second delivery of a push: done already, or under way elsewhere (check back later).
+    Not written to the status table: the first delivery's row tells the truth."""
+    if state is Claim.BUSY:
+        runtime.queue.send(job, delay_seconds=BUSY_RECHECK_SECONDS)
+        result = JobResult(job, Outcome.DEFERRED, attempts=attempt, error="duplicate in progress")
+    else:
+        result = JobResult(job, Outcome.ALREADY_PRESENT, attempts=attempt, error="duplicate")
+    return _finish(runtime, result, record=False)
+
+
+def _finish(runtime: Runtime, result: JobResult, *, record: bool = True) -> JobResult:
+    if record:
+        runtime.status.record(result)
+    job = result.job
+    level = logging.WARNING if not result.outcome.succeeded else logging.INFO
+    log.log(
+        level,
+        "job %s %s %s:%s -> %s: %s%s",
+        job.job_id,
+        job.action.value,
+        job.repository,
+        job.tag or job.digest,
+        job.target,
+        result.outcome.value,
+        f" ({result.error})" if result.error else "",
+        extra={
+            "job_id": job.job_id,
+            "repository": job.repository,
+            "tag": job.tag,
+            "digest": result.digest or job.digest,
+            "target": job.target,
+            "outcome": result.outcome.value,
+            "strategy": result.strategy,
+        },
+    )
+    return result
+
+
+def _push(runtime: Runtime, job: CopyJob, target: Target, attempt: int) -> JobResult:
+    source = runtime.registries.client(job.source)
+    current = source.head_manifest(job.source_ref.with_digest(None) if job.tag else job.source_ref)
+    if current is None:
+        what = f"tag {job.tag}" if job.tag else job.digest
+        return JobResult(job, Outcome.SOURCE_MISSING, attempts=attempt, error=f"{what} is gone")
+    digest = current.digest
+    if digest != job.digest:
+        log.info("%s:%s moved to %s since the job was made", job.repository, job.tag, digest)
+    dst_ref = job.target_ref.with_digest(None) if job.tag else job.target_ref
+    present = runtime.registries.client(job.target).head_manifest(dst_ref)
+    if present is not None and present.digest == digest:
+        return JobResult(job, Outcome.ALREADY_PRESENT, digest=digest, attempts=attempt)
+    if runtime.deliver is None:
+        raise PermanentRegistryError("no delivery path configured")
+    report, path = runtime.deliver(job, target, digest)
+    outcome = Outcome.IMPORTED if path == "import" else Outcome.COPIED
+    return JobResult(
+        job,
+        outcome,
+        strategy=path,
+        digest=report.digest,
+        attempts=attempt,
+        bytes_copied=report.bytes_copied,
+    )
+
+
+def _defer(runtime: Runtime, job: CopyJob, due: datetime, attempt: int) -> JobResult:
+    delay = max(1, int((due - utcnow()).total_seconds()))
+    runtime.queue.send(job, delay_seconds=delay)
+    return JobResult(job, Outcome.DEFERRED, attempts=attempt, error=f"due at {due.isoformat()}")
+
+
+def _delete(runtime: Runtime, job: CopyJob, attempt: int) -> JobResult:
+    policy = runtime.settings.delete_policy
+    if not policy.deletes:
+        return JobResult(
+            job, Outcome.DELETE_KEPT, attempts=attempt, error="REPLICATOR_DELETE_POLICY=keep"
+        )
+    if policy.mode == "propagate-after" and job.not_before is None:
+        due = utcnow() + timedelta(seconds=policy.delay_seconds)
+        return _defer(runtime, job.evolve(not_before=due), due, attempt)
+    ref = job.source_ref.with_tag(None)
+    if runtime.registries.client(job.source).head_manifest(ref) is not None:
+        return JobResult(
+            job, Outcome.DELETE_SKIPPED, attempts=attempt, error="the source has it again"
+        )
+    dst = runtime.registries.client(job.target)
+    dst_ref = ref.with_registry(job.target)
+    if dst.head_manifest(dst_ref) is not None:
+        dst.delete_manifest(dst_ref)
+    return JobResult(job, Outcome.DELETED, digest=job.digest, attempts=attempt)

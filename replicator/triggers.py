@@ -1,0 +1,159 @@
+"""The Functions handlers: decode the binding, call the service, map the outcome.
+
+``register(app, settings)`` binds them to a ``FunctionApp`` with the names, triggers,
+queue, schedule setting and auth levels of CONTRACT.md. No business logic lives here.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+import threading
+from collections.abc import Mapping
+
+import azure.functions as func
+
+from replicator import service
+from replicator.config import Settings, load_settings
+from replicator.errors import InvalidEventError, InvalidJobError
+from replicator.events import decide, parse_event
+from replicator.model import QUEUE_NAME, CopyJob, utcnow
+from replicator.runtime import Runtime, build_runtime
+
+log = logging.getLogger("replicator")
+_lock = threading.Lock()
+_runtime: Runtime | None = None
+
+
+def startup(env: Mapping[str, str]) -> Settings:
+    """Validate every setting at start-up (one ``ConfigError`` lists all problems)."""
+    settings = load_settings(env, require_storage=True)
+    try:
+        from replicator.telemetry import configure_telemetry
+    except ImportError:  # pragma: no cover - telemetry is optional at the skeleton stage
+        return settings
+    configure_telemetry(env)
+    return settings
+
+
+def use_runtime(runtime: Runtime | None) -> None:
+    """Install the runtime the handlers use (tests and the local runner)."""
+    global _runtime
+    with _lock:
+        _runtime = runtime
+
+
+def runtime() -> Runtime:
+    global _runtime
+    with _lock:
+        if _runtime is None:
+            _runtime = build_runtime(load_settings(os.environ, require_storage=True))
+        return _runtime
+
+
+def on_registry_event(event: func.EventGridEvent) -> None:
+    """Event Grid -> one job per target. Malformed or foreign events are logged and dropped;
+    a queue that cannot be reached raises, so Event Grid retries and finally dead-letters."""
+    rt = runtime()
+    try:
+        parsed = parse_event(
+            event_id=event.id,
+            event_type=event.event_type,
+            topic=event.topic,
+            data=event.get_json(),
+            event_time=event.event_time,
+        )
+    except InvalidEventError as exc:
+        log.warning("dropped malformed event %s: %s", str(event.id)[:100], exc)
+        return
+    decision = decide(parsed, rt.settings, now=utcnow())
+    if decision.ignored:
+        log.warning("ignored event %s for %s: %s", parsed.event_id, parsed.repository, decision.ignored)
+        return
+    for job in decision.jobs:
+        rt.queue.send(job, delay_seconds=decision.delay_seconds)
+    log.info(
+        "event %s %s %s:%s -> %d job(s)",
+        parsed.event_id,
+        parsed.kind,
+        parsed.repository,
+        parsed.tag or parsed.digest,
+        len(decision.jobs),
+    )
+
+
+def replicate(msg: func.QueueMessage) -> None:
+    """Run one job. A malformed message goes to the poison queue at once, with its reason;
+    only failures a retry can fix are raised (the host retries, then poisons)."""
+    rt = runtime()
+    body = msg.get_body()
+    try:
+        job = CopyJob.from_json(body)
+    except InvalidJobError as exc:
+        log.error("poisoned malformed message %s: %s", msg.id, exc)
+        rt.queue.send_poison(body.decode("utf-8", "replace"), str(exc))
+        return
+    attempt = getattr(msg, "dequeue_count", None) or 1
+    service.replicate(rt, job, attempt=int(attempt))
+
+
+def reconcile(timer: func.TimerRequest) -> None:
+    from replicator.reconcile import run_reconcile
+
+    if timer.past_due:
+        log.info("reconcile is running late")
+    run_reconcile(runtime())
+
+
+def _http(answer: object) -> func.HttpResponse:
+    status_code = int(getattr(answer, "status_code", 500))
+    body = getattr(answer, "body", {})
+    return func.HttpResponse(
+        json.dumps(body, indent=2, default=str),
+        status_code=status_code,
+        mimetype="application/json",
+    )
+
+
+def resync(req: func.HttpRequest) -> func.HttpResponse:
+    from replicator.api import handle_resync
+
+    return _http(handle_resync(runtime(), req.get_body()))
+
+
+def status(req: func.HttpRequest) -> func.HttpResponse:
+    from replicator.api import handle_status
+
+    return _http(handle_status(runtime(), dict(req.params)))
+
+
+def replay(req: func.HttpRequest) -> func.HttpResponse:
+    from replicator.api import handle_replay
+
+    return _http(handle_replay(runtime(), req.get_body()))
+
+
+def register(app: func.FunctionApp, settings: Settings) -> None:
+    """Bind the six functions; names are part of the deployment (Event Grid uses them)."""
+    app.function_name("on_registry_event")(app.event_grid_trigger(arg_name="event")(on_registry_event))
+    app.function_name("replicate")(
+        app.queue_trigger(
+            arg_name="msg", queue_name=QUEUE_NAME, connection=settings.queue_connection
+        )(replicate)
+    )
+    app.function_name("reconcile")(
+        app.timer_trigger(
+            arg_name="timer",
+            schedule="%REPLICATOR_RECONCILE_SCHEDULE%",
+            run_on_startup=False,
+            use_monitor=True,
+        )(reconcile)
+    )
+    routes = (
+        ("resync", "POST", func.AuthLevel.FUNCTION, resync),
+        ("status", "GET", func.AuthLevel.FUNCTION, status),
+        ("replay", "POST", func.AuthLevel.ADMIN, replay),
+    )
+    for name, method, level, handler in routes:
+        app.function_name(name)(app.route(route=name, methods=[method], auth_level=level)(handler))

@@ -1,0 +1,128 @@
+from __future__ import annotations
+
+import pytest
+
+from replicator.config import DeletePolicy, Settings
+from replicator.filters import Filters
+from replicator.model import Action, Target
+from replicator.planning import DriftEntry, Plan, jobs_for, plan
+from replicator.ports import TagEntry
+
+A = "sha256:" + "a" * 64
+B = "sha256:" + "b" * 64
+C = "sha256:" + "c" * 64
+KEEP = DeletePolicy()
+PROPAGATE = DeletePolicy(mode="propagate")
+SETTINGS = Settings(
+    source="src.example.io", targets=(Target("dr1.example.io"), Target("dr2.example.io"))
+)
+
+
+def e(ref: str, digest: str | None) -> TagEntry:
+    repository, tag = ref.split(":")
+    return TagEntry(repository, tag, digest)
+
+
+@pytest.mark.parametrize(
+    ("source", "target", "filters", "expected"),
+    [
+        ([], [], Filters(), ([], [], [])),
+        ([e("app:v1", A)], [e("app:v1", A)], Filters(), ([], [], [])),
+        ([e("app:v1", A)], [], Filters(), (["app:v1"], [], [])),
+        ([e("app:v1", A)], [e("app:v1", B)], Filters(), ([], ["app:v1"], [])),
+        ([], [e("app:old", B)], Filters(), ([], [], ["app:old"])),
+        ([e("app:v1", None)], [e("app:v1", None)], Filters(), ([], ["app:v1"], [])),
+        ([e("app:v1", A)], [e("app:v1", None)], Filters(), ([], ["app:v1"], [])),
+        (
+            [e("team/a:v1", A), e("other:v1", A)],
+            [e("other:x", B)],
+            Filters(include=("team/**",)),
+            (["team/a:v1"], [], []),
+        ),
+        (
+            [e("app:v1", A), e("app:v1-rc", A)],
+            [e("app:old-rc", C)],
+            Filters(exclude=("*:*-rc",)),
+            (["app:v1"], [], []),
+        ),
+        (
+            [e("b:1", A), e("a:2", A), e("a:1", A)],
+            [],
+            Filters(),
+            (["a:1", "a:2", "b:1"], [], []),
+        ),
+    ],
+    ids=[
+        "empty",
+        "in-step",
+        "missing",
+        "stale",
+        "extra",
+        "unknown-both-is-stale",
+        "unknown-target-is-stale",
+        "include-both-sides",
+        "exclude-both-sides",
+        "sorted",
+    ],
+)
+def test_plan(
+    source: list[TagEntry],
+    target: list[TagEntry],
+    filters: Filters,
+    expected: tuple[list[str], list[str], list[str]],
+) -> None:
+    result = plan(source, target, filters, KEEP)
+    got = tuple(
+        [f"{x.repository}:{x.tag}" for x in kind]
+        for kind in (result.missing, result.stale, result.extra)
+    )
+    assert got == tuple(expected)
+    assert result.drift is any(expected)
+
+
+def test_plan_digests_and_counts_in_contract_shape() -> None:
+    result = plan(
+        [e("app:v1", A), e("app:v2", B), e("app:v3", C)],
+        [e("app:v2", A), e("app:v3", C), e("app:gone", B)],
+        Filters(),
+        KEEP,
+    )
+    assert result.to_dict() == {
+        "missing": [{"repository": "app", "tag": "v1", "source_digest": A, "target_digest": None}],
+        "stale": [{"repository": "app", "tag": "v2", "source_digest": B, "target_digest": A}],
+        "extra": [{"repository": "app", "tag": "gone", "source_digest": None, "target_digest": B}],
+    }
+    assert result.counts() == {"missing": 1, "stale": 1, "extra": 1}
+    assert result.in_step == 1
+
+
+def test_jobs_for_keep_copies_missing_and_stale_to_every_target() -> None:
+    result = plan(
+        [e("app:v1", A), e("app:v2", B)], [e("app:v2", A), e("app:x", C)], Filters(), KEEP
+    )
+    jobs = jobs_for(result, SETTINGS, "reconcile")
+    assert [(j.target, j.tag, j.digest, j.action) for j in jobs] == [
+        ("dr1.example.io", "v1", A, Action.PUSH),
+        ("dr1.example.io", "v2", B, Action.PUSH),
+        ("dr2.example.io", "v1", A, Action.PUSH),
+        ("dr2.example.io", "v2", B, Action.PUSH),
+    ]
+    assert {j.origin for j in jobs} == {"reconcile"}
+    assert {j.source for j in jobs} == {"src.example.io"}
+
+
+def test_jobs_for_propagate_deletes_extras_of_the_plans_target() -> None:
+    result = plan([], [e("app:x", C)], Filters(), PROPAGATE, target="dr2.example.io")
+    jobs = jobs_for(result, SETTINGS, "resync")
+    assert [(j.target, j.tag, j.digest, j.action) for j in jobs] == [
+        ("dr2.example.io", "x", C, Action.DELETE)
+    ]
+
+
+def test_jobs_for_skips_unknown_digests_and_ids_are_stable() -> None:
+    unknown = Plan(missing=(DriftEntry("app", "v1", None, None),))
+    assert jobs_for(unknown, SETTINGS, "reconcile") == []
+    result = plan([e("app:v1", A)], [], Filters(), KEEP, source="other.io", target="t.io")
+    first, again = jobs_for(result, SETTINGS, "cli"), jobs_for(result, SETTINGS, "reconcile")
+    assert [j.job_id for j in first] == [j.job_id for j in again]
+    assert (first[0].source, first[0].target) == ("other.io", "t.io")

@@ -1,0 +1,246 @@
+"""What a registry holds: every ``repository:tag`` and the digest behind it.
+
+ACR answers with digests and tags together (``/acr/v1/_catalog`` then one paged
+``/acr/v1/<repo>/_manifests`` per repository), so it costs no request per tag. Any other
+OCI registry gets ``/v2/_catalog``, ``/v2/<repo>/tags/list`` and one manifest HEAD per
+tag. Every listing follows ``Link: <...>; rel="next"`` to the end, runs with bounded
+concurrency, and backs off on 429: a repository that stays unreadable is reported in
+``Listing.errors`` instead of failing the whole run.
+"""
+
+from __future__ import annotations
+
+import functools
+import logging
+import threading
+import time
+from collections.abc import Callable, Iterable, Iterator
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass
+from typing import Any, Protocol, TypeVar
+from urllib.parse import urlsplit
+
+import httpx
+
+from replicator.errors import NotFoundError, RegistryError, TransientRegistryError
+from replicator.model import is_acr_host
+from replicator.oci.reference import ImageRef
+from replicator.ports import Descriptor, TagEntry
+
+log = logging.getLogger(__name__)
+PAGE_SIZE = 1000
+MAX_ATTEMPTS = 6
+MAX_BACKOFF = 30.0
+Allows = Callable[[str, str], bool]
+T = TypeVar("T")
+
+
+class RegistryRequester(Protocol):
+    """The slice of ``replicator.oci`` RegistryClient that listing needs."""
+
+    def request(self, method: str, path: str) -> httpx.Response: ...
+
+    def head_manifest(self, ref: ImageRef) -> Descriptor | None: ...
+
+
+@dataclass(frozen=True)
+class Listing:
+    registry: str
+    entries: tuple[TagEntry, ...]
+    repositories: int = 0
+    errors: tuple[str, ...] = ()  # one line per repository (or catalog) left unread
+    failed: frozenset[str] = frozenset()  # those repositories ("" = the catalog)
+    requests: int = 0
+
+    @property
+    def complete(self) -> bool:
+        return not self.errors
+
+
+class _Unread(Exception):
+    """A listing request that stayed unanswered after every retry."""
+
+
+class RegistryLister:
+    """Implements ``replicator.ports.Lister`` over a registry client, and whole listings."""
+
+    def __init__(
+        self,
+        client: RegistryRequester,
+        registry: str,
+        *,
+        acr: bool | None = None,
+        concurrency: int = 16,
+        page_size: int = PAGE_SIZE,
+        max_attempts: int = MAX_ATTEMPTS,
+        sleep: Callable[[float], None] = time.sleep,
+    ) -> None:
+        self.client = client
+        self.registry = registry
+        self.acr = is_acr_host(registry) if acr is None else acr
+        self.concurrency = max(1, concurrency)
+        self.page_size = page_size
+        self.max_attempts = max(1, max_attempts)
+        self.sleep = sleep
+        self._lock = threading.Lock()
+        self.requests = 0
+
+    # -- the Lister port --------------------------------------------------------------
+    def list_repositories(self) -> Iterator[str]:
+        path = "/acr/v1/_catalog" if self.acr else "/v2/_catalog"
+        for page in self._pages(f"{path}?n={self.page_size}"):
+            yield from page.get("repositories") or []
+
+    def list_tags(self, repository: str, allows: Allows | None = None) -> Iterator[TagEntry]:
+        if self.acr:
+            yield from self._acr_tags(repository, allows)
+            return
+        names = [t for t in self._oci_tag_names(repository) if not allows or allows(repository, t)]
+        for tag in names:
+            found = self._head(ImageRef(self.registry, repository, tag))
+            if found is not None:
+                yield TagEntry(repository, tag, found.digest)
+
+    # -- whole listings ---------------------------------------------------------------
+    def listing(
+        self, repositories: Iterable[str] | None = None, allows: Allows | None = None
+    ) -> Listing:
+        """Every allowed tag of ``repositories`` (default: the catalog) with its digest."""
+        if repositories is None:
+            try:
+                repositories = list(self.list_repositories())
+            except _Unread as exc:
+                return Listing(self.registry, (), 0, (str(exc),), frozenset({""}), self.requests)
+        repos = sorted(set(repositories))
+        results: list[tuple[list[TagEntry], tuple[str, str] | None]] = []
+        with ThreadPoolExecutor(self.concurrency, thread_name_prefix="list") as pool:
+            if self.acr:
+                results += pool.map(lambda r: self._guard(r, self._acr_tags, allows), repos)
+            else:
+                names = list(pool.map(lambda r: self._guard(r, self._oci_tag_names), repos))
+                results += [([], error) for _, error in names]
+                pairs = [
+                    (repo, tag)
+                    for repo, (tags, _) in zip(repos, names, strict=True)
+                    for tag in tags
+                    if not allows or allows(repo, tag)
+                ]
+                results += pool.map(lambda p: self._guard(p[0], self._head_entry, p[1]), pairs)
+        entries = [entry for found, _ in results for entry in found]
+        errors = [error for _, error in results if error]
+        failed = frozenset(repo for repo, _ in errors)
+        log.info(
+            "listed %s: %d repositories, %d tags, %d requests, %d unread",
+            self.registry,
+            len(repos),
+            len(entries),
+            self.requests,
+            len(failed),
+        )
+        return Listing(
+            self.registry,
+            tuple(entries),
+            len(repos),
+            tuple(line for _, line in errors),
+            failed,
+            self.requests,
+        )
+
+    def _guard(
+        self, repository: str, fn: Callable[..., Iterable[Any]], *args: Any
+    ) -> tuple[list[Any], tuple[str, str] | None]:
+        try:
+            return list(fn(repository, *args)), None
+        except (_Unread, RegistryError) as exc:
+            return [], (repository, f"{self.registry}/{repository}: {exc}")
+
+    # -- OCI distribution -------------------------------------------------------------
+    def _oci_tag_names(self, repository: str) -> Iterator[str]:
+        path = f"/v2/{repository}/tags/list?n={self.page_size}"
+        for page in self._pages(path, missing_ok=True):
+            yield from page.get("tags") or []
+
+    def _head_entry(self, repository: str, tag: str) -> Iterator[TagEntry]:
+        found = self._head(ImageRef(self.registry, repository, tag))
+        if found is not None:
+            yield TagEntry(repository, tag, found.digest)
+
+    def _head(self, ref: ImageRef) -> Descriptor | None:
+        return self._retry(f"HEAD {ref}", lambda: self.client.head_manifest(ref))
+
+    # -- ACR --------------------------------------------------------------------------
+    def _acr_tags(self, repository: str, allows: Allows | None = None) -> Iterator[TagEntry]:
+        path = f"/acr/v1/{repository}/_manifests?n={self.page_size}"
+        for page in self._pages(path, missing_ok=True):
+            for item in page.get("manifests") or []:
+                digest = item.get("digest")
+                for tag in item.get("tags") or []:
+                    if isinstance(tag, str) and (not allows or allows(repository, tag)):
+                        yield TagEntry(repository, tag, digest if isinstance(digest, str) else None)
+
+    # -- paging and retries -----------------------------------------------------------
+    def _pages(self, path: str, *, missing_ok: bool = False) -> Iterator[dict[str, Any]]:
+        """Each JSON page of a listing, following ``Link: rel="next"`` to the end."""
+        seen: set[str] = set()
+        next_path: str | None = path
+        while next_path and next_path not in seen:
+            seen.add(next_path)
+            response = self._retry(f"GET {next_path}", functools.partial(self._get, next_path))
+            if response is None:
+                if missing_ok:
+                    return
+                raise _Unread(f"{self.registry}{path.split('?')[0]}: not found")
+            body = response.json()
+            yield body if isinstance(body, dict) else {}
+            next_path = _next_link(response)
+
+    def _get(self, path: str) -> httpx.Response | None:
+        try:
+            response = self.client.request("GET", path)
+        except NotFoundError:
+            return None
+        if response.status_code == 404:
+            return None
+        if response.status_code == 429 or response.status_code >= 500:
+            retry_after = _retry_after(response.headers.get("Retry-After"))
+            raise TransientRegistryError(
+                f"{response.status_code} on GET {path}",
+                status=response.status_code,
+                operation="list",
+                retry_after=retry_after,
+            )
+        if response.status_code >= 400:
+            raise RegistryError(
+                f"{response.status_code} on GET {path}", status=response.status_code
+            )
+        return response
+
+    def _retry(self, what: str, call: Callable[[], T]) -> T:
+        for attempt in range(1, self.max_attempts + 1):
+            with self._lock:
+                self.requests += 1
+            try:
+                return call()
+            except TransientRegistryError as exc:
+                if attempt == self.max_attempts:
+                    raise _Unread(f"{what}: gave up after {attempt} attempts ({exc})") from exc
+                delay = exc.retry_after if exc.retry_after is not None else 0.25 * 2**attempt
+                log.info("%s: %s; retrying in %.1fs", what, exc, min(delay, MAX_BACKOFF))
+                self.sleep(min(delay, MAX_BACKOFF))
+        raise AssertionError("unreachable")
+
+
+def _next_link(response: httpx.Response) -> str | None:
+    """The next page as a path on the same registry (never another host)."""
+    url = response.links.get("next", {}).get("url")
+    if not url:
+        return None
+    parts = urlsplit(url)
+    return parts.path + (f"?{parts.query}" if parts.query else "")
+
+
+def _retry_after(value: str | None) -> float | None:
+    try:
+        return max(0.0, float(value)) if value else None
+    except ValueError:
+        return None

@@ -1,0 +1,99 @@
+from __future__ import annotations
+
+from collections.abc import Iterator
+
+import httpx
+import pytest
+from doubles.acr_listing import AcrListingDouble, serve
+
+from replicator.listing import RegistryLister
+from replicator.oci.reference import ImageRef
+from replicator.ports import Descriptor, TagEntry
+
+pytestmark = pytest.mark.integration
+
+
+def digest(n: int) -> str:
+    return f"sha256:{n:064x}"
+
+
+class PlainClient:
+    """Unauthenticated HTTP to a loopback double (it needs no token)."""
+
+    def __init__(self, host: str) -> None:
+        self.http = httpx.Client(base_url=f"http://{host}")
+
+    def request(self, method: str, path: str) -> httpx.Response:
+        return self.http.request(method, path)
+
+    def head_manifest(self, ref: ImageRef) -> Descriptor | None:
+        raise AssertionError("an ACR listing must not HEAD per tag")
+
+
+@pytest.fixture
+def acr() -> Iterator[tuple[AcrListingDouble, RegistryLister]]:
+    repositories = {
+        f"team{i % 3}/app{i:03d}": {digest(i * 10 + k): [f"v{k}", f"b{k}"] for k in range(3)}
+        for i in range(250)
+    }
+    repositories["team0/app000"][digest(9_999)] = []  # untagged: not a tag entry
+    double = AcrListingDouble(repositories, max_page=100)
+    with serve(double) as host:
+        client = PlainClient(host)
+        yield double, RegistryLister(client, host, acr=True, concurrency=8, sleep=lambda _: None)
+        client.http.close()
+
+
+def test_acr_listing_pages_catalog_and_manifests_to_the_end(
+    acr: tuple[AcrListingDouble, RegistryLister],
+) -> None:
+    double, lister = acr
+    listing = lister.listing()
+    assert listing.complete
+    assert listing.repositories == 250
+    assert len(listing.entries) == 250 * 6
+    assert TagEntry("team0/app249", "b2", digest(2492)) in listing.entries
+    catalog_pages = [r for r in double.requests if r.startswith("/acr/v1/_catalog")]
+    assert len(catalog_pages) == 3  # 250 repositories in pages of 100
+    assert len(double.requests) == 3 + 250  # no request per tag
+    assert listing.requests == len(double.requests)
+
+
+def test_acr_listing_filters_tags_and_follows_manifest_pages(
+    acr: tuple[AcrListingDouble, RegistryLister],
+) -> None:
+    double, lister = acr
+    double.max_page = 2  # three manifests per repository: two pages each
+    listing = lister.listing(["team0/app000", "no/such"], allows=lambda r, t: t.startswith("v"))
+    assert listing.complete  # an unknown repository has no tags, it is not an error
+    assert sorted(e.tag for e in listing.entries) == ["v0", "v1", "v2"]
+    assert sum("/team0/app000/_manifests" in r for r in double.requests) == 2
+
+
+def test_acr_listing_backs_off_on_429_and_reports_what_stayed_unread(
+    acr: tuple[AcrListingDouble, RegistryLister],
+) -> None:
+    double, lister = acr
+    double.throttle["/acr/v1/_catalog"] = 2
+    double.throttle["/acr/v1/team1/app001/_manifests"] = 3
+    double.throttle["/acr/v1/team2/app002/_manifests"] = 100  # never answers
+    slept: list[float] = []
+    lister.sleep = slept.append
+    listing = lister.listing()
+    assert not listing.complete
+    assert listing.failed == frozenset({"team2/app002"})
+    assert "team2/app002" in listing.errors[0]
+    assert len(listing.entries) == 249 * 6
+    assert any(e.repository == "team1/app001" for e in listing.entries)
+    assert len(slept) == 2 + 3 + (lister.max_attempts - 1)
+    assert all(s == 0 for s in slept)  # Retry-After: 0 honoured
+
+
+def test_acr_catalog_that_never_answers_is_one_error(
+    acr: tuple[AcrListingDouble, RegistryLister],
+) -> None:
+    double, lister = acr
+    double.throttle["/acr/v1/_catalog"] = 100
+    listing = lister.listing()
+    assert listing.failed == frozenset({""})
+    assert listing.entries == ()

@@ -221,7 +221,11 @@ class RegistryLister:
                 self.requests += 1
             try:
                 return call()
+            except httpx.TransportError as exc:  # unreachable: the client retried already
+                raise _Unread(f"{what}: {type(exc).__name__}: {exc}") from exc
             except TransientRegistryError as exc:
+                if exc.status is None:  # connection-level: the client retried already
+                    raise _Unread(f"{what}: {exc}") from exc
                 if attempt == self.max_attempts:
                     raise _Unread(f"{what}: gave up after {attempt} attempts ({exc})") from exc
                 delay = exc.retry_after if exc.retry_after is not None else 0.25 * 2**attempt

@@ -14,16 +14,29 @@ def stack() -> Iterator[LocalStack]:
 
 
 @pytest.fixture
-def registry(stack: LocalStack) -> Registry:
-    """A fresh, empty distribution registry for one test."""
-    return stack.start_registry()
+def registry(stack: LocalStack) -> Iterator[Registry]:
+    """A fresh, empty distribution registry for one test, stopped after it."""
+    running = stack.start_registry()
+    yield running
+    running.stop()
 
 
 @pytest.fixture
-def registry_pair(stack: LocalStack) -> tuple[Registry, Registry]:
-    return stack.start_registry(), stack.start_registry()
+def registry_pair(stack: LocalStack) -> Iterator[tuple[Registry, Registry]]:
+    pair = stack.start_registry(), stack.start_registry()
+    yield pair
+    for running in pair:
+        running.stop()
 
 
 @pytest.fixture(scope="session")
 def azurite(stack: LocalStack) -> Azurite:
+    """One Azurite for the session; tests that need empty queues use fresh_azurite."""
     return stack.start_azurite()
+
+
+@pytest.fixture
+def fresh_azurite(stack: LocalStack) -> Iterator[Azurite]:
+    running = stack.start_azurite()
+    yield running
+    running.stop()

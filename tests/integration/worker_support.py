@@ -1,0 +1,99 @@
+"""Shared set-up for the worker's end-to-end tests: a runtime on real registries and Azurite."""
+
+from __future__ import annotations
+
+import threading
+from collections.abc import Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass, field
+
+from replicator import triggers
+from replicator.config import StorageConnection, load_settings
+from replicator.demo import push_event
+from replicator.localrun import QueueOptions, QueueRunner, RunStats
+from replicator.localstack import Azurite, Registry
+from replicator.model import CopyJob, Target, utcnow
+from replicator.oci.reference import ImageRef
+from replicator.ports import CopyReport
+from replicator.queue import queue_client
+from replicator.runtime import Runtime, build_runtime
+
+FAST = QueueOptions(batch_size=16, visibility_timeout=0, max_dequeue_count=3, max_polling_interval=0.1)
+
+
+@dataclass
+class Counting:
+    """Wraps the runtime's delivery path and counts the copies it really makes."""
+
+    runtime: Runtime
+    copies: list[str] = field(default_factory=list)
+    lock: threading.Lock = field(default_factory=threading.Lock)
+
+    def __post_init__(self) -> None:
+        inner = self.runtime.deliver
+        assert inner is not None
+
+        def deliver(job: CopyJob, target: Target, digest: str) -> tuple[CopyReport, str]:
+            with self.lock:
+                self.copies.append(f"{job.repository}@{digest}->{target.login_server}")
+            return inner(job, target, digest)
+
+        self.runtime.deliver = deliver
+
+
+@contextmanager
+def worker_runtime(
+    source: Registry, target: Registry, azurite: Azurite, **env: str
+) -> Iterator[tuple[Runtime, Counting]]:
+    settings = load_settings(
+        {"REPLICATOR_SOURCE": source.host, "REPLICATOR_TARGETS": target.host,
+         "AzureWebJobsStorage": azurite.connection_string, "REPLICATOR_UNTAGGED_DELAY": "1s",
+         **env},
+        require_storage=True,
+    )
+    runtime = build_runtime(settings)
+    runtime.queue.ensure()
+    runtime.status.ensure()
+    counting = Counting(runtime)
+    triggers.use_runtime(runtime)
+    try:
+        yield runtime, counting
+    finally:
+        triggers.use_runtime(None)
+        runtime.close()
+
+
+def runner(runtime: Runtime, options: QueueOptions = FAST) -> QueueRunner:
+    storage = runtime.settings.storage
+    assert isinstance(storage, StorageConnection)
+    return QueueRunner(
+        queue_client(storage, runtime.queue.name),
+        queue_client(storage, runtime.queue.poison_name),
+        triggers.replicate,
+        options,
+    )
+
+
+def deliver_push(ref: ImageRef, digest: str, size: int = 100) -> None:
+    triggers.on_registry_event(
+        push_event(ref, digest, "application/vnd.oci.image.index.v1+json", size, utcnow())
+    )
+
+
+def drain(runtime: Runtime, timeout: float = 60) -> RunStats:
+    return runner(runtime).run_until_idle(timeout=timeout)
+
+
+def delete_event(ref: ImageRef, digest: str) -> object:
+    """ACR's ImageDeleted event: a digest, no tag (reference section 1)."""
+    import azure.functions as func
+
+    return func.EventGridEvent(
+        id=f"delete-{digest[-8:]}",
+        data={"action": "delete", "timestamp": utcnow().isoformat(),
+              "target": {"mediaType": "application/vnd.oci.image.index.v1+json",
+                         "digest": digest, "repository": ref.repository},
+              "request": {"host": ref.registry, "method": "DELETE"}},
+        topic="", subject=ref.repository, event_type="Microsoft.ContainerRegistry.ImageDeleted",
+        event_time=utcnow(), data_version="2.0",
+    )

@@ -19,7 +19,7 @@ from replicator.errors import InvalidReferenceError, QueueUnavailableError, Regi
 from replicator.filters import Filters
 from replicator.model import utcnow
 from replicator.oci.reference import parse_registry, parse_repository, parse_tag
-from replicator.reconcile import compare, enqueue, plan_jobs
+from replicator.reconcile import Pacing, compare, enqueue, plan_jobs
 
 if TYPE_CHECKING:
     from replicator.runtime import Runtime
@@ -138,7 +138,7 @@ def _resync(runtime: Runtime, body: bytes) -> ApiResponse:
     if dry_run:
         return ApiResponse(200, {**answer, "dry_run": True, "plans": plans})
     jobs = plan_jobs(report, settings, "resync")
-    sent = enqueue(runtime.queue, jobs)
+    sent = enqueue(runtime.queue, jobs, Pacing(batch=500, pause_seconds=0.1))
     listed = [_job_summary(j.to_dict()) for j in jobs[:MAX_LISTED_JOBS]]
     log.info("resync %s: %d jobs enqueued, drift %s", repository or "*", sent, report.drift())
     return ApiResponse(202, {**answer, "dry_run": False, "enqueued": sent, "jobs": listed})

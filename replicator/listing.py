@@ -28,7 +28,8 @@ from replicator.oci.reference import ImageRef
 from replicator.ports import Descriptor, TagEntry
 
 log = logging.getLogger(__name__)
-PAGE_SIZE = 1000
+PAGE_SIZE = 1000  # distribution caps catalog pages at 1000 by default
+ACR_PAGE_SIZE = 100  # ACR's own page size; Link paging fetches the rest
 MAX_ATTEMPTS = 6
 MAX_BACKOFF = 30.0
 Allows = Callable[[str, str], bool]
@@ -71,7 +72,7 @@ class RegistryLister:
         *,
         acr: bool | None = None,
         concurrency: int = 16,
-        page_size: int = PAGE_SIZE,
+        page_size: int | None = None,
         max_attempts: int = MAX_ATTEMPTS,
         sleep: Callable[[float], None] = time.sleep,
     ) -> None:
@@ -79,7 +80,7 @@ class RegistryLister:
         self.registry = registry
         self.acr = is_acr_host(registry) if acr is None else acr
         self.concurrency = max(1, concurrency)
-        self.page_size = page_size
+        self.page_size = page_size or (ACR_PAGE_SIZE if self.acr else PAGE_SIZE)
         self.max_attempts = max(1, max_attempts)
         self.sleep = sleep
         self._lock = threading.Lock()

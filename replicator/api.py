@@ -15,6 +15,8 @@ from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import TYPE_CHECKING, Any
 
+from azure.core.exceptions import ResourceNotFoundError
+
 from replicator.errors import InvalidReferenceError, QueueUnavailableError, RegistryError
 from replicator.filters import Filters
 from replicator.model import utcnow
@@ -22,6 +24,7 @@ from replicator.oci.reference import parse_registry, parse_repository, parse_tag
 from replicator.reconcile import Pacing, compare, enqueue, plan_jobs
 
 if TYPE_CHECKING:
+    from replicator.queue import StorageJobQueue
     from replicator.runtime import Runtime
 
 log = logging.getLogger(__name__)
@@ -174,12 +177,23 @@ def _status(runtime: Runtime, params: Mapping[str, str], now: datetime) -> ApiRe
     return ApiResponse(
         200,
         {
-            "queue": {"depth": queue.depth(), "poison": queue.depth(queue.poison_name)},
+            "queue": {"depth": _depth(queue, None), "poison": _depth(queue, queue.poison_name)},
             "lastReconcile": runtime.status.last_reconcile(),
             "window": {"from": (now - STATUS_WINDOW).isoformat(), "to": now.isoformat()},
             "targets": target_summary(rows, targets),
         },
     )
+
+
+def _depth(queue: StorageJobQueue, name: str | None) -> int:
+    """A queue's approximate length; 0 for a queue not created yet (the host creates the
+    poison queue with its first message)."""
+    try:
+        return queue.depth(name)
+    except QueueUnavailableError as exc:
+        if isinstance(exc.__cause__, ResourceNotFoundError):
+            return 0
+        raise
 
 
 def target_summary(

@@ -6,7 +6,6 @@ queue, schedule setting and auth levels of CONTRACT.md. No business logic lives 
 
 from __future__ import annotations
 
-import json
 import logging
 import os
 import threading
@@ -15,10 +14,12 @@ from collections.abc import Mapping
 import azure.functions as func
 
 from replicator import service
+from replicator.api import ApiResponse, handle_replay, handle_resync, handle_status
 from replicator.config import Settings, load_settings
 from replicator.errors import InvalidEventError, InvalidJobError
 from replicator.events import decide, parse_event
 from replicator.model import QUEUE_NAME, CopyJob, utcnow
+from replicator.reconcile import run_reconcile
 from replicator.runtime import Runtime, build_runtime
 
 log = logging.getLogger("replicator")
@@ -99,38 +100,26 @@ def replicate(msg: func.QueueMessage) -> None:
 
 
 def reconcile(timer: func.TimerRequest) -> None:
-    from replicator.reconcile import run_reconcile
-
     if timer.past_due:
         log.info("reconcile is running late")
     run_reconcile(runtime())
 
 
-def _http(answer: object) -> func.HttpResponse:
-    status_code = int(getattr(answer, "status_code", 500))
-    body = getattr(answer, "body", {})
+def _http(answer: ApiResponse) -> func.HttpResponse:
     return func.HttpResponse(
-        json.dumps(body, indent=2, default=str),
-        status_code=status_code,
-        mimetype="application/json",
+        answer.to_json(), status_code=answer.status_code, mimetype="application/json"
     )
 
 
 def resync(req: func.HttpRequest) -> func.HttpResponse:
-    from replicator.api import handle_resync
-
     return _http(handle_resync(runtime(), req.get_body()))
 
 
 def status(req: func.HttpRequest) -> func.HttpResponse:
-    from replicator.api import handle_status
-
     return _http(handle_status(runtime(), dict(req.params)))
 
 
 def replay(req: func.HttpRequest) -> func.HttpResponse:
-    from replicator.api import handle_replay
-
     return _http(handle_replay(runtime(), req.get_body()))
 
 

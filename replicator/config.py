@@ -13,6 +13,7 @@ from dataclasses import dataclass, field
 from urllib.parse import urlparse
 
 from replicator.errors import ConfigError, InvalidReferenceError
+from replicator.identity import IdentitySettings, parse_identity_settings
 from replicator.model import Strategy, Target
 from replicator.oci.reference import is_loopback, parse_registry
 
@@ -70,6 +71,7 @@ class Settings:
     plain_http: frozenset[str] = frozenset()
     storage: StorageConnection | None = None
     untagged_delay_seconds: int = DEFAULT_UNTAGGED_DELAY
+    identity: IdentitySettings = field(default_factory=IdentitySettings)  # replicator.identity
 
     def target(self, login_server: str) -> Target | None:
         for target in self.targets:
@@ -269,6 +271,7 @@ def load_settings(env: Mapping[str, str], *, require_storage: bool = False) -> S
         untagged_delay = parse_duration(env.get("REPLICATOR_UNTAGGED_DELAY", "") or "60")
     except ValueError as exc:
         problems.append(f"REPLICATOR_UNTAGGED_DELAY: {exc}")
+    identity = parse_identity_settings(env, problems)
 
     if problems:
         raise ConfigError(problems)
@@ -285,4 +288,5 @@ def load_settings(env: Mapping[str, str], *, require_storage: bool = False) -> S
         plain_http=frozenset(plain),
         storage=storage,
         untagged_delay_seconds=untagged_delay,
+        identity=identity,
     )

@@ -203,6 +203,17 @@ def identity_of(settings: Settings, registry: str) -> RegistryIdentity:
     return settings.identity.for_registry(registry, is_acr=is_acr_host(registry) or has_id)
 
 
+def _authority(host: str | None) -> dict[str, Any]:
+    """``authority=`` for a non-public cloud; MSAL's instance discovery only knows the
+    Azure clouds, so it is turned off for any other authority (Azure Stack, doubles)."""
+    from azure.identity import AzureAuthorityHosts
+
+    if not host:
+        return {}
+    known = {f"https://{h}" for h in vars(AzureAuthorityHosts).values() if isinstance(h, str)}
+    return {"authority": host} | ({} if host in known else {"disable_instance_discovery": True})
+
+
 def credential_from(config: IdentitySettings, identity: RegistryIdentity) -> TokenCredential | None:
     from azure.identity import (
         ClientAssertionCredential,
@@ -211,9 +222,7 @@ def credential_from(config: IdentitySettings, identity: RegistryIdentity) -> Tok
         ManagedIdentityCredential,
     )
 
-    authority: dict[str, Any] = (
-        {"authority": config.authority_host} if config.authority_host else {}
-    )
+    authority = _authority(config.authority_host)
     if identity.mode == "managed":
         return ManagedIdentityCredential(client_id=config.managed_client_id)
     if identity.mode == "federated":
@@ -221,7 +230,7 @@ def credential_from(config: IdentitySettings, identity: RegistryIdentity) -> Tok
         managed = ManagedIdentityCredential(client_id=config.managed_client_id)
 
         def assertion() -> str:
-            return managed.get_token(TOKEN_EXCHANGE_SCOPE).token
+            return str(managed.get_token(TOKEN_EXCHANGE_SCOPE).token)
 
         return ClientAssertionCredential(tenant, client, assertion, **authority)
     if identity.mode == "secret":

@@ -1,0 +1,1 @@
+"""Azure Container Registry specifics: ARM (ImportImage, registry properties, roles)."""

@@ -1,0 +1,131 @@
+"""ARM for registries: the management client, registry properties, role checks.
+
+``REPLICATOR_ARM_ENDPOINT`` is the client's ``base_url`` and the token audience
+(``<endpoint>/.default``), so sovereign clouds and the test double work the same way.
+TLS is the SDK's own: the transport trusts the system store, or ``REQUESTS_CA_BUNDLE``.
+"""
+
+from __future__ import annotations
+
+import fnmatch
+import re
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Any
+
+from azure.core.exceptions import HttpResponseError
+from azure.core.rest import HttpRequest
+
+from replicator.errors import InvalidReferenceError
+
+if TYPE_CHECKING:
+    from azure.core.credentials import TokenCredential
+    from azure.mgmt.containerregistry import ContainerRegistryManagementClient
+
+PERMISSIONS_API = "2022-04-01"
+_RESOURCE_ID = re.compile(
+    r"^/subscriptions/(?P<sub>[^/]+)/resourceGroups/(?P<rg>[^/]+)/providers/"
+    r"Microsoft\.ContainerRegistry/registries/(?P<name>[A-Za-z0-9]{5,50})$",
+    re.IGNORECASE,
+)
+
+
+@dataclass(frozen=True)
+class RegistryId:
+    subscription: str
+    resource_group: str
+    name: str
+
+    @classmethod
+    def parse(cls, resource_id: str) -> RegistryId:
+        match = _RESOURCE_ID.match(resource_id or "")
+        if not match:
+            raise InvalidReferenceError(f"not an ARM registry id: {resource_id!r}")
+        return cls(match["sub"], match["rg"], match["name"])
+
+    def __str__(self) -> str:
+        return (
+            f"/subscriptions/{self.subscription}/resourceGroups/{self.resource_group}"
+            f"/providers/Microsoft.ContainerRegistry/registries/{self.name}"
+        )
+
+
+@dataclass(frozen=True)
+class RegistryProperties:
+    """What ``GET .../registries/{name}`` says, as far as replication cares."""
+
+    name: str
+    login_server: str
+    sku: str
+    public_network_access: str = "Enabled"
+    network_default_action: str = "Allow"
+    trusted_services_bypass: bool = True
+    anonymous_pull: bool = False
+    private_endpoints: int = 0
+    export_enabled: bool = True
+
+    @property
+    def network_restricted(self) -> bool:
+        return (
+            self.public_network_access == "Disabled"
+            or self.network_default_action == "Deny"
+            or self.private_endpoints > 0
+        )
+
+
+def management_client(
+    credential: TokenCredential, arm_endpoint: str, subscription: str, **kwargs: Any
+) -> ContainerRegistryManagementClient:
+    from azure.mgmt.containerregistry import ContainerRegistryManagementClient
+
+    return ContainerRegistryManagementClient(
+        credential,
+        subscription,
+        base_url=arm_endpoint,
+        credential_scopes=[f"{arm_endpoint.rstrip('/')}/.default"],
+        **kwargs,
+    )
+
+
+def registry_properties(
+    client: ContainerRegistryManagementClient, rid: RegistryId
+) -> RegistryProperties:
+    registry = client.registries.get(rid.resource_group, rid.name)
+    rules = registry.network_rule_set
+    policies = registry.policies
+    export = policies.export_policy if policies else None
+    return RegistryProperties(
+        name=rid.name,
+        login_server=str(registry.login_server or ""),
+        sku=str(registry.sku.name if registry.sku else "Unknown"),
+        public_network_access=str(registry.public_network_access or "Enabled"),
+        network_default_action=str(rules.default_action if rules else "Allow"),
+        trusted_services_bypass=str(registry.network_rule_bypass_options or "AzureServices")
+        == "AzureServices",
+        anonymous_pull=bool(registry.anonymous_pull_enabled),
+        private_endpoints=len(registry.private_endpoint_connections or []),
+        export_enabled=str(export.status if export else "enabled").lower() == "enabled",
+    )
+
+
+def allowed_actions(
+    client: ContainerRegistryManagementClient, rid: RegistryId
+) -> list[dict[str, Any]]:
+    """The caller's permissions on the registry (``Microsoft.Authorization/permissions``)."""
+    request = HttpRequest(
+        "GET", f"{rid}/providers/Microsoft.Authorization/permissions?api-version={PERMISSIONS_API}"
+    )
+    response = client.send_request(request)
+    if response.status_code >= 400:
+        raise HttpResponseError(response=response)
+    value = response.json().get("value", [])
+    return [item for item in value if isinstance(item, dict)]
+
+
+def permits(permissions: list[dict[str, Any]], action: str) -> bool:
+    """Whether ``action`` is granted: matched by ``actions``, not by ``notActions``."""
+
+    def matches(patterns: object) -> bool:
+        items = patterns if isinstance(patterns, list) else []
+        return any(fnmatch.fnmatch(action.lower(), str(p).lower()) for p in items)
+
+    return any(matches(p.get("actions")) and not matches(p.get("notActions")) for p in permissions)

@@ -26,18 +26,14 @@ def parse_registry(value: str) -> str:
     """A registry login server, ``host`` or ``host:port``; lowercased."""
     if not isinstance(value, str) or not HOST_RE.match(value):
         raise InvalidReferenceError(f"invalid registry host {value!r}")
-    host, _, port = value.partition(":")
+    _host, _, port = value.partition(":")
     if port and not 0 < int(port) < 65536:
         raise InvalidReferenceError(f"invalid port in registry host {value!r}")
     return value.lower()
 
 
 def parse_repository(value: str) -> str:
-    if (
-        not isinstance(value, str)
-        or len(value) > MAX_REPOSITORY
-        or not REPOSITORY_RE.match(value)
-    ):
+    if not isinstance(value, str) or len(value) > MAX_REPOSITORY or not REPOSITORY_RE.match(value):
         raise InvalidReferenceError(
             f"invalid repository {value!r} (lowercase letters, digits and . _ - / only)"
         )

@@ -1,0 +1,255 @@
+"""Registry authentication: anonymous, basic, bearer challenge, ACR Entra exchange.
+
+``RegistryAuth`` is the frozen value saying *who* we are to a registry; ``Authenticator``
+answers the registry's ``Www-Authenticate`` challenges for one host: basic credentials,
+or a bearer token per scope, cached until it expires and renewed on a 401. For ACR
+with an Azure credential the token comes from ``/oauth2/exchange`` then
+``/oauth2/token``. Tokens and passwords never reach a log (``repr=False``).
+"""
+
+from __future__ import annotations
+
+import base64
+import json
+import re
+import threading
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+import httpx
+
+from replicator.errors import PermanentRegistryError
+from replicator.oci.transport import RetryPolicy, error_for, transport_error
+
+if TYPE_CHECKING:
+    from azure.core.credentials import TokenCredential
+
+ACR_SCOPE = "https://containerregistry.azure.net/.default"
+ACR_NULL_USER = "00000000-0000-0000-0000-000000000000"
+DEFAULT_TOKEN_SECONDS = 60.0
+EXPIRY_MARGIN = 30.0
+_PARAM = re.compile(r'([A-Za-z_]+)\s*=\s*(?:"((?:[^"\\]|\\.)*)"|([^\s,]+))')
+
+
+@dataclass(frozen=True)
+class RegistryAuth:
+    """Who we are to one registry. Build with the class methods."""
+
+    kind: str = "anonymous"  # anonymous | basic | azure | refresh_token
+    username: str = ""
+    password: str = field(default="", repr=False)
+    credential: TokenCredential | None = field(default=None, repr=False, compare=False)
+    tenant: str | None = None
+
+    @classmethod
+    def anonymous(cls) -> RegistryAuth:
+        return cls()
+
+    @classmethod
+    def basic(cls, username: str, password: str) -> RegistryAuth:
+        return cls("basic", username, password)
+
+    @classmethod
+    def azure(cls, credential: TokenCredential, tenant: str | None = None) -> RegistryAuth:
+        """ACR: an Entra token exchanged for a registry refresh token, then access tokens."""
+        return cls("azure", credential=credential, tenant=tenant)
+
+    @classmethod
+    def refresh_token(cls, token: str) -> RegistryAuth:
+        """A registry refresh token (Docker config ``identitytoken``)."""
+        return cls("refresh_token", password=token)
+
+
+def docker_config_auth(host: str, path: Path | None = None) -> RegistryAuth | None:
+    """The ``auths`` entry for ``host`` in ``~/.docker/config.json``, if there is one."""
+    path = path or Path.home() / ".docker" / "config.json"
+    try:
+        config = json.loads(path.read_text())
+    except (OSError, ValueError):
+        return None
+    auths = config.get("auths") if isinstance(config, dict) else None
+    entry = _auth_entry(auths if isinstance(auths, dict) else {}, host)
+    if entry is None:
+        return None
+    if entry.get("identitytoken"):
+        return RegistryAuth.refresh_token(str(entry["identitytoken"]))
+    if entry.get("auth"):
+        try:
+            user, _, password = base64.b64decode(entry["auth"]).decode().partition(":")
+        except (ValueError, UnicodeDecodeError):
+            return None
+        return RegistryAuth.basic(user, password)
+    if entry.get("username"):
+        return RegistryAuth.basic(str(entry["username"]), str(entry.get("password", "")))
+    return None
+
+
+def _auth_entry(auths: dict[str, Any], host: str) -> dict[str, Any] | None:
+    for key in (host, f"https://{host}", f"http://{host}", f"https://{host}/v1/"):
+        if isinstance(auths.get(key), dict):
+            return dict(auths[key])
+    return None
+
+
+def parse_challenge(header: str) -> tuple[str, dict[str, str]]:
+    """``Bearer realm="...",service="..."`` -> ``("bearer", {"realm": ..., ...})``."""
+    scheme, _, rest = header.strip().partition(" ")
+    params = {
+        m.group(1).lower(): m.group(2) if m.group(2) is not None else m.group(3)
+        for m in _PARAM.finditer(rest)
+    }
+    return scheme.lower(), {k: v.replace('\\"', '"') for k, v in params.items()}
+
+
+@dataclass
+class _Token:
+    value: str = field(repr=False)
+    expires: float
+
+
+class Authenticator:
+    """Answers one host's challenges; thread-safe; caches a bearer token per scope set."""
+
+    def __init__(self, host: str, auth: RegistryAuth, http: httpx.Client, retry: RetryPolicy):
+        self.host = host
+        self.auth = auth
+        self.http = http
+        self.retry = retry
+        self._lock = threading.Lock()
+        self._scheme: str | None = None
+        self._params: dict[str, str] = {}
+        self._tokens: dict[tuple[str, ...], _Token] = {}
+        self._refresh: _Token | None = None
+        self.token_requests = 0
+
+    def headers(self, scopes: tuple[str, ...]) -> dict[str, str]:
+        """The Authorization header to send pre-emptively, if a challenge told us how."""
+        with self._lock:
+            if self._scheme == "basic" and self.auth.kind == "basic":
+                return {"Authorization": _basic(self.auth.username, self.auth.password)}
+            token = self._tokens.get(scopes)
+            if self._scheme == "bearer" and token and token.expires > time.time():
+                return {"Authorization": f"Bearer {token.value}"}
+        return {}
+
+    def challenged(self, response: httpx.Response, scopes: tuple[str, ...]) -> bool:
+        """Learn from a 401; True when a retry with new credentials makes sense."""
+        scheme, params = parse_challenge(response.headers.get("WWW-Authenticate", ""))
+        sent = response.request.headers.get("Authorization", "")
+        with self._lock:
+            stale = self._tokens.pop(scopes, None)
+            first = self._scheme is None or scheme != self._scheme
+            self._scheme, self._params = scheme, params
+        if scheme == "basic":
+            return self.auth.kind == "basic" and (first or not sent)
+        if scheme != "bearer" or "realm" not in params:
+            return False
+        if sent.startswith("Bearer") and stale is None and not first:
+            return False  # a token fetched just now was refused: no point asking again
+        token = self._fetch(scopes)
+        with self._lock:
+            self._tokens[scopes] = token
+        return True
+
+    # -- token service ---------------------------------------------------------------
+    def _fetch(self, scopes: tuple[str, ...]) -> _Token:
+        realm, service = self._params["realm"], self._params.get("service", self.host)
+        if self.auth.kind in {"azure", "refresh_token"}:
+            form = {
+                "grant_type": "refresh_token",
+                "service": service,
+                "refresh_token": self._refresh_token(realm, service),
+            }
+            body = self._call("POST", realm, data={**form, "scope": " ".join(scopes)})
+        else:
+            params: list[tuple[str, str]] = [("service", service)]
+            params += [("scope", s) for s in scopes]
+            auth = (self.auth.username, self.auth.password) if self.auth.kind == "basic" else None
+            body = self._call("GET", realm, params=params, auth=auth)
+        value = body.get("token") or body.get("access_token")
+        if not isinstance(value, str) or not value:
+            raise PermanentRegistryError(
+                f"token service of {self.host} answered without a token",
+                operation="token",
+                reference=self.host,
+            )
+        return _Token(value, _expiry(body, value))
+
+    def _refresh_token(self, realm: str, service: str) -> str:
+        if self.auth.kind == "refresh_token":
+            return self.auth.password
+        with self._lock:
+            if self._refresh and self._refresh.expires > time.time():
+                return self._refresh.value
+        credential = self.auth.credential
+        assert credential is not None
+        entra = credential.get_token(ACR_SCOPE, tenant_id=self.auth.tenant).token
+        form = {"grant_type": "access_token", "service": service, "access_token": entra}
+        if self.auth.tenant:
+            form["tenant"] = self.auth.tenant
+        exchange = re.sub(r"/oauth2/token/?$", "/oauth2/exchange", realm)
+        body = self._call("POST", exchange, data=form)
+        value = body.get("refresh_token")
+        if not isinstance(value, str) or not value:
+            raise PermanentRegistryError(
+                f"{self.host} /oauth2/exchange answered without a refresh token",
+                operation="token exchange",
+                reference=self.host,
+            )
+        token = _Token(value, _expiry({}, value, default=3600.0))
+        with self._lock:
+            self._refresh = token
+        return value
+
+    def _call(self, method: str, url: str, **kwargs: Any) -> dict[str, Any]:
+        def once() -> dict[str, Any]:
+            self.token_requests += 1
+            try:
+                response = self.http.request(method, url, **kwargs)
+            except httpx.TransportError as exc:
+                raise transport_error(exc, "token", self.host) from None
+            if response.status_code != 200:
+                raise error_for(response, "token", self.host)
+            try:
+                body = response.json()
+            except ValueError:
+                body = None
+            if not isinstance(body, dict):
+                raise PermanentRegistryError(
+                    f"token service of {self.host} answered non-JSON",
+                    operation="token",
+                    reference=self.host,
+                )
+            return body
+
+        return self.retry.run(f"token for {self.host}", once)
+
+
+def _basic(username: str, password: str) -> str:
+    return "Basic " + base64.b64encode(f"{username}:{password}".encode()).decode()
+
+
+def _expiry(body: dict[str, Any], token: str, default: float = DEFAULT_TOKEN_SECONDS) -> float:
+    """When to stop using ``token``: ``expires_in``, else the JWT ``exp``, else a default."""
+    now = time.time()
+    seconds = body.get("expires_in")
+    if isinstance(seconds, int | float) and seconds > 0:
+        return now + max(float(seconds) - EXPIRY_MARGIN, float(seconds) / 2)
+    exp = _jwt_exp(token)
+    if exp is not None:
+        return exp - EXPIRY_MARGIN
+    return now + default
+
+
+def _jwt_exp(token: str) -> float | None:
+    parts = token.split(".")
+    if len(parts) != 3:
+        return None
+    try:
+        claims = json.loads(base64.urlsafe_b64decode(parts[1] + "=" * (-len(parts[1]) % 4)))
+    except ValueError:
+        return None
+    exp = claims.get("exp") if isinstance(claims, dict) else None
+    return float(exp) if isinstance(exp, int | float) else None

@@ -1,0 +1,315 @@
+"""``RegistryClient``: one registry host over the OCI distribution API.
+
+Every request goes through ``request``: authenticated (challenge answered once, token
+cached per scope) and retried on 429/5xx/timeouts/resets with backoff. Manifests are
+fetched with the right ``Accept``, verified against their digest and pushed byte for byte.
+Blob primitives (HEAD, streaming GET, upload, mount) are what ``replicator.oci.blobs``
+copies with.
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Iterable, Iterator, Mapping
+from contextlib import contextmanager
+from typing import Any
+
+import httpx
+
+from replicator.errors import NotFoundError, PermanentRegistryError, RegistryError
+from replicator.oci.auth import Authenticator
+from replicator.oci.manifests import ACCEPT, MAX_MANIFEST_BYTES, Manifest
+from replicator.oci.reference import ImageRef
+from replicator.oci.transport import RetryPolicy, error_for, is_transient_status, transport_error
+from replicator.ports import Descriptor
+
+_REPO_PATH = re.compile(r"^/v2/(.+?)/(?:manifests|blobs|tags|referrers)(?:/|$)")
+Body = bytes | Iterable[bytes] | None
+
+
+def scopes_for(method: str, path: str, extra: Iterable[str] = ()) -> tuple[str, ...]:
+    """The token scopes a request needs: ``repository:<name>:<actions>``."""
+    if path.startswith("/v2/_catalog"):
+        return ("registry:catalog:*",)
+    found = _REPO_PATH.match(path)
+    if not found:
+        return tuple(sorted(extra))
+    actions = {"GET": "pull", "HEAD": "pull", "DELETE": "delete"}.get(method, "pull,push")
+    return tuple(sorted({f"repository:{found.group(1)}:{actions}", *extra}))
+
+
+class RegistryClient:
+    """One registry host. Implements ``ManifestReader`` and ``ManifestDeleter``."""
+
+    def __init__(
+        self, host: str, *, scheme: str, http: httpx.Client, auth: Authenticator, retry: RetryPolicy
+    ) -> None:
+        self.host = host
+        self.base = f"{scheme}://{host}"
+        self.http = http
+        self.auth = auth
+        self.retry = retry
+        self.requests = 0  # every HTTP request sent to this host (not to token services)
+
+    # -- transport ------------------------------------------------------------------------
+    def request(
+        self,
+        method: str,
+        path: str,
+        *,
+        params: Mapping[str, str] | None = None,
+        headers: Mapping[str, str] | None = None,
+        content: Body = None,
+        scopes: Iterable[str] = (),
+        operation: str = "",
+        reference: str = "",
+        stream: bool = False,
+        retry: bool = True,
+    ) -> httpx.Response:
+        """An authenticated request, retried on transient failures (bytes bodies only).
+
+        Answers with any status that no retry fixes (4xx included: the caller decides);
+        raises ``TransientRegistryError`` when 429/5xx/transport failures outlast the retries.
+        """
+        needs = scopes_for(method, path.split("?", 1)[0], scopes)
+        what = operation or f"{method} {path.split('?', 1)[0]}"
+        ref = reference or self.host
+
+        def once() -> httpx.Response:
+            return self._send(method, path, params, headers, content, needs, what, ref, stream)
+
+        if not retry or not (content is None or isinstance(content, bytes)):
+            return once()
+        return self.retry.run(f"{what} {ref}", once)
+
+    def _send(
+        self,
+        method: str,
+        path: str,
+        params: Mapping[str, str] | None,
+        headers: Mapping[str, str] | None,
+        content: Body,
+        scopes: tuple[str, ...],
+        operation: str,
+        reference: str,
+        stream: bool,
+    ) -> httpx.Response:
+        url = path if path.startswith(("http://", "https://")) else self.base + path
+        for answered in (False, True):
+            sent = {**(headers or {}), **self.auth.headers(scopes)}
+            request = self.http.build_request(
+                method, url, params=params, headers=sent, content=content
+            )
+            self.requests += 1
+            try:
+                response = self.http.send(request, stream=stream, follow_redirects=method == "GET")
+            except httpx.TransportError as exc:
+                raise transport_error(exc, operation, reference) from None
+            if (
+                response.status_code == 401
+                and not answered
+                and self.auth.challenged(response, scopes)
+            ):
+                response.close()
+                continue
+            break
+        if is_transient_status(response.status_code):
+            error = error_for(response, operation, reference)
+            response.close()
+            raise error
+        return response
+
+    def url(self, path: str) -> str:
+        return self.base + path
+
+    # -- manifests ------------------------------------------------------------------------
+    def head_manifest(self, ref: ImageRef) -> Descriptor | None:
+        path = f"/v2/{ref.repository}/manifests/{ref.reference}"
+        response = self.request(
+            "HEAD", path, headers={"Accept": ACCEPT}, operation="HEAD manifest", reference=str(ref)
+        )
+        if response.status_code == 404:
+            return None
+        _expect(response, (200,), "HEAD manifest", str(ref))
+        digest = response.headers.get("Docker-Content-Digest")
+        if not digest:  # some registries only say it on GET
+            manifest = self.get_manifest(ref)
+            return Descriptor(manifest.digest, manifest.media_type, len(manifest.content))
+        media_type = response.headers.get("Content-Type", "").split(";", 1)[0]
+        return Descriptor(digest, media_type, int(response.headers.get("Content-Length") or 0))
+
+    def get_manifest(self, ref: ImageRef) -> Manifest:
+        path = f"/v2/{ref.repository}/manifests/{ref.reference}"
+
+        def fetch() -> Manifest:
+            response = self.request(
+                "GET",
+                path,
+                headers={"Accept": ACCEPT},
+                stream=True,
+                operation="GET manifest",
+                reference=str(ref),
+                retry=False,
+            )
+            try:
+                _expect(response, (200,), "GET manifest", str(ref))
+                content = _read_limited(response, str(ref))
+            finally:
+                response.close()
+            expected = ref.digest or response.headers.get("Docker-Content-Digest") or None
+            return Manifest.from_bytes(
+                content, response.headers.get("Content-Type"), expected=expected
+            )
+
+        return self.retry.run(f"GET manifest {ref}", fetch)
+
+    def put_manifest(self, ref: ImageRef, manifest: Manifest) -> str:
+        return self.push_manifest(ref, manifest)[0]
+
+    def push_manifest(self, ref: ImageRef, manifest: Manifest) -> tuple[str, bool]:
+        """PUT the exact bytes; ``(digest, the registry handled the subject itself)``."""
+        path = f"/v2/{ref.repository}/manifests/{ref.reference}"
+        response = self.request(
+            "PUT",
+            path,
+            headers={"Content-Type": manifest.media_type},
+            content=manifest.content,
+            operation="PUT manifest",
+            reference=str(ref),
+        )
+        _expect(response, (200, 201, 202), "PUT manifest", str(ref))
+        digest = response.headers.get("Docker-Content-Digest") or manifest.digest
+        return digest, bool(response.headers.get("OCI-Subject"))
+
+    def delete_manifest(self, ref: ImageRef) -> None:
+        digest = ref.digest
+        if digest is None:
+            found = self.head_manifest(ref)
+            if found is None:
+                raise NotFoundError(
+                    f"{ref} does not exist",
+                    status=404,
+                    operation="DELETE manifest",
+                    reference=str(ref),
+                )
+            digest = found.digest
+        path = f"/v2/{ref.repository}/manifests/{digest}"
+        response = self.request("DELETE", path, operation="DELETE manifest", reference=str(ref))
+        _expect(response, (200, 202), "DELETE manifest", str(ref))
+
+    # -- blobs ----------------------------------------------------------------------------
+    def head_blob(self, repository: str, digest: str) -> int | None:
+        """The size of a blob the repository holds, or None."""
+        response = self.request(
+            "HEAD",
+            f"/v2/{repository}/blobs/{digest}",
+            operation="HEAD blob",
+            reference=f"{repository}@{digest}",
+        )
+        if response.status_code == 404:
+            return None
+        _expect(response, (200,), "HEAD blob", f"{repository}@{digest}")
+        return int(response.headers.get("Content-Length") or 0)
+
+    @contextmanager
+    def open_blob(self, repository: str, digest: str) -> Iterator[httpx.Response]:
+        reference = f"{repository}@{digest}"
+        response = self.request(
+            "GET",
+            f"/v2/{repository}/blobs/{digest}",
+            stream=True,
+            operation="GET blob",
+            reference=reference,
+        )
+        try:
+            _expect(response, (200,), "GET blob", reference)
+            yield response
+        finally:
+            response.close()
+
+    def start_upload(
+        self, repository: str, mount: str | None = None, source: str | None = None
+    ) -> tuple[bool, str]:
+        """``(mounted, location)``: a mount that worked, or an upload session to finish."""
+        params = {"mount": mount, "from": source} if mount and source else None
+        extra = [f"repository:{source}:pull"] if params else []
+        response = self.request(
+            "POST",
+            f"/v2/{repository}/blobs/uploads/",
+            params=params,
+            scopes=extra,
+            operation="start upload",
+            reference=repository,
+        )
+        _expect(response, (201, 202), "start upload", repository)
+        location = response.headers.get("Location", "")
+        if response.status_code == 201 and params:
+            return True, location
+        if not location:
+            raise PermanentRegistryError(f"{self.host} started an upload without a Location")
+        return False, location if location.startswith("http") else self.base + location
+
+    def finish_upload(
+        self, repository: str, location: str, digest: str, content: Body, size: int | None = None
+    ) -> None:
+        """Monolithic PUT of the whole blob to an upload session (not retried: a stream)."""
+        joiner = "&" if "?" in location else "?"
+        headers = {"Content-Type": "application/octet-stream"}
+        if size is not None and size >= 0:
+            headers["Content-Length"] = str(size)
+        response = self.request(
+            "PUT",
+            f"{location}{joiner}digest={digest}",
+            headers=headers,
+            content=content,
+            scopes=[f"repository:{repository}:pull,push"],
+            operation="upload blob",
+            reference=f"{repository}@{digest}",
+            retry=isinstance(content, bytes),
+        )
+        _expect(response, (201, 204), "upload blob", f"{repository}@{digest}")
+
+    def push_blob(self, repository: str, data: bytes, digest: str) -> None:
+        if self.head_blob(repository, digest) is not None:
+            return
+        _, location = self.start_upload(repository)
+        self.finish_upload(repository, location, digest, data, len(data))
+
+    def close(self) -> None:
+        """Nothing of its own: the ``Registries`` owns the connection pool."""
+
+    def describe(self) -> dict[str, Any]:
+        return {"host": self.host, "requests": self.requests}
+
+
+def _expect(response: httpx.Response, ok: tuple[int, ...], operation: str, reference: str) -> None:
+    if response.status_code in ok:
+        return
+    error: RegistryError = error_for(response, operation, reference)
+    response.close()
+    raise error
+
+
+def _read_limited(response: httpx.Response, reference: str) -> bytes:
+    declared = int(response.headers.get("Content-Length") or 0)
+    if declared > MAX_MANIFEST_BYTES:
+        raise PermanentRegistryError(
+            f"manifest {reference} is {declared} bytes, over the {MAX_MANIFEST_BYTES} byte limit",
+            operation="GET manifest",
+            reference=reference,
+        )
+    chunks: list[bytes] = []
+    total = 0
+    try:
+        for chunk in response.iter_bytes():
+            total += len(chunk)
+            if total > MAX_MANIFEST_BYTES:
+                raise PermanentRegistryError(
+                    f"manifest {reference} exceeds the {MAX_MANIFEST_BYTES} byte limit",
+                    operation="GET manifest",
+                    reference=reference,
+                )
+            chunks.append(chunk)
+    except httpx.TransportError as exc:
+        raise transport_error(exc, "GET manifest", reference) from None
+    return b"".join(chunks)

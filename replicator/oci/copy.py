@@ -1,0 +1,240 @@
+"""``ImageCopier``: copy an image, digest for digest, children first and the tag last.
+
+Order: blobs before the manifests naming them, children before their index, the index by
+digest, then the referrers of every manifest (and their own referrers), and only then the
+tag, so no reader ever sees a tag pointing at an incomplete image. A copy by digest leaves
+no tag. Blobs run in a bounded thread pool; manifests are pushed byte for byte.
+"""
+
+from __future__ import annotations
+
+import threading
+from collections.abc import Callable
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass, field
+
+from replicator.errors import DigestMismatchError
+from replicator.oci.blobs import BlobCopy, copy_blob
+from replicator.oci.client import RegistryClient
+from replicator.oci.manifests import Manifest, blob_descriptors, child_descriptors
+from replicator.oci.reference import ImageRef
+from replicator.oci.referrers import list_referrers, update_fallback
+from replicator.oci.registries import Registries
+from replicator.ports import CopyReport
+
+Progress = Callable[..., None]
+MAX_REFERRER_DEPTH = 8
+
+
+@dataclass
+class _Tally:
+    manifests: int = 0
+    blobs_copied: int = 0
+    blobs_skipped: int = 0
+    blobs_mounted: int = 0
+    bytes: int = 0
+    referrers: int = 0
+    lock: threading.Lock = field(default_factory=threading.Lock)
+
+    def blob(self, action: str, size: int) -> None:
+        with self.lock:
+            if action == "copied":
+                self.blobs_copied += 1
+                self.bytes += size
+            elif action == "mounted":
+                self.blobs_mounted += 1
+            else:
+                self.blobs_skipped += 1
+
+    def report(self, digest: str, already: bool = False) -> CopyReport:
+        return CopyReport(
+            digest=digest,
+            manifests_copied=self.manifests,
+            blobs_copied=self.blobs_copied,
+            blobs_skipped=self.blobs_skipped,
+            blobs_mounted=self.blobs_mounted,
+            bytes_copied=self.bytes,
+            referrers_copied=self.referrers,
+            already_present=already,
+        )
+
+
+@dataclass
+class _Copy:
+    """One copy in progress: both ends and what it did."""
+
+    source: RegistryClient
+    src_repo: str
+    target: RegistryClient
+    dst_repo: str
+    tally: _Tally = field(default_factory=_Tally)
+    done: set[str] = field(default_factory=set)  # manifest digests now in the target
+
+    def src(self, reference: str) -> ImageRef:
+        return _ref(self.source.host, self.src_repo, reference)
+
+    def dst(self, reference: str) -> ImageRef:
+        return _ref(self.target.host, self.dst_repo, reference)
+
+
+def _ref(host: str, repository: str, reference: str) -> ImageRef:
+    if ":" in reference:
+        return ImageRef(host, repository, digest=reference)
+    return ImageRef(host, repository, tag=reference)
+
+
+class ImageCopier:
+    """Implements ``replicator.ports.Copier`` over OCI registries."""
+
+    def __init__(
+        self, registries: Registries, *, concurrency: int = 8, progress: Progress | None = None
+    ) -> None:
+        self.registries = registries
+        self.concurrency = max(1, concurrency)
+        self.progress = progress
+
+    def copy_image(self, src: ImageRef, dst: ImageRef) -> CopyReport:
+        """Copy ``src`` (tag or digest) to ``dst``; tag ``dst`` if it names a tag."""
+        job = self._job(src, dst)
+        top = job.source.get_manifest(src)
+        if dst.digest is not None and dst.digest != top.digest:
+            raise DigestMismatchError(
+                f"{src} is {top.digest}, not {dst.digest}", operation="copy", reference=str(dst)
+            )
+        there = job.target.head_manifest(
+            dst.with_digest(None) if dst.tag else dst.with_digest(top.digest)
+        )
+        in_place = there is not None and there.digest == top.digest
+        if in_place and self._referrers_in_step(job, top):
+            self._note("done", digest=top.digest, already=True)
+            return job.tally.report(top.digest, already=True)
+        if in_place:
+            manifests = [top.digest] + [str(d.get("digest")) for d in child_descriptors(top)]
+            job.done.update(manifests)
+        else:
+            manifests = self._copy_tree(job, top)
+        self._copy_referrers(job, manifests, depth=0)
+        if dst.tag is not None and not in_place:
+            job.target.put_manifest(dst.with_digest(None), top)
+        self._note("done", digest=top.digest, already=False)
+        return job.tally.report(top.digest)
+
+    def copy_referrers(self, src: ImageRef, dst: ImageRef) -> int:
+        """Only the referrers of ``src`` and its children (the image itself is in the target)."""
+        job = self._job(src, dst)
+        top = job.source.get_manifest(src)
+        digests = [top.digest] + [str(d["digest"]) for d in child_descriptors(top)]
+        job.done.update(digests)
+        self._copy_referrers(job, digests, depth=0)
+        return job.tally.referrers
+
+    def _job(self, src: ImageRef, dst: ImageRef) -> _Copy:
+        return _Copy(
+            self.registries.client(src.registry),
+            src.repository,
+            self.registries.client(dst.registry),
+            dst.repository,
+        )
+
+    # -- the image tree ------------------------------------------------------------------
+    def _copy_tree(self, job: _Copy, top: Manifest) -> list[str]:
+        """Copy ``top`` and what it names into the target (by digest); its manifest digests."""
+        ordered: list[Manifest] = []  # children before parents
+        every: list[str] = []
+        self._collect(job, top, ordered, every)
+        blobs: dict[str, int] = {}
+        for manifest in ordered:
+            blobs.update(blob_descriptors(manifest))
+        self._copy_blobs(job, blobs)
+        for manifest in ordered:
+            self._put(job, manifest)
+        return every
+
+    def _put(self, job: _Copy, manifest: Manifest) -> None:
+        """PUT by digest; a manifest with a subject tells whether the target indexes referrers."""
+        _, handled = job.target.push_manifest(job.dst(manifest.digest), manifest)
+        if manifest.subject is not None:
+            self.registries.referrers_api[job.target.host] = handled
+        job.done.add(manifest.digest)
+        job.tally.manifests += 1
+
+    def _collect(
+        self, job: _Copy, manifest: Manifest, ordered: list[Manifest], every: list[str]
+    ) -> None:
+        every.append(manifest.digest)
+        for child in child_descriptors(manifest):
+            digest = str(child.get("digest"))
+            if digest in every:
+                continue
+            if job.target.head_manifest(job.dst(digest)) is not None:
+                every.append(digest)
+                job.done.add(digest)
+                continue
+            self._collect(job, job.source.get_manifest(job.src(digest)), ordered, every)
+        ordered.append(manifest)
+
+    def _copy_blobs(self, job: _Copy, blobs: dict[str, int]) -> None:
+        if not blobs:
+            return
+        self._note("blobs", count=len(blobs), total=sum(max(s, 0) for s in blobs.values()))
+
+        def one(item: tuple[str, int]) -> None:
+            digest, size = item
+            self.registries.saw_blob(job.source.host, job.src_repo, digest)
+            plan = BlobCopy(job.source, job.src_repo, job.target, job.dst_repo, digest, size)
+            result = copy_blob(self.registries, plan, self._bytes)
+            job.tally.blob(result.action, result.size)
+            self._note("blob", digest=digest, action=result.action, size=result.size)
+
+        workers = min(self.concurrency, len(blobs))
+        if workers == 1:
+            for item in blobs.items():
+                one(item)
+            return
+        with ThreadPoolExecutor(workers, thread_name_prefix="blob") as pool:
+            for future in [pool.submit(one, item) for item in blobs.items()]:
+                future.result()
+
+    # -- referrers -----------------------------------------------------------------------
+    def _copy_referrers(self, job: _Copy, subjects: list[str], depth: int) -> None:
+        if depth >= MAX_REFERRER_DEPTH:
+            return
+        for subject in subjects:
+            found = list_referrers(self.registries, job.source, job.src_repo, subject)
+            if not found.descriptors:
+                continue
+            for descriptor in found.descriptors:
+                digest = str(descriptor.get("digest"))
+                if digest not in job.done:
+                    if job.target.head_manifest(job.dst(digest)) is None:
+                        self._copy_tree(job, job.source.get_manifest(job.src(digest)))
+                        job.tally.referrers += 1
+                    job.done.add(digest)
+                self._copy_referrers(job, [digest], depth + 1)
+            if self.registries.referrers_api.get(job.target.host) is None:
+                list_referrers(self.registries, job.target, job.dst_repo, subject)  # probe
+            if self.registries.referrers_api.get(job.target.host) is not True:
+                update_fallback(job.target, job.dst_repo, subject, found)
+
+    def _referrers_in_step(self, job: _Copy, top: Manifest) -> bool:
+        """Whether the target lists every source referrer of the image's manifests."""
+        subjects = [top.digest] + [str(d.get("digest")) for d in child_descriptors(top)]
+        for subject in subjects:
+            wanted = list_referrers(self.registries, job.source, job.src_repo, subject)
+            if not wanted.descriptors:
+                continue
+            there = list_referrers(
+                self.registries, job.target, job.dst_repo, subject, fallback_first=True
+            )
+            if not wanted.digests <= there.digests:
+                return False
+        return True
+
+    # -- progress ------------------------------------------------------------------------
+    def _note(self, event: str, **fields: object) -> None:
+        if self.progress is not None:
+            self.progress(event, **fields)
+
+    def _bytes(self, count: int) -> None:
+        if self.progress is not None:
+            self.progress("bytes", count=count)

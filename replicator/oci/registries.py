@@ -1,0 +1,98 @@
+"""``Registries``: one ``RegistryClient`` per host, sharing one httpx connection pool.
+
+One per process (or job batch). It also remembers what it learnt about each registry:
+which repositories were seen holding a blob (for cross-repository mounts) and whether a
+registry answers the referrers API.
+"""
+
+from __future__ import annotations
+
+import threading
+from collections.abc import Callable
+from types import TracebackType
+
+import httpx
+
+from replicator.oci.auth import Authenticator, RegistryAuth, docker_config_auth
+from replicator.oci.client import RegistryClient
+from replicator.oci.reference import is_loopback
+from replicator.oci.transport import RetryPolicy
+
+__all__ = ["Registries", "RegistryAuth", "RegistryClient", "docker_config_auth"]
+
+DEFAULT_TIMEOUT = httpx.Timeout(connect=10.0, read=120.0, write=120.0, pool=300.0)
+USER_AGENT = "acr-replicator"
+
+
+def _anonymous(host: str) -> RegistryAuth | None:
+    return None
+
+
+class Registries:
+    """Clients per host; a context manager that closes the pool."""
+
+    def __init__(
+        self,
+        *,
+        plain_http: Callable[[str], bool] = is_loopback,
+        credentials: Callable[[str], RegistryAuth | None] = _anonymous,
+        retry: RetryPolicy | None = None,
+        timeout: httpx.Timeout = DEFAULT_TIMEOUT,
+        max_connections: int = 64,
+        verify: bool | str = True,
+    ) -> None:
+        self.plain_http = plain_http
+        self.credentials = credentials
+        self.retry = retry or RetryPolicy()
+        limits = httpx.Limits(
+            max_connections=max_connections, max_keepalive_connections=max_connections
+        )
+        self.http = httpx.Client(
+            timeout=timeout, limits=limits, verify=verify, headers={"User-Agent": USER_AGENT}
+        )
+        self._clients: dict[str, RegistryClient] = {}
+        self._lock = threading.Lock()
+        self._blob_homes: dict[tuple[str, str], list[str]] = {}
+        self.referrers_api: dict[str, bool] = {}
+
+    def client(self, host: str) -> RegistryClient:
+        with self._lock:
+            found = self._clients.get(host)
+            if found is None:
+                auth = self.credentials(host) or RegistryAuth.anonymous()
+                found = RegistryClient(
+                    host,
+                    scheme="http" if self.plain_http(host) else "https",
+                    http=self.http,
+                    auth=Authenticator(host, auth, self.http, self.retry),
+                    retry=self.retry,
+                )
+                self._clients[host] = found
+            return found
+
+    # -- what we learnt ------------------------------------------------------------------
+    def saw_blob(self, host: str, repository: str, digest: str) -> None:
+        with self._lock:
+            homes = self._blob_homes.setdefault((host, digest), [])
+            if repository not in homes:
+                homes.append(repository)
+                del homes[:-8]
+
+    def blob_homes(self, host: str, digest: str) -> list[str]:
+        with self._lock:
+            return list(self._blob_homes.get((host, digest), ()))
+
+    # -- lifetime --------------------------------------------------------------------------
+    def close(self) -> None:
+        self.http.close()
+
+    def __enter__(self) -> Registries:
+        return self
+
+    def __exit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        self.close()

@@ -1,0 +1,131 @@
+"""Copy between real distribution registries: every manifest and blob byte-identical."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+
+import pytest
+
+from replicator.localstack import Registry
+from replicator.oci.copy import ImageCopier
+from replicator.oci.manifests import Manifest, blobs_of, children_of
+from replicator.oci.reference import ImageRef
+from replicator.oci.referrers import fallback_tag, list_referrers
+from replicator.oci.registries import Registries
+from replicator.oci.testimages import push_test_image
+
+
+@pytest.fixture
+def registries() -> Iterator[Registries]:
+    with Registries() as running:
+        yield running
+
+
+def _identical(registries: Registries, src: ImageRef, dst: ImageRef, digest: str) -> int:
+    """Assert the manifest tree under ``digest`` is byte-identical; count manifests seen."""
+    source, target = registries.client(src.registry), registries.client(dst.registry)
+    pending, seen = [digest], set()
+    while pending:
+        current = pending.pop()
+        if current in seen:
+            continue
+        seen.add(current)
+        a = source.get_manifest(ImageRef(src.registry, src.repository, digest=current))
+        b = target.get_manifest(ImageRef(dst.registry, dst.repository, digest=current))
+        assert (a.content, a.media_type) == (b.content, b.media_type)
+        pending += children_of(a)
+        for blob in blobs_of(a):
+            assert target.head_blob(dst.repository, blob) == source.head_blob(src.repository, blob)
+        for referrer in list_referrers(registries, source, src.repository, current).digests:
+            pending.append(referrer)
+    return len(seen)
+
+
+@pytest.mark.parametrize("docker", [False, True], ids=["oci-index", "docker-list"])
+def test_copy_multi_platform_image_with_referrers(
+    registry_pair: tuple[Registry, Registry], registries: Registries, docker: bool
+) -> None:
+    source, target = registry_pair
+    src = ImageRef(source.host, "team/app", "v1")
+    pushed = push_test_image(registries, src, docker=docker)
+    dst = ImageRef(target.host, "mirror/app", "v1")
+
+    report = ImageCopier(registries).copy_image(src, dst)
+
+    assert report.digest == pushed.digest
+    assert not report.already_present
+    assert report.referrers_copied == 2
+    # + each referrer's config and layer (the empty config is the same blob twice)
+    assert report.blobs_copied + report.blobs_skipped == len(set(pushed.blobs)) + 4
+    tagged = registries.client(target.host).head_manifest(dst)
+    assert tagged is not None
+    assert tagged.digest == pushed.digest
+    # index + 2 platforms + 2 referrers, all identical
+    assert _identical(registries, src, dst, pushed.digest) == 5
+    # the fallback tag index on the target is the source's, byte for byte
+    for subject in (pushed.digest, pushed.manifests[0]):
+        tag = fallback_tag(subject)
+        a = registries.client(source.host).get_manifest(src.with_tag(tag))
+        b = registries.client(target.host).get_manifest(dst.with_tag(tag))
+        assert a.content == b.content
+
+
+def test_second_copy_is_a_noop_in_three_target_requests(
+    registry_pair: tuple[Registry, Registry], registries: Registries
+) -> None:
+    source, target = registry_pair
+    src = ImageRef(source.host, "team/app", "v1")
+    pushed = push_test_image(registries, src)
+    dst = ImageRef(target.host, "team/app", "v1")
+    ImageCopier(registries).copy_image(src, dst)
+
+    with Registries() as fresh:
+        report = ImageCopier(fresh).copy_image(src, dst)
+        assert report.already_present
+        assert report.digest == pushed.digest
+        assert fresh.client(target.host).requests <= 3
+
+
+def test_copy_by_digest_leaves_no_tag(
+    registry_pair: tuple[Registry, Registry], registries: Registries
+) -> None:
+    source, target = registry_pair
+    src = ImageRef(source.host, "team/app", "v1")
+    pushed = push_test_image(registries, src, referrers=False)
+    dst = ImageRef(target.host, "team/app", digest=pushed.digest)
+
+    report = ImageCopier(registries).copy_image(src.with_digest(pushed.digest).with_tag(None), dst)
+
+    assert report.digest == pushed.digest
+    assert registries.client(target.host).head_manifest(dst) is not None
+    tags = registries.client(target.host).request("GET", "/v2/team/app/tags/list").json()
+    assert not tags.get("tags")
+
+
+def test_blob_held_in_another_repository_is_mounted(
+    registry_pair: tuple[Registry, Registry], registries: Registries
+) -> None:
+    source, target = registry_pair
+    src = ImageRef(source.host, "team/app", "v1")
+    pushed = push_test_image(registries, src, referrers=False)
+    copier = ImageCopier(registries)
+    copier.copy_image(src, ImageRef(target.host, "one/app", "v1"))
+
+    report = copier.copy_image(src, ImageRef(target.host, "two/app", "v1"))
+
+    assert report.blobs_mounted == len(set(pushed.blobs))
+    assert report.blobs_copied == 0
+    assert _identical(registries, src, ImageRef(target.host, "two/app", "v1"), pushed.digest) == 3
+
+
+def test_manifest_bytes_pushed_unchanged(
+    registry_pair: tuple[Registry, Registry], registries: Registries
+) -> None:
+    source, target = registry_pair
+    src = ImageRef(source.host, "team/app", "v1")
+    pushed = push_test_image(registries, src, referrers=False)
+    ImageCopier(registries).copy_image(src, ImageRef(target.host, "team/app", "v1"))
+    got = registries.client(target.host).get_manifest(ImageRef(target.host, "team/app", "v1"))
+    assert isinstance(got, Manifest)
+    assert got.digest == pushed.digest
+    assert b"\n  " in got.content  # the indented JSON as pushed, not re-serialised

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import re
 from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime
 from enum import StrEnum
@@ -115,7 +116,8 @@ class CopyJob:
     event_id: str | None = None
     pushed_at: datetime | None = None
     not_before: datetime | None = None
-    origin: str = "event"  # event | reconcile | resync | cli
+    origin: str = "event"  # event | reconcile | resync | cli | replay
+    traceparent: str | None = None  # W3C trace context of the event that made the job
     version: int = JOB_VERSION
     job_id: str = field(default="")
 
@@ -153,6 +155,7 @@ class CopyJob:
             "pushed_at": _iso(self.pushed_at),
             "not_before": _iso(self.not_before),
             "origin": self.origin,
+            "traceparent": self.traceparent,
         }
 
     def to_json(self) -> str:
@@ -190,7 +193,9 @@ class CopyJob:
             action = Action(data.get("action"))
         except ValueError as exc:
             raise InvalidJobError(f"unknown action {data.get('action')!r}") from exc
-        optional = {k: data.get(k) for k in ("tag", "media_type", "event_id", "job_id")}
+        optional = {
+            k: data.get(k) for k in ("tag", "media_type", "event_id", "job_id", "traceparent")
+        }
         for key, value in optional.items():
             if value is not None and not isinstance(value, str):
                 raise InvalidJobError(f"{key} must be a string")
@@ -210,12 +215,21 @@ class CopyJob:
                 pushed_at=parse_time(data.get("pushed_at"), "pushed_at"),
                 not_before=parse_time(data.get("not_before"), "not_before"),
                 origin=origin,
+                traceparent=_traceparent(optional["traceparent"]),
             )
         except InvalidReferenceError as exc:
             raise InvalidJobError(str(exc)) from exc
         if optional["job_id"] and optional["job_id"] != job.job_id:
             raise InvalidJobError("job_id does not match the job's content")
         return job
+
+
+_TRACEPARENT = re.compile(r"^[0-9a-f]{2}-[0-9a-f]{32}-[0-9a-f]{16}-[0-9a-f]{2}$")
+
+
+def _traceparent(value: str | None) -> str | None:
+    """A malformed trace context is dropped, not fatal: the job still runs, in a new trace."""
+    return value if value is not None and _TRACEPARENT.match(value) else None
 
 
 def _required(data: dict[str, Any], key: str) -> str:

@@ -12,6 +12,7 @@ from replicator.oci.registries import Registries
 from replicator.ports import CopyReport
 from replicator.queue import StorageJobQueue
 from replicator.status import TableStatusStore
+from replicator.telemetry import span
 
 # (job, target, digest) -> (what the copy did, which path ran: "import" | "copy")
 Deliver = Callable[[CopyJob, Target, str], tuple[CopyReport, str]]
@@ -36,7 +37,8 @@ def copy_deliverer(copier: ImageCopier) -> Deliver:
     def deliver(job: CopyJob, target: Target, digest: str) -> tuple[CopyReport, str]:
         src = job.source_ref.with_digest(digest)
         dst = src.with_registry(target.login_server)
-        return copier.copy_image(src, dst), "copy"
+        with span("copy", source=str(src), target=str(dst)):
+            return copier.copy_image(src, dst), "copy"
 
     return deliver
 

@@ -9,12 +9,14 @@ only when the source still lacks the digest when the job runs.
 from __future__ import annotations
 
 import logging
+import time
 from datetime import datetime, timedelta
 
 from replicator.errors import PermanentRegistryError, TransientRegistryError
 from replicator.model import Action, CopyJob, JobResult, Outcome, Target, utcnow
 from replicator.runtime import Runtime
 from replicator.status import Claim, claim, release
+from replicator.telemetry import continue_trace, log_fields, record_job
 
 log = logging.getLogger(__name__)
 DUE_TOLERANCE = timedelta(seconds=5)
@@ -23,6 +25,17 @@ BUSY_RECHECK_SECONDS = 30
 
 def replicate(runtime: Runtime, job: CopyJob, *, attempt: int = 1) -> JobResult:
     """Run one job; record and return its result. Raises only what a retry can fix."""
+    attributes = log_fields(job, attempt=attempt)
+    with continue_trace(job.traceparent, "replicate", **attributes) as current:
+        started = time.monotonic()
+        result = _replicate(runtime, job, attempt)
+        current.set_attribute("outcome", result.outcome.value)
+        if result.outcome is not Outcome.DEFERRED:
+            record_job(result, duration_seconds=time.monotonic() - started)
+        return result
+
+
+def _replicate(runtime: Runtime, job: CopyJob, attempt: int) -> JobResult:
     settings = runtime.settings
     target = settings.target(job.target)
     if job.source != settings.source or target is None:
@@ -43,7 +56,8 @@ def replicate(runtime: Runtime, job: CopyJob, *, attempt: int = 1) -> JobResult:
     except TransientRegistryError as exc:
         if claimed:
             release(runtime.status, job, done=False)
-        _finish(runtime, JobResult(job, Outcome.RETRYING, attempts=attempt, error=str(exc)))
+        retrying = JobResult(job, Outcome.RETRYING, attempts=attempt, error=str(exc))
+        record_job(_finish(runtime, retrying))
         raise
     except PermanentRegistryError as exc:
         result = JobResult(job, Outcome.FAILED, attempts=attempt, error=str(exc))
@@ -78,15 +92,9 @@ def _finish(runtime: Runtime, result: JobResult, *, record: bool = True) -> JobR
         job.target,
         result.outcome.value,
         f" ({result.error})" if result.error else "",
-        extra={
-            "job_id": job.job_id,
-            "repository": job.repository,
-            "tag": job.tag,
-            "digest": result.digest or job.digest,
-            "target": job.target,
-            "outcome": result.outcome.value,
-            "strategy": result.strategy,
-        },
+        extra=log_fields(
+            job, outcome=result.outcome.value, strategy=result.strategy, result_digest=result.digest
+        ),
     )
     return result
 

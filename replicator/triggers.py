@@ -21,6 +21,7 @@ from replicator.events import decide, parse_event
 from replicator.model import QUEUE_NAME, CopyJob, utcnow
 from replicator.reconcile import run_reconcile
 from replicator.runtime import Runtime, build_runtime
+from replicator.telemetry import configure_telemetry, job_trace_context, span
 
 log = logging.getLogger("replicator")
 _lock = threading.Lock()
@@ -30,10 +31,6 @@ _runtime: Runtime | None = None
 def startup(env: Mapping[str, str]) -> Settings:
     """Validate every setting at start-up (one ``ConfigError`` lists all problems)."""
     settings = load_settings(env, require_storage=True)
-    try:
-        from replicator.telemetry import configure_telemetry
-    except ImportError:  # pragma: no cover - telemetry is optional at the skeleton stage
-        return settings
     configure_telemetry(env)
     return settings
 
@@ -68,12 +65,23 @@ def on_registry_event(event: func.EventGridEvent) -> None:
     except InvalidEventError as exc:
         log.warning("dropped malformed event %s: %s", str(event.id)[:100], exc)
         return
-    decision = decide(parsed, rt.settings, now=utcnow())
-    if decision.ignored:
-        log.warning("ignored event %s for %s: %s", parsed.event_id, parsed.repository, decision.ignored)
-        return
-    for job in decision.jobs:
-        rt.queue.send(job, delay_seconds=decision.delay_seconds)
+    with span(
+        "event",
+        event_id=parsed.event_id,
+        kind=parsed.kind,
+        repository=parsed.repository,
+        tag=parsed.tag,
+        digest=parsed.digest,
+    ):
+        decision = decide(parsed, rt.settings, now=utcnow())
+        if decision.ignored:
+            log.warning(
+                "ignored event %s for %s: %s", parsed.event_id, parsed.repository, decision.ignored
+            )
+            return
+        traceparent = job_trace_context()
+        for job in decision.jobs:
+            rt.queue.send(job.evolve(traceparent=traceparent), delay_seconds=decision.delay_seconds)
     log.info(
         "event %s %s %s:%s -> %d job(s)",
         parsed.event_id,
@@ -125,7 +133,9 @@ def replay(req: func.HttpRequest) -> func.HttpResponse:
 
 def register(app: func.FunctionApp, settings: Settings) -> None:
     """Bind the six functions; names are part of the deployment (Event Grid uses them)."""
-    app.function_name("on_registry_event")(app.event_grid_trigger(arg_name="event")(on_registry_event))
+    app.function_name("on_registry_event")(
+        app.event_grid_trigger(arg_name="event")(on_registry_event)
+    )
     app.function_name("replicate")(
         app.queue_trigger(
             arg_name="msg", queue_name=QUEUE_NAME, connection=settings.queue_connection

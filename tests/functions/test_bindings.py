@@ -16,11 +16,17 @@ from replicator.model import QUEUE_NAME
 ROOT = Path(__file__).resolve().parents[2]
 
 
+_indexed: dict[str, list[dict[str, Any]]] = {}
+
+
 def _bindings(function_app: ModuleType) -> dict[str, list[dict[str, Any]]]:
-    return {
-        fn.get_function_name(): [json.loads(json.dumps(b)) for b in fn.get_bindings_dict()["bindings"]]
-        for fn in function_app.app.get_functions()
-    }
+    """What the worker indexes; get_functions() may run once per app (it validates names)."""
+    if not _indexed:
+        _indexed.update(
+            (fn.get_function_name(), json.loads(fn.get_function_json())["bindings"])
+            for fn in function_app.app.get_functions()
+        )
+    return _indexed
 
 
 def test_the_six_functions(function_app: ModuleType) -> None:
@@ -66,7 +72,7 @@ def test_queue_connection_follows_the_setting() -> None:
         "REPLICATOR_TARGETS='b.azurecr.io', REPLICATOR_QUEUE_CONNECTION='Jobs', "
         "Jobs__queueServiceUri='https://acct.queue.core.windows.net'); import function_app; "
         "f=[f for f in function_app.app.get_functions() if f.get_function_name()=='replicate'][0]; "
-        "print(f.get_bindings_dict()['bindings'][0]['connection'])"
+        "print(json.loads(f.get_function_json())['bindings'][0]['connection'])"
     )
     out = subprocess.run([sys.executable, "-c", code], cwd=ROOT, capture_output=True, text=True,
                          check=True, env={"PATH": "/usr/bin:/bin"})

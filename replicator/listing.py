@@ -4,8 +4,10 @@ ACR answers with digests and tags together (``/acr/v1/_catalog`` then one paged
 ``/acr/v1/<repo>/_manifests`` per repository), so it costs no request per tag. Any other
 OCI registry gets ``/v2/_catalog``, ``/v2/<repo>/tags/list`` and one manifest HEAD per
 tag. Every listing follows ``Link: <...>; rel="next"`` to the end, runs with bounded
-concurrency, and backs off on 429: a repository that stays unreadable is reported in
-``Listing.errors`` instead of failing the whole run.
+concurrency, and backs off on 429 (the client retries each request, honouring
+``Retry-After``; listing adds a few longer rounds on top for sustained throttling): a
+repository that stays unreadable is reported in ``Listing.errors`` instead of failing the
+whole run.
 """
 
 from __future__ import annotations
@@ -30,7 +32,7 @@ from replicator.ports import Descriptor, TagEntry
 log = logging.getLogger(__name__)
 PAGE_SIZE = 1000  # distribution caps catalog pages at 1000 by default
 ACR_PAGE_SIZE = 100  # ACR's own page size; Link paging fetches the rest
-MAX_ATTEMPTS = 6
+MAX_ATTEMPTS = 3  # rounds, each one already retried by the client
 MAX_BACKOFF = 30.0
 Allows = Callable[[str, str], bool]
 T = TypeVar("T")
@@ -39,7 +41,7 @@ T = TypeVar("T")
 class RegistryRequester(Protocol):
     """The slice of ``replicator.oci`` RegistryClient that listing needs."""
 
-    def request(self, method: str, path: str) -> httpx.Response: ...
+    def request(self, method: str, path: str, *, scopes: Iterable[str] = ()) -> httpx.Response: ...
 
     def head_manifest(self, ref: ImageRef) -> Descriptor | None: ...
 
@@ -89,7 +91,8 @@ class RegistryLister:
     # -- the Lister port --------------------------------------------------------------
     def list_repositories(self) -> Iterator[str]:
         path = "/acr/v1/_catalog" if self.acr else "/v2/_catalog"
-        for page in self._pages(f"{path}?n={self.page_size}"):
+        scopes = ("registry:catalog:*",)
+        for page in self._pages(f"{path}?n={self.page_size}", scopes):
             yield from page.get("repositories") or []
 
     def list_tags(self, repository: str, allows: Allows | None = None) -> Iterator[TagEntry]:
@@ -158,7 +161,7 @@ class RegistryLister:
     # -- OCI distribution -------------------------------------------------------------
     def _oci_tag_names(self, repository: str) -> Iterator[str]:
         path = f"/v2/{repository}/tags/list?n={self.page_size}"
-        for page in self._pages(path, missing_ok=True):
+        for page in self._pages(path, (f"repository:{repository}:pull",), missing_ok=True):
             yield from page.get("tags") or []
 
     def _head_entry(self, repository: str, tag: str) -> Iterator[TagEntry]:
@@ -172,7 +175,8 @@ class RegistryLister:
     # -- ACR --------------------------------------------------------------------------
     def _acr_tags(self, repository: str, allows: Allows | None = None) -> Iterator[TagEntry]:
         path = f"/acr/v1/{repository}/_manifests?n={self.page_size}"
-        for page in self._pages(path, missing_ok=True):
+        scopes = (f"repository:{repository}:metadata_read",)
+        for page in self._pages(path, scopes, missing_ok=True):
             for item in page.get("manifests") or []:
                 digest = item.get("digest")
                 for tag in item.get("tags") or []:
@@ -180,13 +184,17 @@ class RegistryLister:
                         yield TagEntry(repository, tag, digest if isinstance(digest, str) else None)
 
     # -- paging and retries -----------------------------------------------------------
-    def _pages(self, path: str, *, missing_ok: bool = False) -> Iterator[dict[str, Any]]:
+    def _pages(
+        self, path: str, scopes: tuple[str, ...], *, missing_ok: bool = False
+    ) -> Iterator[dict[str, Any]]:
         """Each JSON page of a listing, following ``Link: rel="next"`` to the end."""
         seen: set[str] = set()
         next_path: str | None = path
         while next_path and next_path not in seen:
             seen.add(next_path)
-            response = self._retry(f"GET {next_path}", functools.partial(self._get, next_path))
+            response = self._retry(
+                f"GET {next_path}", functools.partial(self._get, next_path, scopes)
+            )
             if response is None:
                 if missing_ok:
                     return
@@ -195,9 +203,9 @@ class RegistryLister:
             yield body if isinstance(body, dict) else {}
             next_path = _next_link(response)
 
-    def _get(self, path: str) -> httpx.Response | None:
+    def _get(self, path: str, scopes: tuple[str, ...]) -> httpx.Response | None:
         try:
-            response = self.client.request("GET", path)
+            response = self.client.request("GET", path, scopes=scopes)
         except NotFoundError:
             return None
         if response.status_code == 404:
@@ -229,7 +237,7 @@ class RegistryLister:
                     raise _Unread(f"{what}: {exc}") from exc
                 if attempt == self.max_attempts:
                     raise _Unread(f"{what}: gave up after {attempt} attempts ({exc})") from exc
-                delay = exc.retry_after if exc.retry_after is not None else 0.25 * 2**attempt
+                delay = exc.retry_after if exc.retry_after is not None else 2.0**attempt
                 log.info("%s: %s; retrying in %.1fs", what, exc, min(delay, MAX_BACKOFF))
                 self.sleep(min(delay, MAX_BACKOFF))
         raise AssertionError("unreachable")

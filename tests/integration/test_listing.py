@@ -2,13 +2,13 @@ from __future__ import annotations
 
 from collections.abc import Iterator
 
-import httpx
 import pytest
 from doubles.acr_listing import AcrListingDouble, serve
 
 from replicator.listing import RegistryLister
-from replicator.oci.reference import ImageRef
-from replicator.ports import Descriptor, TagEntry
+from replicator.oci.registries import Registries
+from replicator.oci.transport import RetryPolicy
+from replicator.ports import TagEntry
 
 pytestmark = pytest.mark.integration
 
@@ -17,37 +17,24 @@ def digest(n: int) -> str:
     return f"sha256:{n:064x}"
 
 
-class PlainClient:
-    """Unauthenticated HTTP to a loopback double (it needs no token)."""
-
-    def __init__(self, host: str) -> None:
-        self.http = httpx.Client(base_url=f"http://{host}")
-
-    def request(self, method: str, path: str) -> httpx.Response:
-        return self.http.request(method, path)
-
-    def head_manifest(self, ref: ImageRef) -> Descriptor | None:
-        raise AssertionError("an ACR listing must not HEAD per tag")
-
-
 @pytest.fixture
-def acr() -> Iterator[tuple[AcrListingDouble, RegistryLister]]:
+def acr() -> Iterator[tuple[AcrListingDouble, RegistryLister, list[float]]]:
     repositories = {
         f"team{i % 3}/app{i:03d}": {digest(i * 10 + k): [f"v{k}", f"b{k}"] for k in range(3)}
         for i in range(250)
     }
     repositories["team0/app000"][digest(9_999)] = []  # untagged: not a tag entry
     double = AcrListingDouble(repositories, max_page=100)
-    with serve(double) as host:
-        client = PlainClient(host)
-        yield double, RegistryLister(client, host, acr=True, concurrency=8, sleep=lambda _: None)
-        client.http.close()
+    slept: list[float] = []
+    with serve(double) as host, Registries(retry=RetryPolicy(attempts=2, sleep=slept.append)) as r:
+        lister = RegistryLister(r.client(host), host, acr=True, concurrency=8, sleep=slept.append)
+        yield double, lister, slept
 
 
 def test_acr_listing_pages_catalog_and_manifests_to_the_end(
-    acr: tuple[AcrListingDouble, RegistryLister],
+    acr: tuple[AcrListingDouble, RegistryLister, list[float]],
 ) -> None:
-    double, lister = acr
+    double, lister, slept = acr
     listing = lister.listing()
     assert listing.complete
     assert listing.repositories == 250
@@ -57,12 +44,13 @@ def test_acr_listing_pages_catalog_and_manifests_to_the_end(
     assert len(catalog_pages) == 3  # 250 repositories in pages of 100
     assert len(double.requests) == 3 + 250  # no request per tag
     assert listing.requests == len(double.requests)
+    assert not slept
 
 
 def test_acr_listing_filters_tags_and_follows_manifest_pages(
-    acr: tuple[AcrListingDouble, RegistryLister],
+    acr: tuple[AcrListingDouble, RegistryLister, list[float]],
 ) -> None:
-    double, lister = acr
+    double, lister, _slept = acr
     double.max_page = 2  # three manifests per repository: two pages each
     listing = lister.listing(["team0/app000", "no/such"], allows=lambda r, t: t.startswith("v"))
     assert listing.complete  # an unknown repository has no tags, it is not an error
@@ -71,28 +59,28 @@ def test_acr_listing_filters_tags_and_follows_manifest_pages(
 
 
 def test_acr_listing_backs_off_on_429_and_reports_what_stayed_unread(
-    acr: tuple[AcrListingDouble, RegistryLister],
+    acr: tuple[AcrListingDouble, RegistryLister, list[float]],
 ) -> None:
-    double, lister = acr
+    double, lister, slept = acr
     double.throttle["/acr/v1/_catalog"] = 2
     double.throttle["/acr/v1/team1/app001/_manifests"] = 3
     double.throttle["/acr/v1/team2/app002/_manifests"] = 100  # never answers
-    slept: list[float] = []
-    lister.sleep = slept.append
     listing = lister.listing()
     assert not listing.complete
     assert listing.failed == frozenset({"team2/app002"})
     assert "team2/app002" in listing.errors[0]
     assert len(listing.entries) == 249 * 6
     assert any(e.repository == "team1/app001" for e in listing.entries)
-    assert len(slept) == 2 + 3 + (lister.max_attempts - 1)
+    never = [r for r in double.requests if r.startswith("/acr/v1/team2/app002/")]
+    assert len(never) == lister.max_attempts * 2  # rounds x the client's own attempts
+    assert slept
     assert all(s == 0 for s in slept)  # Retry-After: 0 honoured
 
 
 def test_acr_catalog_that_never_answers_is_one_error(
-    acr: tuple[AcrListingDouble, RegistryLister],
+    acr: tuple[AcrListingDouble, RegistryLister, list[float]],
 ) -> None:
-    double, lister = acr
+    double, lister, _slept = acr
     double.throttle["/acr/v1/_catalog"] = 100
     listing = lister.listing()
     assert listing.failed == frozenset({""})

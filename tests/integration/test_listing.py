@@ -4,8 +4,10 @@ from collections.abc import Iterator
 
 import pytest
 from doubles.acr_listing import AcrListingDouble, serve
+from doubles.seed import manifest_digest, seed
 
 from replicator.listing import RegistryLister
+from replicator.localstack import Registry
 from replicator.oci.registries import Registries
 from replicator.oci.transport import RetryPolicy
 from replicator.ports import TagEntry
@@ -85,3 +87,25 @@ def test_acr_catalog_that_never_answers_is_one_error(
     listing = lister.listing()
     assert listing.failed == frozenset({""})
     assert listing.entries == ()
+
+
+def test_oci_listing_heads_each_allowed_tag_once_and_pages_past_the_first_page(
+    registry: Registry,
+) -> None:
+    images = [(f"r/app{i:03d}", f"t{k}", i * 10 + k) for i in range(120) for k in range(3)]
+    seed(registry.host, images)
+    with Registries() as registries:
+        client = registries.client(registry.host)
+        lister = RegistryLister(client, registry.host, page_size=50, concurrency=8)
+        listing = lister.listing(allows=lambda _r, tag: tag != "t2")
+        assert listing.complete
+        assert listing.repositories == 120  # three catalog pages of 50
+        assert set(listing.entries) == {
+            TagEntry(r, t, manifest_digest(v)) for r, t, v in images if t != "t2"
+        }
+        assert len(listing.entries) == 240
+        assert client.requests == 3 + 120 + 240  # catalog pages, tags/list, one HEAD per tag
+        assert list(lister.list_tags("r/app007")) == [
+            TagEntry("r/app007", f"t{k}", manifest_digest(70 + k)) for k in range(3)
+        ]
+        assert list(lister.list_tags("no/such")) == []

@@ -68,6 +68,18 @@ class AcrImporter:
         self._client_kwargs = {"retry_total": retry_total, **client_kwargs}
         self._clients: dict[str, ContainerRegistryManagementClient] = {}
 
+    def close(self) -> None:
+        """Close the ARM clients (the credentials belong to the caller)."""
+        for client in self._clients.values():
+            client.close()
+        self._clients.clear()
+
+    def __enter__(self) -> AcrImporter:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
     def client(self, subscription: str) -> ContainerRegistryManagementClient:
         if subscription not in self._clients:
             self._clients[subscription] = management_client(

@@ -24,7 +24,7 @@ that are not ACR get ``none`` unless ``REPLICATOR_IDENTITIES`` names them.
 from __future__ import annotations
 
 import json
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
@@ -36,6 +36,7 @@ if TYPE_CHECKING:
     from azure.core.credentials import TokenCredential
 
     from replicator.config import Settings
+    from replicator.oci.auth import RegistryAuth
 
 MODES = ("managed", "federated", "secret", "default", "none")
 TOKEN_EXCHANGE_SCOPE = "api://AzureADTokenExchange/.default"  # noqa: S105 - a scope
@@ -242,3 +243,25 @@ def credential_from(config: IdentitySettings, identity: RegistryIdentity) -> Tok
             managed_identity_client_id=config.managed_client_id, **authority
         )
     return None
+
+
+def registry_credentials(settings: Settings) -> Callable[[str], RegistryAuth | None]:
+    """``Registries(credentials=...)``: the data-plane auth per host, one credential each.
+
+    ACR registries get ``RegistryAuth.azure`` (the OCI engine exchanges the Entra token at
+    ``/oauth2/exchange``, naming the registry's tenant when it is another one); registries
+    with no identity get None (anonymous, or what the registry's challenge allows)."""
+    from replicator.oci.auth import RegistryAuth
+
+    cache: dict[str, RegistryAuth | None] = {}
+
+    def credentials(host: str) -> RegistryAuth | None:
+        if host not in cache:
+            identity = identity_of(settings, host)
+            credential = credential_from(settings.identity, identity)
+            cache[host] = (
+                RegistryAuth.azure(credential, tenant=identity.tenant_id) if credential else None
+            )
+        return cache[host]
+
+    return credentials

@@ -402,3 +402,40 @@ def _copy_blob(
         location = f"http://{dst}{location}"
     sep = "&" if "?" in location else "?"
     http.put(f"{location}{sep}digest={digest}", content=data.content).raise_for_status()
+
+
+MANIFEST_ACCEPT = (
+    "application/vnd.oci.image.manifest.v1+json,application/vnd.oci.image.index.v1+json"
+)
+
+
+@dataclass
+class ArmPair:
+    """A source and a target ACR known to the ARM double, each served by a local registry."""
+
+    arm: ArmDouble
+    source: FakeAcr
+    target: FakeAcr
+    repository: str = "team/app"
+
+    def env(self, strategy: str = "import", **extra: str) -> dict[str, str]:
+        target = {
+            "login_server": self.target.host,
+            "resource_id": self.target.resource_id,
+            "strategy": strategy,
+        }
+        return {
+            "REPLICATOR_SOURCE": self.source.host,
+            "REPLICATOR_SOURCE_RESOURCE_ID": self.source.resource_id,
+            "REPLICATOR_TARGETS": json.dumps([target]),
+            "REPLICATOR_ARM_ENDPOINT": self.arm.url,
+            "IDENTITY_ENDPOINT": "set",  # auto -> managed identity for both registries
+            **extra,
+        }
+
+    def target_digest(self, reference: str) -> str | None:
+        url = f"http://{self.target.host}/v2/{self.repository}/manifests/{reference}"
+        response = httpx.head(url, headers={"Accept": MANIFEST_ACCEPT})
+        return (
+            response.headers.get("Docker-Content-Digest") if response.status_code == 200 else None
+        )

@@ -2,14 +2,21 @@
 
 from __future__ import annotations
 
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
+from typing import Any
 
 import pytest
 import trustme
 from doubles import TokenBook
-from doubles.arm import ArmDouble
+from doubles.arm import ArmDouble, ArmPair, FakeAcr
 from doubles.identity import FED_APP, FUNCTION_MI, USER_MI, App, EntraDouble, ManagedIdentityDouble
+from doubles.seed import seed
+
+from replicator.acr.importer import AcrImporter
+from replicator.config import Settings
+from replicator.identity import credential_for
+from replicator.localstack import LocalStack
 
 
 @pytest.fixture
@@ -51,3 +58,49 @@ def arm(book: TokenBook, ca: trustme.CA) -> Iterator[ArmDouble]:
     double = ArmDouble(book, ca).start()
     yield double
     double.stop()
+
+
+IMPORTER_ROLE = "Container Registry Data Importer and Data Reader"
+
+
+@pytest.fixture
+def pair(
+    arm: ArmDouble, managed_identity: ManagedIdentityDouble, stack: LocalStack
+) -> Iterator[ArmPair]:
+    """Premium ACRs, the function's identity allowed to import into the target and to pull
+    from the source; ``team/app:1.0`` (seed variant 1) in the source."""
+    src, dst = stack.start_registry(), stack.start_registry()
+    source = arm.add(FakeAcr("contososrc", src.host))
+    target = arm.add(FakeAcr("contosodr", dst.host))
+    arm.assign(FUNCTION_MI, IMPORTER_ROLE, target)
+    arm.assign(FUNCTION_MI, "AcrPull", source)
+    seed(src.host, [("team/app", "1.0", 1)])
+    yield ArmPair(arm, source, target)
+    src.stop()
+    dst.stop()
+
+
+@pytest.fixture
+def importer_for() -> Iterator[Callable[..., AcrImporter]]:
+    """Build importers the way the worker does; close them and their credentials after."""
+    opened: list[Any] = []
+
+    def build(settings: Settings, **kwargs: Any) -> AcrImporter:
+        credential = credential_for(settings, settings.targets[0].login_server)
+        assert credential is not None
+        source_credential = credential_for(settings, settings.source)
+        importer = AcrImporter(
+            settings,
+            credential,
+            source_credential=source_credential,
+            polling_interval=0,
+            retry_total=0,
+            **kwargs,
+        )
+        opened.extend([importer, credential, source_credential])
+        return importer
+
+    yield build
+    for item in opened:
+        if item is not None:
+            item.close()

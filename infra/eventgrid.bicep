@@ -1,0 +1,129 @@
+// Event Grid: the system topic on the source registry and its subscription to the
+// on_registry_event function. Deployed into the source registry's resource group by the
+// azd postdeploy hook (infra/hooks/postdeploy.sh), after the code is deployed and indexed:
+// Event Grid refuses a destination function that does not exist yet.
+targetScope = 'resourceGroup'
+
+@description('Name of the source registry (in this resource group).')
+param sourceRegistryName string
+
+@description('Region of the source registry: a system topic lives where its source does.')
+param location string = resourceGroup().location
+
+@description('ARM id of the function app (main.bicep output AZURE_FUNCTION_APP_ID).')
+param functionAppId string
+
+@description('The Event Grid-triggered function (CONTRACT.md).')
+param functionName string = 'on_registry_event'
+
+@description('ARM id of the user-assigned identity that writes dead letters.')
+param identityId string
+
+@description('ARM id of the storage account that keeps dead letters.')
+param deadLetterStorageAccountId string
+
+param deadLetterContainerName string = 'eventgrid-deadletter'
+
+@description('Deliver only events whose repository starts with one of these (empty: all).')
+param includeRepositoryPrefixes array = []
+
+@description('Never deliver events whose repository starts with one of these.')
+param excludeRepositoryPrefixes array = []
+
+@minValue(1)
+@maxValue(30)
+param maxDeliveryAttempts int = 30
+
+@minValue(1)
+@maxValue(1440)
+param eventTimeToLiveInMinutes int = 1440
+
+param tags object = {}
+
+var abbrs = loadJsonContent('abbreviations.json')
+var resourceToken = toLower(uniqueString(subscription().id, resourceGroup().id, sourceRegistryName))
+var includedEventTypes = [
+  'Microsoft.ContainerRegistry.ImagePushed'
+  'Microsoft.ContainerRegistry.ImageDeleted'
+  'Microsoft.ContainerRegistry.ChartPushed'
+  'Microsoft.ContainerRegistry.ChartDeleted'
+]
+var includeFilter = empty(includeRepositoryPrefixes)
+  ? []
+  : [
+      {
+        operatorType: 'StringBeginsWith'
+        key: 'data.target.repository'
+        values: includeRepositoryPrefixes
+      }
+    ]
+var excludeFilter = empty(excludeRepositoryPrefixes)
+  ? []
+  : [
+      {
+        operatorType: 'StringNotBeginsWith'
+        key: 'data.target.repository'
+        values: excludeRepositoryPrefixes
+      }
+    ]
+
+resource registry 'Microsoft.ContainerRegistry/registries@2023-07-01' existing = {
+  name: sourceRegistryName
+}
+
+resource systemTopic 'Microsoft.EventGrid/systemTopics@2022-06-15' = {
+  name: '${abbrs.eventGridSystemTopics}${resourceToken}'
+  location: location
+  tags: tags
+  identity: {
+    type: 'UserAssigned'
+    userAssignedIdentities: {
+      '${identityId}': {}
+    }
+  }
+  properties: {
+    source: registry.id
+    topicType: 'Microsoft.ContainerRegistry.Registries'
+  }
+}
+
+resource eventSubscription 'Microsoft.EventGrid/systemTopics/eventSubscriptions@2022-06-15' = {
+  parent: systemTopic
+  name: '${abbrs.eventGridEventSubscriptions}acr-replicator'
+  properties: {
+    eventDeliverySchema: 'EventGridSchema'
+    destination: {
+      endpointType: 'AzureFunction'
+      properties: {
+        resourceId: '${functionAppId}/functions/${functionName}'
+        maxEventsPerBatch: 1
+        preferredBatchSizeInKilobytes: 64
+      }
+    }
+    filter: {
+      includedEventTypes: includedEventTypes
+      enableAdvancedFilteringOnArrays: true
+      advancedFilters: concat(includeFilter, excludeFilter)
+    }
+    retryPolicy: {
+      maxDeliveryAttempts: maxDeliveryAttempts
+      eventTimeToLiveInMinutes: eventTimeToLiveInMinutes
+    }
+    deadLetterWithResourceIdentity: {
+      identity: {
+        type: 'UserAssigned'
+        userAssignedIdentity: identityId
+      }
+      deadLetterDestination: {
+        endpointType: 'StorageBlob'
+        properties: {
+          resourceId: deadLetterStorageAccountId
+          blobContainerName: deadLetterContainerName
+        }
+      }
+    }
+  }
+}
+
+output EVENTGRID_SYSTEM_TOPIC_NAME string = systemTopic.name
+output EVENTGRID_SUBSCRIPTION_NAME string = eventSubscription.name

@@ -1,0 +1,123 @@
+"""Planner + importer + OCI copier together: import with referrers, fallback to copy."""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterator
+
+import pytest
+from doubles.arm import ArmPair
+from doubles.identity import FUNCTION_MI
+
+from replicator.acr.errors import ImportUnavailableError
+from replicator.acr.importer import AcrImporter
+from replicator.config import Settings, load_settings
+from replicator.model import Action, CopyJob
+from replicator.oci.copy import ImageCopier
+from replicator.oci.reference import ImageRef
+from replicator.oci.referrers import list_referrers
+from replicator.oci.registries import Registries
+from replicator.oci.testimages import PushedImage, push_test_image
+from replicator.strategy import replicate_with_strategy
+
+
+@pytest.fixture
+def registries() -> Iterator[Registries]:
+    with Registries() as running:
+        yield running
+
+
+@pytest.fixture
+def image(pair: ArmPair, registries: Registries) -> PushedImage:
+    """A two-platform index with an SBOM and a signature, in the source."""
+    ref = ImageRef(pair.source.host, "team/app", "2.0")
+    return push_test_image(registries, ref, referrers=True)
+
+
+def deliver(
+    pair: ArmPair,
+    settings: Settings,
+    image: PushedImage,
+    registries: Registries,
+    importer: AcrImporter,
+) -> tuple[str, dict[str, str], int]:
+    job = CopyJob(Action.PUSH, pair.source.host, pair.target.host, "team/app", image.digest, "2.0")
+    report, path = replicate_with_strategy(
+        job,
+        settings.targets[0],
+        image.digest,
+        importer=importer,
+        copier=ImageCopier(registries),
+        settings=settings,
+    )
+    assert report.digest == image.digest
+    target = registries.client(pair.target.host)
+    found = list_referrers(registries, target, "team/app", image.digest)
+    child = list_referrers(registries, target, "team/app", image.manifests[0])
+    return path, report.extra, len(found.descriptors) + len(child.descriptors)
+
+
+def test_import_then_referrers_over_the_data_plane(
+    pair: ArmPair,
+    image: PushedImage,
+    registries: Registries,
+    importer_for: Callable[..., AcrImporter],
+) -> None:
+    settings = load_settings(pair.env("import"))
+    copier = ImageCopier(registries)
+    importer = importer_for(settings, copier=copier)
+    path, extra, referrers = deliver(pair, settings, image, registries, importer)
+    assert path == "import"
+    assert extra == {"strategy": "import"}
+    assert referrers == image.referrers == 2
+    assert pair.target_digest("2.0") == image.digest
+    assert len(pair.arm.import_bodies) == 1
+
+
+def test_auto_falls_back_to_copy_when_the_source_is_behind_a_private_endpoint(
+    pair: ArmPair,
+    image: PushedImage,
+    registries: Registries,
+    importer_for: Callable[..., AcrImporter],
+) -> None:
+    pair.source.public_network_access = "Disabled"
+    pair.source.private_endpoints = 1
+    pair.source.bypass = "None"
+    settings = load_settings(pair.env("auto"))
+    importer = importer_for(settings, copier=ImageCopier(registries))
+    path, extra, referrers = deliver(pair, settings, image, registries, importer)
+    assert path == "copy"
+    assert extra["fallback_from"] == "import"
+    assert "not allowed access" in extra["fallback_reason"]
+    assert referrers == 2
+    assert pair.target_digest("2.0") == image.digest
+    assert len(pair.arm.import_bodies) == 1  # import was tried once
+
+
+def test_strategy_import_does_not_fall_back(
+    pair: ArmPair,
+    image: PushedImage,
+    registries: Registries,
+    importer_for: Callable[..., AcrImporter],
+) -> None:
+    pair.source.public_network_access = "Disabled"
+    pair.source.bypass = "None"
+    settings = load_settings(pair.env("import"))
+    importer = importer_for(settings, copier=ImageCopier(registries))
+    with pytest.raises(ImportUnavailableError):
+        deliver(pair, settings, image, registries, importer)
+    assert pair.target_digest("2.0") is None
+
+
+def test_auto_without_import_rights_is_a_permanent_failure_not_a_copy(
+    pair: ArmPair,
+    image: PushedImage,
+    registries: Registries,
+    importer_for: Callable[..., AcrImporter],
+) -> None:
+    from replicator.errors import PermanentRegistryError
+
+    pair.arm.roles.pop((FUNCTION_MI.object_id, pair.target.resource_id.lower()))
+    settings = load_settings(pair.env("auto"))
+    importer = importer_for(settings, copier=ImageCopier(registries))
+    with pytest.raises(PermanentRegistryError, match="Data Importer"):
+        deliver(pair, settings, image, registries, importer)

@@ -134,20 +134,30 @@ class Authenticator:
                 return {"Authorization": f"Bearer {token.value}"}
         return {}
 
-    def challenged(self, response: httpx.Response, scopes: tuple[str, ...]) -> bool:
-        """Learn from a 401; True when a retry with new credentials makes sense."""
-        scheme, params = parse_challenge(response.headers.get("WWW-Authenticate", ""))
-        sent = response.request.headers.get("Authorization", "")
+    def ensure(self, scopes: tuple[str, ...]) -> None:
+        """Fetch a bearer token for ``scopes`` now if the host wants one and none is cached."""
         with self._lock:
-            stale = self._tokens.pop(scopes, None)
-            first = self._scheme is None or scheme != self._scheme
+            token = self._tokens.get(scopes)
+            wanted = self._scheme == "bearer" and not (token and token.expires > time.time())
+        if wanted:
+            fetched = self._fetch(scopes)
+            with self._lock:
+                self._tokens[scopes] = fetched
+
+    def challenged(self, response: httpx.Response, scopes: tuple[str, ...], round_: int) -> bool:
+        """Learn from a 401 (the ``round_``-th of one request); True when a retry makes sense.
+
+        A bearer token is fetched on the first 401 and once more on the second (a cached
+        token the registry refused, or one that was stale on arrival): renewed on 401.
+        """
+        scheme, params = parse_challenge(response.headers.get("WWW-Authenticate", ""))
+        with self._lock:
+            self._tokens.pop(scopes, None)
             self._scheme, self._params = scheme, params
         if scheme == "basic":
-            return self.auth.kind == "basic" and (first or not sent)
-        if scheme != "bearer" or "realm" not in params:
+            return self.auth.kind == "basic" and round_ == 0
+        if scheme != "bearer" or "realm" not in params or round_ >= 2:
             return False
-        if sent.startswith("Bearer") and stale is None and not first:
-            return False  # a token fetched just now was refused: no point asking again
         token = self._fetch(scopes)
         with self._lock:
             self._tokens[scopes] = token

@@ -1,7 +1,7 @@
 """``RegistryClient``: one registry host over the OCI distribution API.
 
-Every request goes through ``request``: authenticated (challenge answered once, token
-cached per scope) and retried on 429/5xx/timeouts/resets with backoff. Manifests are
+Every request goes through ``request``: authenticated (challenges answered, token
+cached per scope, renewed on 401) and retried on 429/5xx/timeouts/resets with backoff. Manifests are
 fetched with the right ``Accept``, verified against their digest and pushed byte for byte.
 Blob primitives (HEAD, streaming GET, upload, mount) are what ``replicator.oci.blobs``
 copies with.
@@ -13,6 +13,7 @@ import re
 from collections.abc import Iterable, Iterator, Mapping
 from contextlib import contextmanager
 from typing import Any
+from urllib.parse import urlsplit
 
 import httpx
 
@@ -71,7 +72,7 @@ class RegistryClient:
         Answers with any status that no retry fixes (4xx included: the caller decides);
         raises ``TransientRegistryError`` when 429/5xx/transport failures outlast the retries.
         """
-        needs = scopes_for(method, path.split("?", 1)[0], scopes)
+        needs = scopes_for(method, urlsplit(path).path, scopes)
         what = operation or f"{method} {path.split('?', 1)[0]}"
         ref = reference or self.host
 
@@ -95,7 +96,10 @@ class RegistryClient:
         stream: bool,
     ) -> httpx.Response:
         url = path if path.startswith(("http://", "https://")) else self.base + path
-        for answered in (False, True):
+        replayable = content is None or isinstance(content, bytes)
+        if not replayable:
+            self.auth.ensure(scopes)  # a stream cannot be sent twice: no 401 round trip
+        for round_ in range(3):
             sent = {**(headers or {}), **self.auth.headers(scopes)}
             request = self.http.build_request(
                 method, url, params=params, headers=sent, content=content
@@ -107,8 +111,8 @@ class RegistryClient:
                 raise transport_error(exc, operation, reference) from None
             if (
                 response.status_code == 401
-                and not answered
-                and self.auth.challenged(response, scopes)
+                and replayable
+                and self.auth.challenged(response, scopes, round_)
             ):
                 response.close()
                 continue

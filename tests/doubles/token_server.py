@@ -1,0 +1,218 @@
+"""A token service for a real distribution registry configured with ``auth: token``.
+
+It makes its own signing key and self-signed certificate (ES256 or RS256), which the
+registry trusts through ``rootcertbundle``; tokens carry the certificate in ``x5c``. It
+answers the Docker token flow (``GET /oauth2/token?service=&scope=``, anonymous or basic)
+and ACR's Entra exchange (``POST /oauth2/exchange`` then ``POST /oauth2/token`` with a
+refresh token), so both flows run against a real registry.
+
+``registry_config()`` is the ``auth`` section to give ``LocalStack.start_registry``.
+Knobs: ``users`` (basic credentials the GET flow requires), ``entra_tokens`` (Entra access
+tokens the exchange accepts), ``expired_next`` (how many coming tokens are already expired
+while their ``expires_in`` says otherwise), ``fail_next`` (503s to answer first).
+"""
+
+from __future__ import annotations
+
+import base64
+import datetime as dt
+import json
+import secrets
+import threading
+import time
+from collections.abc import Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass, field
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from pathlib import Path
+from typing import Any
+from urllib.parse import parse_qs, urlsplit
+
+import jwt
+from cryptography import x509
+from cryptography.hazmat.primitives import hashes, serialization
+from cryptography.hazmat.primitives.asymmetric import ec, rsa
+from cryptography.x509.oid import NameOID
+
+ISSUER = "acr-replicator-test-issuer"
+
+
+@dataclass
+class TokenService:
+    workdir: Path
+    service: str = "test-registry"
+    algorithm: str = "ES256"
+    users: dict[str, str] = field(default_factory=dict)  # empty: anonymous GET allowed
+    entra_tokens: set[str] = field(default_factory=set)
+    expired_next: int = 0
+    fail_next: int = 0
+    lifetime: int = 300
+    requests: list[str] = field(default_factory=list)
+    issued: list[str] = field(default_factory=list)
+    refresh_tokens: set[str] = field(default_factory=set)
+    port: int = 0
+    _lock: threading.Lock = field(default_factory=threading.Lock)
+
+    def __post_init__(self) -> None:
+        if self.algorithm == "RS256":
+            self.key: Any = rsa.generate_private_key(public_exponent=65537, key_size=2048)
+        else:
+            self.key = ec.generate_private_key(ec.SECP256R1())
+        name = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, "token signer")])
+        now = dt.datetime.now(dt.UTC)
+        self.cert = (
+            x509.CertificateBuilder()
+            .subject_name(name)
+            .issuer_name(name)
+            .public_key(self.key.public_key())
+            .serial_number(x509.random_serial_number())
+            .not_valid_before(now - dt.timedelta(days=1))
+            .not_valid_after(now + dt.timedelta(days=2))
+            .add_extension(x509.BasicConstraints(ca=True, path_length=None), critical=True)
+            .sign(self.key, hashes.SHA256())
+        )
+        self.bundle = self.workdir / "token-root.pem"
+        self.bundle.write_bytes(self.cert.public_bytes(serialization.Encoding.PEM))
+
+    @property
+    def realm(self) -> str:
+        return f"http://127.0.0.1:{self.port}/oauth2/token"
+
+    def registry_config(self) -> dict[str, object]:
+        return {
+            "auth": {
+                "token": {
+                    "realm": self.realm,
+                    "service": self.service,
+                    "issuer": ISSUER,
+                    "rootcertbundle": str(self.bundle),
+                }
+            }
+        }
+
+    # -- tokens ---------------------------------------------------------------------------
+    def token(self, scopes: list[str]) -> str:
+        now = int(time.time())
+        with self._lock:
+            expired = self.expired_next > 0
+            self.expired_next -= 1 if expired else 0
+        access = []
+        for scope in scopes:
+            kind, _, rest = scope.partition(":")
+            name, _, actions = rest.rpartition(":")
+            access.append({"type": kind, "name": name, "actions": actions.split(",")})
+        claims = {
+            "iss": ISSUER,
+            "sub": "tester",
+            "aud": self.service,
+            "jti": secrets.token_hex(8),
+            "iat": now - 10,
+            "nbf": now - 10,
+            "exp": now - 7200 if expired else now + self.lifetime,
+            "access": access,
+        }
+        x5c = [base64.b64encode(self.cert.public_bytes(serialization.Encoding.DER)).decode()]
+        token = jwt.encode(claims, self.key, algorithm=self.algorithm, headers={"x5c": x5c})
+        with self._lock:
+            self.issued.append(token)
+        return token
+
+    def answer(
+        self, method: str, target: str, headers: dict[str, str], body: bytes
+    ) -> tuple[int, dict[str, str], Any]:
+        url = urlsplit(target)
+        with self._lock:
+            self.requests.append(f"{method} {url.path}")
+            if self.fail_next > 0:
+                self.fail_next -= 1
+                return 503, {"Retry-After": "0"}, {"error": "busy"}
+        if method == "GET" and url.path == "/oauth2/token":
+            return self._docker(parse_qs(url.query), headers)
+        form = {k: v[-1] for k, v in parse_qs(body.decode()).items()}
+        if method == "POST" and url.path == "/oauth2/exchange":
+            return self._exchange(form)
+        if method == "POST" and url.path == "/oauth2/token":
+            return self._refresh(form)
+        return 404, {}, {"error": "not found"}
+
+    def _docker(
+        self, query: dict[str, list[str]], headers: dict[str, str]
+    ) -> tuple[int, dict[str, str], Any]:
+        if self.users:
+            user, _, password = (
+                base64.b64decode(headers.get("authorization", "Basic ").split(" ", 1)[1] or b"")
+                .decode()
+                .partition(":")
+            )
+            if self.users.get(user) != password or not user:
+                return (
+                    401,
+                    {"WWW-Authenticate": 'Basic realm="token"'},
+                    {"error": "bad credentials"},
+                )
+        return 200, {}, {"token": self.token(query.get("scope", [])), "expires_in": self.lifetime}
+
+    def _exchange(self, form: dict[str, str]) -> tuple[int, dict[str, str], Any]:
+        if (
+            form.get("grant_type") != "access_token"
+            or form.get("access_token") not in self.entra_tokens
+        ):
+            return 401, {}, {"error": "invalid Entra token"}
+        if form.get("service") != self.service:
+            return 400, {}, {"error": "wrong service"}
+        refresh = "refresh-" + secrets.token_hex(8)
+        with self._lock:
+            self.refresh_tokens.add(refresh)
+        return 200, {}, {"refresh_token": refresh}
+
+    def _refresh(self, form: dict[str, str]) -> tuple[int, dict[str, str], Any]:
+        if (
+            form.get("grant_type") != "refresh_token"
+            or form.get("refresh_token") not in self.refresh_tokens
+        ):
+            return 401, {}, {"error": "invalid refresh token"}
+        scopes = form.get("scope", "").split()
+        return 200, {}, {"access_token": self.token(scopes), "expires_in": self.lifetime}
+
+
+class _Handler(BaseHTTPRequestHandler):
+    server: _Server
+
+    def _serve(self) -> None:
+        length = int(self.headers.get("Content-Length") or 0)
+        body = self.rfile.read(length) if length else b""
+        headers = {k.lower(): v for k, v in self.headers.items()}
+        status, extra, payload = self.server.service.answer(self.command, self.path, headers, body)
+        data = json.dumps(payload).encode()
+        self.send_response(status)
+        for key, value in {"Content-Type": "application/json", **extra}.items():
+            self.send_header(key, value)
+        self.send_header("Content-Length", str(len(data)))
+        self.end_headers()
+        self.wfile.write(data)
+
+    do_GET = do_POST = _serve
+
+    def log_message(self, format: str, *args: Any) -> None:
+        return  # quiet: tokens must not reach a log
+
+
+class _Server(ThreadingHTTPServer):
+    daemon_threads = True
+
+    def __init__(self, service: TokenService) -> None:
+        super().__init__(("127.0.0.1", 0), _Handler)
+        self.service = service
+
+
+@contextmanager
+def serve(service: TokenService) -> Iterator[TokenService]:
+    server = _Server(service)
+    service.port = server.server_address[1]
+    thread = threading.Thread(target=server.serve_forever, daemon=True)
+    thread.start()
+    try:
+        yield service
+    finally:
+        server.shutdown()
+        server.server_close()

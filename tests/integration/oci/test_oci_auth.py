@@ -1,0 +1,177 @@
+"""Authentication against real registries: htpasswd basic, token auth, ACR's exchange flow."""
+
+from __future__ import annotations
+
+import base64
+import json
+import logging
+import time
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import bcrypt
+import pytest
+from azure.core.credentials import AccessToken
+from doubles.token_server import TokenService, serve
+
+from replicator.errors import PermanentRegistryError
+from replicator.localstack import LocalStack, Registry
+from replicator.oci.auth import RegistryAuth, docker_config_auth
+from replicator.oci.copy import ImageCopier
+from replicator.oci.reference import ImageRef
+from replicator.oci.registries import Registries
+from replicator.oci.testimages import push_test_image
+
+USER, PASSWORD = "replicator", "s3cret-pass"
+
+
+@pytest.fixture
+def basic_registry(stack: LocalStack, tmp_path: Path) -> Iterator[Registry]:
+    hashed = bcrypt.hashpw(PASSWORD.encode(), bcrypt.gensalt(rounds=4)).decode()
+    (tmp_path / "htpasswd").write_text(f"{USER}:{hashed}\n")
+    running = stack.start_registry(
+        config={"auth": {"htpasswd": {"realm": "test", "path": str(tmp_path / "htpasswd")}}}
+    )
+    yield running
+    running.stop()
+
+
+@pytest.fixture(params=["ES256", "RS256"])
+def token_registry(
+    stack: LocalStack, tmp_path: Path, request: pytest.FixtureRequest
+) -> Iterator[tuple[Registry, TokenService]]:
+    with serve(TokenService(tmp_path, algorithm=request.param)) as service:
+        running = stack.start_registry(config=service.registry_config())
+        yield running, service
+        running.stop()
+
+
+class EntraCredential:
+    """A TokenCredential that hands out one fixed Entra access token and counts calls."""
+
+    def __init__(self, token: str) -> None:
+        self.token = token
+        self.calls: list[tuple[tuple[str, ...], dict[str, Any]]] = []
+
+    def get_token(self, *scopes: str, **kwargs: Any) -> AccessToken:
+        self.calls.append((scopes, kwargs))
+        return AccessToken(self.token, int(time.time()) + 3600)
+
+
+def _copy_in(registries: Registries, source: Registry, target: Registry, repo: str) -> str:
+    src = ImageRef(source.host, repo, "v1")
+    pushed = push_test_image(registries, src)
+    report = ImageCopier(registries).copy_image(src, ImageRef(target.host, repo, "v1"))
+    assert report.digest == pushed.digest
+    assert report.referrers_copied == 2
+    return pushed.digest
+
+
+def test_basic_auth_registry(registry: Registry, basic_registry: Registry) -> None:
+    def creds(host: str) -> RegistryAuth | None:
+        return RegistryAuth.basic(USER, PASSWORD) if host == basic_registry.host else None
+
+    with Registries(credentials=creds) as registries:
+        digest = _copy_in(registries, registry, basic_registry, "team/app")
+        found = registries.client(basic_registry.host).head_manifest(
+            ImageRef(basic_registry.host, "team/app", "v1")
+        )
+        assert found is not None
+        assert found.digest == digest
+    with Registries() as anonymous, pytest.raises(PermanentRegistryError) as failed:
+        anonymous.client(basic_registry.host).head_manifest(
+            ImageRef(basic_registry.host, "team/app", "v1")
+        )
+    assert failed.value.status == 401
+
+
+def test_wrong_password_is_a_clear_permanent_error(basic_registry: Registry) -> None:
+    wrong = Registries(credentials=lambda h: RegistryAuth.basic(USER, "wrong"))
+    with wrong, pytest.raises(PermanentRegistryError) as failed:
+        wrong.client(basic_registry.host).head_manifest(
+            ImageRef(basic_registry.host, "team/app", "v1")
+        )
+    assert failed.value.status == 401
+    assert "wrong" not in str(failed.value)
+
+
+def test_docker_config_credentials(basic_registry: Registry, tmp_path: Path) -> None:
+    encoded = base64.b64encode(f"{USER}:{PASSWORD}".encode()).decode()
+    config = tmp_path / "config.json"
+    config.write_text(json.dumps({"auths": {basic_registry.host: {"auth": encoded}}}))
+    auth = docker_config_auth(basic_registry.host, config)
+    assert auth == RegistryAuth.basic(USER, PASSWORD)
+    assert docker_config_auth("elsewhere.example", config) is None
+    with Registries(credentials=lambda h: docker_config_auth(h, config)) as registries:
+        pushed = push_test_image(registries, ImageRef(basic_registry.host, "team/app", "v1"))
+        assert registries.client(basic_registry.host).head_manifest(
+            ImageRef(basic_registry.host, "team/app", digest=pushed.digest)
+        )
+
+
+def test_bearer_token_flow_against_a_token_auth_registry(
+    registry: Registry,
+    token_registry: tuple[Registry, TokenService],
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    target, service = token_registry
+    caplog.set_level(logging.DEBUG)
+    with Registries() as registries:
+        _copy_in(registries, registry, target, "team/app")
+        fetched = len(service.issued)
+        # a second image into the same repository reuses the cached tokens
+        _copy_in(registries, registry, target, "team/app")
+        assert len(service.issued) == fetched
+    assert service.issued
+    assert not any(token in caplog.text for token in service.issued)
+
+
+def test_a_refused_token_is_renewed_on_401(
+    registry: Registry, token_registry: tuple[Registry, TokenService]
+) -> None:
+    target, service = token_registry
+    with Registries() as registries:
+        _copy_in(registries, registry, target, "team/one")
+    baseline = len(service.issued)
+    service.expired_next = 1  # the next token is stale on arrival but says it lasts
+    with Registries() as registries:
+        _copy_in(registries, registry, target, "team/two")
+    assert len(service.issued) == 2 * baseline + 1  # one renewal, then cached as before
+
+
+def test_token_service_with_basic_credentials(
+    registry: Registry, token_registry: tuple[Registry, TokenService]
+) -> None:
+    target, service = token_registry
+    service.users = {USER: PASSWORD}
+    with Registries(credentials=lambda h: RegistryAuth.basic(USER, "nope")) as wrong:
+        with pytest.raises(PermanentRegistryError) as failed:
+            wrong.client(target.host).head_manifest(ImageRef(target.host, "team/app", "v1"))
+        assert failed.value.status == 401
+    creds = {target.host: RegistryAuth.basic(USER, PASSWORD)}
+    with Registries(credentials=creds.get) as registries:
+        _copy_in(registries, registry, target, "team/app")
+
+
+def test_acr_entra_exchange_flow(
+    registry: Registry, token_registry: tuple[Registry, TokenService]
+) -> None:
+    target, service = token_registry
+    service.entra_tokens = {"entra-access-token"}
+    credential = EntraCredential("entra-access-token")
+    auth = RegistryAuth.azure(credential, tenant="tenant-a")  # type: ignore[arg-type]
+    with Registries(credentials=lambda h: auth if h == target.host else None) as registries:
+        _copy_in(registries, registry, target, "team/app")
+    assert service.requests.count("POST /oauth2/exchange") == 1
+    assert service.requests.count("POST /oauth2/token") >= 1
+    assert "GET /oauth2/token" not in service.requests
+    assert credential.calls[0] == (
+        ("https://containerregistry.azure.net/.default",),
+        {"tenant_id": "tenant-a"},
+    )
+
+
+def test_auth_value_hides_secrets() -> None:
+    assert "s3cret" not in repr(RegistryAuth.basic(USER, "s3cret"))
+    assert "tok-123" not in repr(RegistryAuth.refresh_token("tok-123"))

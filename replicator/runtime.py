@@ -26,6 +26,7 @@ class Runtime:
     status: TableStatusStore
     copier: ImageCopier
     deliver: Deliver | None = field(default=None)
+    busy_recheck_seconds: int = 30  # when a duplicate finds its push under way elsewhere
 
     def close(self) -> None:
         self.registries.close()

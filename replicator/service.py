@@ -20,7 +20,6 @@ from replicator.telemetry import continue_trace, log_fields, record_job
 
 log = logging.getLogger(__name__)
 DUE_TOLERANCE = timedelta(seconds=5)
-BUSY_RECHECK_SECONDS = 30
 
 
 def replicate(runtime: Runtime, job: CopyJob, *, attempt: int = 1) -> JobResult:
@@ -70,7 +69,7 @@ def _duplicate(runtime: Runtime, job: CopyJob, state: Claim, attempt: int) -> Jo
     """A second delivery of a push: done already, or under way elsewhere (check back later).
     Not written to the status table: the first delivery's row tells the truth."""
     if state is Claim.BUSY:
-        runtime.queue.send(job, delay_seconds=BUSY_RECHECK_SECONDS)
+        runtime.queue.send(job, delay_seconds=runtime.busy_recheck_seconds)
         result = JobResult(job, Outcome.DEFERRED, attempts=attempt, error="duplicate in progress")
     else:
         result = JobResult(job, Outcome.ALREADY_PRESENT, attempts=attempt, error="duplicate")

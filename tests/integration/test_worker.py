@@ -11,7 +11,7 @@ from replicator.model import CopyJob, utcnow
 from replicator.oci.reference import ImageRef
 from replicator.oci.testimages import push_test_image
 
-from .worker_support import delete_event, deliver_push, drain, worker_runtime
+from worker_support import delete_event, deliver_push, drain, worker_runtime
 
 INDEX = "application/vnd.oci.image.index.v1+json"
 

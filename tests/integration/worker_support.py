@@ -54,6 +54,7 @@ def worker_runtime(
     runtime = build_runtime(settings)
     runtime.queue.ensure()
     runtime.status.ensure()
+    runtime.busy_recheck_seconds = 1
     counting = Counting(runtime)
     triggers.use_runtime(runtime)
     try:

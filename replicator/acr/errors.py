@@ -60,14 +60,14 @@ def classify(exc: HttpResponseError, *, reference: str) -> RegistryError:
     status = exc.status_code
     code = str(getattr(exc.error, "code", "") or "")
     text = f"{code} {getattr(exc.error, 'message', '') or exc.message}".strip()
-    kind, message = _kind(status, code, text)
+    kind, message = error_kind(status, code, text)
     retry_after = _retry_after(exc) if kind is TransientRegistryError else None
     return kind(
         message, status=status, operation="import", reference=reference, retry_after=retry_after
     )
 
 
-def _kind(status: int | None, code: str, text: str) -> tuple[type[RegistryError], str]:
+def error_kind(status: int | None, code: str, text: str) -> tuple[type[RegistryError], str]:
     lowered = text.lower()
     if status == 429:
         return TransientRegistryError, f"ARM throttled the import: {text}"

@@ -22,6 +22,7 @@ from replicator.config import load_settings
 from replicator.localrun import QueueRunner
 from replicator.localstack import LocalStack
 from replicator.model import utcnow
+from replicator.oci.manifests import blobs_of, children_of
 from replicator.oci.reference import ImageRef
 from replicator.oci.registries import Registries
 from replicator.oci.testimages import push_test_image
@@ -37,7 +38,9 @@ class Check:
     identical: bool
 
 
-def push_event(ref: ImageRef, digest: str, media_type: str, size: int, when: datetime) -> func.EventGridEvent:
+def push_event(
+    ref: ImageRef, digest: str, media_type: str, size: int, when: datetime
+) -> func.EventGridEvent:
     """The Event Grid event ACR raises for a push (reference section 1, Event Grid schema)."""
     event_id = str(uuid.uuid4())
     data = {
@@ -45,23 +48,39 @@ def push_event(ref: ImageRef, digest: str, media_type: str, size: int, when: dat
         "timestamp": when.isoformat().replace("+00:00", "Z"),
         "action": "push",
         "location": "local",
-        "target": {"mediaType": media_type, "size": size, "length": size, "digest": digest,
-                   "repository": ref.repository, "tag": ref.tag},
-        "request": {"id": str(uuid.uuid4()), "host": ref.registry, "method": "PUT",
-                    "useragent": "acr-replicator-demo"},
+        "target": {
+            "mediaType": media_type,
+            "size": size,
+            "length": size,
+            "digest": digest,
+            "repository": ref.repository,
+            "tag": ref.tag,
+        },
+        "request": {
+            "id": str(uuid.uuid4()),
+            "host": ref.registry,
+            "method": "PUT",
+            "useragent": "acr-replicator-demo",
+        },
     }
     return func.EventGridEvent(
-        id=event_id, data=data, topic="/local/registries/source", subject=f"{ref.repository}:{ref.tag}",
-        event_type="Microsoft.ContainerRegistry.ImagePushed", event_time=when, data_version="2.0",
+        id=event_id,
+        data=data,
+        topic="/local/registries/source",
+        subject=f"{ref.repository}:{ref.tag}",
+        event_type="Microsoft.ContainerRegistry.ImagePushed",
+        event_time=when,
+        data_version="2.0",
     )
 
 
-def compare(registries: Registries, src: ImageRef, dst: ImageRef) -> list[Check]:
-    """Every manifest of the image, and every blob it names, the same bytes in both."""
-    from replicator.oci.manifests import children_of, blobs_of
-
+def compare(
+    registries: Registries, src: ImageRef, dst: ImageRef, referrers: tuple[str, ...] = ()
+) -> list[Check]:
+    """Every manifest of the image (and of the given referrers), and every blob they name,
+    the same bytes in both registries; and the tag at the source digest."""
     checks: list[Check] = []
-    pending = [src.digest or src.reference]
+    pending = [src.digest or src.reference, *referrers]
     seen: set[str] = set()
     while pending:
         digest = pending.pop()
@@ -83,10 +102,17 @@ def compare(registries: Registries, src: ImageRef, dst: ImageRef) -> list[Check]
 def run_demo(out: TextIO = sys.stdout) -> int:
     with LocalStack() as stack:
         print("starting two registries and Azurite on loopback...", file=out)
-        source, target, azurite = stack.start_registry(), stack.start_registry(), stack.start_azurite()
+        source, target, azurite = (
+            stack.start_registry(),
+            stack.start_registry(),
+            stack.start_azurite(),
+        )
         settings = load_settings(
-            {"REPLICATOR_SOURCE": source.host, "REPLICATOR_TARGETS": target.host,
-             "AzureWebJobsStorage": azurite.connection_string},
+            {
+                "REPLICATOR_SOURCE": source.host,
+                "REPLICATOR_TARGETS": target.host,
+                "AzureWebJobsStorage": azurite.connection_string,
+            },
             require_storage=True,
         )
         runtime = build_runtime(settings)
@@ -106,7 +132,9 @@ def _flow(runtime: Runtime, out: TextIO) -> int:
     pushed = push_test_image(runtime.registries, ref)
     pushed_at = utcnow()
     print(f"pushed {ref} ({pushed.digest}, 2 platforms, {pushed.referrers} referrer(s))", file=out)
-    triggers.on_registry_event(push_event(ref, pushed.digest, INDEX_MEDIA_TYPE, pushed.size, pushed_at))
+    triggers.on_registry_event(
+        push_event(ref, pushed.digest, INDEX_MEDIA_TYPE, pushed.size, pushed_at)
+    )
     storage = settings.storage
     assert storage is not None
     runner = QueueRunner(
@@ -118,10 +146,15 @@ def _flow(runtime: Runtime, out: TextIO) -> int:
     rows = runtime.status.images(ref.repository, ref.tag)
     _table(rows, out)
     dst = ImageRef(settings.targets[0].login_server, ref.repository, ref.tag, pushed.digest)
-    checks = compare(runtime.registries, ref.with_digest(pushed.digest), dst)
+    checks = compare(
+        runtime.registries, ref.with_digest(pushed.digest), dst, pushed.referrer_digests
+    )
     bad = [c.what for c in checks if not c.identical]
-    print(f"{len(checks) - len(bad)}/{len(checks)} checks identical "
-          f"({stats.succeeded} job(s) run, {stats.poisoned} poisoned)", file=out)
+    print(
+        f"{len(checks) - len(bad)}/{len(checks)} checks identical "
+        f"({stats.succeeded} job(s) run, {stats.poisoned} poisoned)",
+        file=out,
+    )
     if bad or not rows:
         print("DR copy differs: " + ", ".join(bad or ["no status recorded"]), file=sys.stderr)
         return 1
@@ -132,9 +165,15 @@ def _flow(runtime: Runtime, out: TextIO) -> int:
 def _table(rows: list[dict[str, object]], out: TextIO) -> None:
     header = ("repository", "tag", "digest", "target", "outcome", "strategy", "lag (s)")
     lines = [header] + [
-        (str(r.get("repository")), str(r.get("tag")), str(r.get("digest"))[:19] + "...",
-         str(r.get("target")), str(r.get("outcome")), str(r.get("strategy")),
-         f"{float(r.get('lagSeconds') or 0):.2f}")  # type: ignore[arg-type]
+        (
+            str(r.get("repository")),
+            str(r.get("tag")),
+            str(r.get("digest"))[:19] + "...",
+            str(r.get("target")),
+            str(r.get("outcome")),
+            str(r.get("strategy")),
+            f"{float(r.get('lagSeconds') or 0):.2f}",
+        )  # type: ignore[arg-type]
         for r in rows
     ]
     widths = [max(len(line[i]) for line in lines) for i in range(len(header))]

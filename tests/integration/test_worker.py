@@ -31,7 +31,7 @@ def test_push_replicates_identically(registry_pair: tuple[Registry, Registry], f
         assert stats.succeeded == 1 and stats.poisoned == 0
         assert all(c.identical for c in compare(
             runtime.registries, ref.with_digest(pushed.digest),
-            ImageRef(target.host, "team/app", "v1", pushed.digest)))
+            ImageRef(target.host, "team/app", "v1", pushed.digest), pushed.referrer_digests))
         (row,) = runtime.status.images("team/app", "v1")
         assert row["outcome"] == "copied" and row["strategy"] == "copy"
         assert row["digest"] == pushed.digest and float(row["lagSeconds"]) >= 0  # type: ignore[arg-type]

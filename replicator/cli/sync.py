@@ -199,16 +199,16 @@ def copy_all(copier: Copier, settings: Settings, drift: Plan, concurrency: int) 
     futures: dict[Future[CopyReport], DriftEntry] = {pool.submit(one, e): e for e in entries}
     pending = set(futures)
     try:
-        while pending:
+        while pending and not report.interrupted:
             done, pending = wait(pending, timeout=0.5, return_when=FIRST_COMPLETED)
             for future in done:
                 with lock:
                     _record(report, futures[future], future, bar)
-    except KeyboardInterrupt:
+    except KeyboardInterrupt:  # Ctrl-C reaches the main thread, waiting here
         report.interrupted = True
+    finally:
         for future in pending:
             future.cancel()
-    finally:
         pool.shutdown(wait=True, cancel_futures=True)
         bar.close()
     return report
@@ -220,6 +220,9 @@ def _record(
     item: dict[str, Any] = entry.to_dict()
     try:
         result = future.result()
+    except KeyboardInterrupt:
+        report.interrupted = True
+        return
     except (ReplicatorError, httpx.HTTPError, OSError) as exc:
         report.failed.append({**item, "reason": f"{type(exc).__name__}: {exc}"[:500]})
         bar.advance(0)

@@ -11,7 +11,6 @@ from collections.abc import Iterator
 from types import ModuleType
 
 import pytest
-from tree_sitter import Node
 from bicep_tree import (
     INFRA,
     ROOT,
@@ -23,6 +22,7 @@ from bicep_tree import (
     string_value,
     text,
 )
+from tree_sitter import Node
 
 from replicator import model, telemetry
 

@@ -240,10 +240,18 @@ def test_log_fields_give_custom_dimensions_without_secrets() -> None:
         "replicator_name": "clashes with LogRecord.name",
     }
     record = logging.getLogger("replicator.test").makeRecord(
-        "replicator.test", logging.INFO, __file__, 1, "job done", None, None, extra=fields
+        "replicator.test", logging.INFO, __file__, 1, "job done", (), None, extra=fields
     )  # makeRecord raises KeyError on a reserved name such as "name"
     assert record.__dict__["replicator_name"] == "clashes with LogRecord.name"
     assert record.name == "replicator.test"
+
+
+def test_result_fields_carry_the_lag_the_alerts_read() -> None:
+    done = telemetry.result_fields(result(Outcome.COPIED, after=12.5, strategy="copy"))
+    assert (done["outcome"], done["strategy"], done["lag_seconds"]) == ("copied", "copy", 12.5)
+    failed = telemetry.result_fields(result(Outcome.FAILED, error="token=abc denied"))
+    assert "lag_seconds" not in failed
+    assert failed["error"] == "token=*** denied"
 
 
 @pytest.mark.parametrize(

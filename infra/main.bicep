@@ -67,6 +67,9 @@ param lagP95ThresholdSeconds int = 900
 @description('Where alerts are mailed; empty: alerts fire without an action group.')
 param alertEmail string = ''
 
+@description('The deploying user, granted data access to the storage account (azd: AZURE_PRINCIPAL_ID).')
+param principalId string = ''
+
 param tags object = {}
 
 var abbrs = loadJsonContent('abbreviations.json')
@@ -130,6 +133,7 @@ module storage 'modules/storage.bicep' = {
     location: location
     tags: allTags
     principalId: identity.outputs.principalId
+    userPrincipalId: principalId
   }
 }
 

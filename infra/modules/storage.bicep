@@ -5,6 +5,9 @@ param location string
 param tags object = {}
 param principalId string
 
+@description('Optional: the deploying user (azd sets AZURE_PRINCIPAL_ID), for doctor, replay and the status table from a workstation.')
+param userPrincipalId string = ''
+
 var jobsQueueName = 'replication-jobs'
 var poisonQueueName = '${jobsQueueName}-poison'
 var statusTableName = 'replicationstatus'
@@ -77,6 +80,18 @@ resource assignments 'Microsoft.Authorization/roleAssignments@2022-04-01' = [
     properties: {
       principalId: principalId
       principalType: 'ServicePrincipal'
+      roleDefinitionId: subscriptionResourceId('Microsoft.Authorization/roleDefinitions', roleId)
+    }
+  }
+]
+
+resource userAssignments 'Microsoft.Authorization/roleAssignments@2022-04-01' = [
+  for roleId in roleIds: if (!empty(userPrincipalId)) {
+    name: guid(storage.id, userPrincipalId, roleId)
+    scope: storage
+    properties: {
+      principalId: userPrincipalId
+      principalType: 'User'
       roleDefinitionId: subscriptionResourceId('Microsoft.Authorization/roleDefinitions', roleId)
     }
   }

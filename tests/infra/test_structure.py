@@ -121,7 +121,7 @@ def test_role_assignments_use_guid_names_and_variable_role_ids() -> None:
         assert not GUID.search(text(role)), f"{where}: literal role id, use a named variable"
         principal_type = object_property(props, "principalType")
         assert principal_type is not None, where
-        assert string_value(principal_type) == "ServicePrincipal", where
+        assert string_value(principal_type) in {"ServicePrincipal", "User"}, where
 
 
 def test_every_contract_setting_is_wired() -> None:

@@ -25,7 +25,9 @@ from replicator.cli.diff import add_common, measure, print_plan, registries_for,
 from replicator.config import DEFAULT_QUEUE_CONNECTION, Settings, parse_storage
 from replicator.errors import ConfigError, ReplicatorError
 from replicator.model import Strategy
+from replicator.oci.copy import ImageCopier
 from replicator.oci.reference import ImageRef
+from replicator.oci.registries import Registries
 from replicator.planning import DriftEntry, Plan, jobs_for
 from replicator.ports import Copier, CopyReport
 from replicator.reconcile import Pacing, enqueue
@@ -143,11 +145,8 @@ def run(args: argparse.Namespace) -> int:
     return EXIT_FAILURES if outcome.failed or report.errors else EXIT_OK
 
 
-def _copier(registries: Any, concurrency: int) -> Copier:
-    from replicator.oci.copy import ImageCopier
-
-    copier: Copier = ImageCopier(registries, concurrency=concurrency)
-    return copier
+def _copier(registries: Registries, concurrency: int) -> Copier:
+    return ImageCopier(registries, concurrency=max(2, concurrency // 4))
 
 
 def _dry_run(args: argparse.Namespace, drift: Plan) -> int:

@@ -43,7 +43,7 @@ def push_event(
 ) -> func.EventGridEvent:
     """The Event Grid event ACR raises for a push (reference section 1, Event Grid schema)."""
     event_id = str(uuid.uuid4())
-    data = {
+    data: dict[str, object] = {
         "id": event_id,
         "timestamp": when.isoformat().replace("+00:00", "Z"),
         "action": "push",
@@ -172,8 +172,8 @@ def _table(rows: list[dict[str, object]], out: TextIO) -> None:
             str(r.get("target")),
             str(r.get("outcome")),
             str(r.get("strategy")),
-            f"{float(r.get('lagSeconds') or 0):.2f}",
-        )  # type: ignore[arg-type]
+            f"{float(str(r.get('lagSeconds') or 0)):.2f}",
+        )
         for r in rows
     ]
     widths = [max(len(line[i]) for line in lines) for i in range(len(header))]

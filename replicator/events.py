@@ -72,11 +72,11 @@ def _kind(event_type: object, data: Mapping[str, object]) -> str:
         raise InvalidEventError(f"unsupported event type {event_type[:100]!r}")
     if event_type not in (None, ""):
         raise InvalidEventError(f"unsupported event type {str(event_type)[:100]!r}")
-    action = data.get("action")
-    kind = ACTIONS.get(str(action)) or CHART_ACTIONS.get(str(action))
-    if kind is None:
-        raise InvalidEventError(f"no event type and unknown data.action {str(action)[:40]!r}")
-    return kind
+    action = str(data.get("action"))
+    derived = ACTIONS.get(action) or CHART_ACTIONS.get(action)
+    if derived is None:
+        raise InvalidEventError(f"no event type and unknown data.action {action[:40]!r}")
+    return derived
 
 
 def parse_event(
@@ -94,8 +94,8 @@ def parse_event(
     target = data.get("target")
     if not isinstance(target, Mapping):
         raise InvalidEventError("event has no data.target object")
-    request = data.get("request")
-    request = request if isinstance(request, Mapping) else {}
+    raw_request = data.get("request")
+    request: Mapping[str, object] = raw_request if isinstance(raw_request, Mapping) else {}
     kind = _kind(event_type, data)
     try:
         host = _str(request, "host", required=False)
@@ -150,7 +150,9 @@ def decide(event: RegistryEvent, settings: Settings, *, now: datetime) -> EventD
         return EventDecision(ignored=reason)
     # Untagged pushes (an index's children, pushes by digest) wait: the index's own job
     # usually brings them first, and the late job then costs one HEAD.
-    delay = settings.untagged_delay_seconds if event.tag is None and event.action is Action.PUSH else 0
+    delay = (
+        settings.untagged_delay_seconds if event.tag is None and event.action is Action.PUSH else 0
+    )
     jobs = tuple(
         CopyJob(
             action=event.action,

@@ -80,7 +80,7 @@ class QueueRunner:
     def _run_one(self, message: object) -> None:
         content = str(getattr(message, "content", ""))
         dequeue_count = int(getattr(message, "dequeue_count", 1) or 1)
-        binding = QueueMessage(
+        binding = QueueMessage(  # type: ignore[no-untyped-call]
             id=str(getattr(message, "id", "")),
             body=content.encode("utf-8"),
             dequeue_count=dequeue_count,
@@ -90,7 +90,7 @@ class QueueRunner:
         )
         try:
             self.handler(binding)
-        except Exception as exc:  # noqa: BLE001 - the host's contract: any exception is a failure
+        except Exception as exc:
             self._failed(message, content, dequeue_count, exc)
             return
         self.queue.delete_message(message)  # type: ignore[arg-type]
@@ -99,14 +99,22 @@ class QueueRunner:
     def _failed(self, message: object, content: str, dequeue_count: int, exc: Exception) -> None:
         self.stats.failed_attempts += 1
         if dequeue_count >= self.options.max_dequeue_count:
-            log.warning("message %s poisoned after %d attempts: %s",
-                        getattr(message, "id", "?"), dequeue_count, exc)
+            log.warning(
+                "message %s poisoned after %d attempts: %s",
+                getattr(message, "id", "?"),
+                dequeue_count,
+                exc,
+            )
             self.poison.send_message(content)
             self.queue.delete_message(message)  # type: ignore[arg-type]
             self.stats.poisoned += 1
         else:
-            log.info("message %s failed (attempt %d): %s", getattr(message, "id", "?"),
-                     dequeue_count, exc)
+            log.info(
+                "message %s failed (attempt %d): %s",
+                getattr(message, "id", "?"),
+                dequeue_count,
+                exc,
+            )
             self.queue.update_message(
                 message,  # type: ignore[arg-type]
                 visibility_timeout=int(self.options.visibility_timeout),

@@ -214,8 +214,7 @@ class LocalStack:
     def _workdir(self, name: str) -> Path:
         if self.base is None:
             raise StackError("LocalStack used outside its `with` block")
-        path = Path(tempfile.mkdtemp(prefix=f"{name}-", dir=self.base))
-        return path
+        return Path(tempfile.mkdtemp(prefix=f"{name}-", dir=self.base))
 
     def start_registry(
         self, *, config: Mapping[str, object] | None = None, port: int | None = None
@@ -226,9 +225,7 @@ class LocalStack:
         workdir = self._workdir("registry")
         config_path = workdir / "config.yml"
         config_path.write_text(registry_config(port, workdir, config))
-        service = _spawn(
-            f"registry:{port}", [binary, "serve", str(config_path)], workdir, env=None
-        )
+        service = _spawn(f"registry:{port}", [binary, "serve", str(config_path)], workdir, env=None)
         self.services.append(service)
         _wait_until(service, f"http://127.0.0.1:{port}/v2/")
         return Registry(

@@ -190,7 +190,7 @@ class CopyJob:
         if version != JOB_VERSION or isinstance(version, bool):
             raise InvalidJobError(f"unsupported job version {version!r} (expected {JOB_VERSION})")
         try:
-            action = Action(data.get("action"))
+            action = Action(str(data.get("action")))
         except ValueError as exc:
             raise InvalidJobError(f"unknown action {data.get('action')!r}") from exc
         optional = {

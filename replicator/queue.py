@@ -11,13 +11,9 @@ import logging
 from collections.abc import Iterable
 from dataclasses import dataclass
 
+from azure.core.credentials import TokenCredential
 from azure.core.exceptions import AzureError, ResourceExistsError
-from azure.storage.queue import (
-    QueueClient,
-    QueueServiceClient,
-    TextBase64DecodePolicy,
-    TextBase64EncodePolicy,
-)
+from azure.storage.queue import QueueClient, TextBase64DecodePolicy, TextBase64EncodePolicy
 
 from replicator.config import StorageConnection
 from replicator.errors import QueueUnavailableError
@@ -27,7 +23,7 @@ log = logging.getLogger(__name__)
 MAX_VISIBILITY_SECONDS = 7 * 24 * 3600  # the service's limit for a message's initial delay
 
 
-def storage_credential(connection: StorageConnection) -> object:
+def storage_credential(connection: StorageConnection) -> TokenCredential:
     """The token credential for an identity-based connection (managed identity in Azure)."""
     from azure.identity import DefaultAzureCredential, ManagedIdentityCredential
 
@@ -37,19 +33,22 @@ def storage_credential(connection: StorageConnection) -> object:
 
 
 def queue_client(connection: StorageConnection, name: str) -> QueueClient:
-    codecs = {
-        "message_encode_policy": TextBase64EncodePolicy(),
-        "message_decode_policy": TextBase64DecodePolicy(),
-    }
+    """A queue client whose messages are base64 text, as host.json's messageEncoding says."""
+    encode, decode = TextBase64EncodePolicy(), TextBase64DecodePolicy()
     if connection.connection_string:
-        return QueueClient.from_connection_string(connection.connection_string, name, **codecs)
-    service = QueueServiceClient(
-        str(connection.queue_service_uri), credential=storage_credential(connection)
+        return QueueClient.from_connection_string(
+            connection.connection_string,
+            name,
+            message_encode_policy=encode,
+            message_decode_policy=decode,
+        )
+    return QueueClient(
+        str(connection.queue_service_uri),
+        name,
+        credential=storage_credential(connection),
+        message_encode_policy=encode,
+        message_decode_policy=decode,
     )
-    client = service.get_queue_client(name)
-    client._message_encode_policy = codecs["message_encode_policy"]  # noqa: SLF001
-    client._message_decode_policy = codecs["message_decode_policy"]  # noqa: SLF001
-    return client
 
 
 @dataclass
@@ -103,7 +102,9 @@ class StorageJobQueue:
 
     def send_poison(self, body: str, reason: str) -> None:
         """Park a message that no retry can fix, with its reason, on the poison queue."""
-        envelope = json.dumps({"poison_reason": reason[:2000], "message": body[: MAX_JOB_BYTES // 2]})
+        envelope = json.dumps(
+            {"poison_reason": reason[:2000], "message": body[: MAX_JOB_BYTES // 2]}
+        )
         self.send_text(envelope, queue=self.poison_name)
 
     def depth(self, queue: str | None = None) -> int:

@@ -45,8 +45,7 @@ def table_client(connection: StorageConnection, name: str = STATUS_TABLE) -> Tab
     if connection.connection_string:
         return TableClient.from_connection_string(connection.connection_string, name)
     service = TableServiceClient(
-        str(connection.table_service_uri),
-        credential=storage_credential(connection),  # type: ignore[arg-type]
+        str(connection.table_service_uri), credential=storage_credential(connection)
     )
     return service.get_table_client(name)
 
@@ -110,10 +109,8 @@ class TableStatusStore:
             raise QueueUnavailableError(f"status table {what} failed: {exc}") from exc
 
     def ensure(self) -> None:
-        try:
+        with contextlib.suppress(ResourceExistsError):
             self._call("create", self.client.create_table)
-        except ResourceExistsError:
-            pass
 
     def record(self, result: JobResult) -> None:
         self._call("write", self.client.upsert_entity, _entity(result), mode=UpdateMode.REPLACE)
@@ -170,9 +167,7 @@ class TableStatusStore:
 
     def last_reconcile(self) -> dict[str, object] | None:
         try:
-            entity = self._call(
-                "read", self.client.get_entity, RECONCILE_PARTITION, "last"
-            )
+            entity = self._call("read", self.client.get_entity, RECONCILE_PARTITION, "last")
         except ResourceNotFoundError:
             return None
         return {

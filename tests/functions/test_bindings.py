@@ -31,7 +31,13 @@ def _bindings(function_app: ModuleType) -> dict[str, list[dict[str, Any]]]:
 
 def test_the_six_functions(function_app: ModuleType) -> None:
     assert set(_bindings(function_app)) == {
-        "on_registry_event", "replicate", "reconcile", "resync", "status", "replay"}
+        "on_registry_event",
+        "replicate",
+        "reconcile",
+        "resync",
+        "status",
+        "replay",
+    }
 
 
 def test_event_grid_trigger(function_app: ModuleType) -> None:
@@ -41,16 +47,26 @@ def test_event_grid_trigger(function_app: ModuleType) -> None:
 
 def test_queue_trigger(function_app: ModuleType) -> None:
     (binding,) = _bindings(function_app)["replicate"]
-    assert binding == {"direction": "IN", "type": "queueTrigger", "name": "msg",
-                       "queueName": QUEUE_NAME, "connection": "AzureWebJobsStorage"}
+    assert binding == {
+        "direction": "IN",
+        "type": "queueTrigger",
+        "name": "msg",
+        "queueName": QUEUE_NAME,
+        "connection": "AzureWebJobsStorage",
+    }
     assert QUEUE_NAME == "replication-jobs"
 
 
 def test_timer_trigger(function_app: ModuleType) -> None:
     (binding,) = _bindings(function_app)["reconcile"]
-    assert binding == {"direction": "IN", "type": "timerTrigger", "name": "timer",
-                       "schedule": "%REPLICATOR_RECONCILE_SCHEDULE%", "runOnStartup": False,
-                       "useMonitor": True}
+    assert binding == {
+        "direction": "IN",
+        "type": "timerTrigger",
+        "name": "timer",
+        "schedule": "%REPLICATOR_RECONCILE_SCHEDULE%",
+        "runOnStartup": False,
+        "useMonitor": True,
+    }
 
 
 @pytest.mark.parametrize(
@@ -74,15 +90,28 @@ def test_queue_connection_follows_the_setting() -> None:
         "f=[f for f in function_app.app.get_functions() if f.get_function_name()=='replicate'][0]; "
         "print(json.loads(f.get_function_json())['bindings'][0]['connection'])"
     )
-    out = subprocess.run([sys.executable, "-c", code], cwd=ROOT, capture_output=True, text=True,
-                         check=True, env={"PATH": "/usr/bin:/bin"})
+    out = subprocess.run(
+        [sys.executable, "-c", code],
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        check=True,
+        env={"PATH": "/usr/bin:/bin"},
+    )
     assert out.stdout.strip() == "Jobs"
 
 
 def test_bad_settings_fail_start_up_listing_every_problem() -> None:
-    code = "import os; os.environ['REPLICATOR_TARGETS']='[{\"strategy\":\"x\"}]'; import function_app"
-    out = subprocess.run([sys.executable, "-c", code], cwd=ROOT, capture_output=True, text=True,
-                         env={"PATH": "/usr/bin:/bin"})
+    code = (
+        "import os; os.environ['REPLICATOR_TARGETS']='[{\"strategy\":\"x\"}]'; import function_app"
+    )
+    out = subprocess.run(
+        [sys.executable, "-c", code],
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        env={"PATH": "/usr/bin:/bin"},
+    )
     assert out.returncode != 0
     last = out.stderr.strip().splitlines()[-1]
     assert "ConfigError" in last

@@ -4,14 +4,14 @@ from __future__ import annotations
 
 import json
 
+from worker_support import delete_event, deliver_push, drain, worker_runtime
+
 from replicator import triggers
 from replicator.demo import compare, push_event
 from replicator.localstack import Azurite, Registry
 from replicator.model import CopyJob, utcnow
 from replicator.oci.reference import ImageRef
 from replicator.oci.testimages import push_test_image
-
-from worker_support import delete_event, deliver_push, drain, worker_runtime
 
 INDEX = "application/vnd.oci.image.index.v1+json"
 
@@ -21,7 +21,9 @@ def _outcome(runtime, ref: ImageRef) -> str:  # type: ignore[no-untyped-def]
     return str(row["outcome"])
 
 
-def test_push_replicates_identically(registry_pair: tuple[Registry, Registry], fresh_azurite: Azurite) -> None:
+def test_push_replicates_identically(
+    registry_pair: tuple[Registry, Registry], fresh_azurite: Azurite
+) -> None:
     source, target = registry_pair
     with worker_runtime(source, target, fresh_azurite) as (runtime, counting):
         ref = ImageRef(source.host, "team/app", "v1")
@@ -29,16 +31,24 @@ def test_push_replicates_identically(registry_pair: tuple[Registry, Registry], f
         deliver_push(ref, pushed.digest)
         stats = drain(runtime)
         assert stats.succeeded == 1 and stats.poisoned == 0
-        assert all(c.identical for c in compare(
-            runtime.registries, ref.with_digest(pushed.digest),
-            ImageRef(target.host, "team/app", "v1", pushed.digest), pushed.referrer_digests))
+        assert all(
+            c.identical
+            for c in compare(
+                runtime.registries,
+                ref.with_digest(pushed.digest),
+                ImageRef(target.host, "team/app", "v1", pushed.digest),
+                pushed.referrer_digests,
+            )
+        )
         (row,) = runtime.status.images("team/app", "v1")
         assert row["outcome"] == "copied" and row["strategy"] == "copy"
         assert row["digest"] == pushed.digest and float(row["lagSeconds"]) >= 0  # type: ignore[arg-type]
         assert counting.copies == [f"team/app@{pushed.digest}->{target.host}"]
 
 
-def test_same_event_five_times_is_one_copy(registry_pair: tuple[Registry, Registry], fresh_azurite: Azurite) -> None:
+def test_same_event_five_times_is_one_copy(
+    registry_pair: tuple[Registry, Registry], fresh_azurite: Azurite
+) -> None:
     source, target = registry_pair
     with worker_runtime(source, target, fresh_azurite) as (runtime, counting):
         ref = ImageRef(source.host, "team/app", "v1")
@@ -65,7 +75,9 @@ def test_out_of_order_events_end_at_the_newest_digest(
         drain(runtime)
         triggers.on_registry_event(old_event)  # the late, older event
         drain(runtime)
-        dst = runtime.registries.client(target.host).head_manifest(ImageRef(target.host, "team/app", "stable"))
+        dst = runtime.registries.client(target.host).head_manifest(
+            ImageRef(target.host, "team/app", "stable")
+        )
         assert dst is not None and dst.digest == new.digest
         assert _outcome(runtime, ref) in {"already_present", "copied"}
 
@@ -80,7 +92,9 @@ def _pushed_and_deleted(runtime, source: Registry, target: Registry):  # type: i
     return ImageRef(target.host, "team/gone", None, pushed.digest)
 
 
-def test_delete_is_kept_by_default(registry_pair: tuple[Registry, Registry], fresh_azurite: Azurite) -> None:
+def test_delete_is_kept_by_default(
+    registry_pair: tuple[Registry, Registry], fresh_azurite: Azurite
+) -> None:
     source, target = registry_pair
     with worker_runtime(source, target, fresh_azurite) as (runtime, _):
         dst = _pushed_and_deleted(runtime, source, target)
@@ -90,9 +104,14 @@ def test_delete_is_kept_by_default(registry_pair: tuple[Registry, Registry], fre
         assert "delete_kept" in {r["outcome"] for r in rows}
 
 
-def test_delete_propagates_when_configured(registry_pair: tuple[Registry, Registry], fresh_azurite: Azurite) -> None:
+def test_delete_propagates_when_configured(
+    registry_pair: tuple[Registry, Registry], fresh_azurite: Azurite
+) -> None:
     source, target = registry_pair
-    with worker_runtime(source, target, fresh_azurite, REPLICATOR_DELETE_POLICY="propagate") as (runtime, _):
+    with worker_runtime(source, target, fresh_azurite, REPLICATOR_DELETE_POLICY="propagate") as (
+        runtime,
+        _,
+    ):
         dst = _pushed_and_deleted(runtime, source, target)
         drain(runtime)
         assert runtime.registries.client(target.host).head_manifest(dst) is None
@@ -102,7 +121,10 @@ def test_delete_is_skipped_when_the_source_has_it_again(
     registry_pair: tuple[Registry, Registry], fresh_azurite: Azurite
 ) -> None:
     source, target = registry_pair
-    with worker_runtime(source, target, fresh_azurite, REPLICATOR_DELETE_POLICY="propagate") as (runtime, _):
+    with worker_runtime(source, target, fresh_azurite, REPLICATOR_DELETE_POLICY="propagate") as (
+        runtime,
+        _,
+    ):
         ref = ImageRef(source.host, "team/back", "v1")
         pushed = push_test_image(runtime.registries, ref, referrers=False)
         deliver_push(ref, pushed.digest)
@@ -115,9 +137,13 @@ def test_delete_is_skipped_when_the_source_has_it_again(
         assert "delete_skipped" in {r["outcome"] for r in runtime.status.images("team/back")}
 
 
-def test_delete_after_a_grace_period(registry_pair: tuple[Registry, Registry], fresh_azurite: Azurite) -> None:
+def test_delete_after_a_grace_period(
+    registry_pair: tuple[Registry, Registry], fresh_azurite: Azurite
+) -> None:
     source, target = registry_pair
-    with worker_runtime(source, target, fresh_azurite, REPLICATOR_DELETE_POLICY="propagate-after:2s") as (runtime, _):
+    with worker_runtime(
+        source, target, fresh_azurite, REPLICATOR_DELETE_POLICY="propagate-after:2s"
+    ) as (runtime, _):
         dst = _pushed_and_deleted(runtime, source, target)
         runner_stats = drain(runtime, timeout=30)  # defers, waits out the delay, then deletes
         assert runner_stats.poisoned == 0
@@ -158,14 +184,22 @@ def test_unreachable_target_retries_then_poisons(
         assert CopyJob.from_json(message.content).digest == pushed.digest
 
 
-def test_burst_of_pushes_every_image_once(registry_pair: tuple[Registry, Registry], fresh_azurite: Azurite) -> None:
+def test_burst_of_pushes_every_image_once(
+    registry_pair: tuple[Registry, Registry], fresh_azurite: Azurite
+) -> None:
     source, target = registry_pair
     with worker_runtime(source, target, fresh_azurite) as (runtime, counting):
         pushed = {}
         for i in range(200):
             ref = ImageRef(source.host, f"burst/r{i % 20}", f"t{i}")
-            image = push_test_image(runtime.registries, ref, platforms=("linux/amd64",), layers=1,
-                                    layer_size=64, referrers=False)
+            image = push_test_image(
+                runtime.registries,
+                ref,
+                platforms=("linux/amd64",),
+                layers=1,
+                layer_size=64,
+                referrers=False,
+            )
             pushed[ref] = image.digest
             deliver_push(ref, image.digest)
         stats = drain(runtime, timeout=300)

@@ -18,7 +18,9 @@ from replicator.ports import CopyReport
 from replicator.queue import queue_client
 from replicator.runtime import Runtime, build_runtime
 
-FAST = QueueOptions(batch_size=16, visibility_timeout=0, max_dequeue_count=3, max_polling_interval=0.1)
+FAST = QueueOptions(
+    batch_size=16, visibility_timeout=0, max_dequeue_count=3, max_polling_interval=0.1
+)
 
 
 @dataclass
@@ -46,9 +48,13 @@ def worker_runtime(
     source: Registry, target: Registry, azurite: Azurite, **env: str
 ) -> Iterator[tuple[Runtime, Counting]]:
     settings = load_settings(
-        {"REPLICATOR_SOURCE": source.host, "REPLICATOR_TARGETS": target.host,
-         "AzureWebJobsStorage": azurite.connection_string, "REPLICATOR_UNTAGGED_DELAY": "1s",
-         **env},
+        {
+            "REPLICATOR_SOURCE": source.host,
+            "REPLICATOR_TARGETS": target.host,
+            "AzureWebJobsStorage": azurite.connection_string,
+            "REPLICATOR_UNTAGGED_DELAY": "1s",
+            **env,
+        },
         require_storage=True,
     )
     runtime = build_runtime(settings)
@@ -91,10 +97,19 @@ def delete_event(ref: ImageRef, digest: str) -> object:
 
     return func.EventGridEvent(
         id=f"delete-{digest[-8:]}",
-        data={"action": "delete", "timestamp": utcnow().isoformat(),
-              "target": {"mediaType": "application/vnd.oci.image.index.v1+json",
-                         "digest": digest, "repository": ref.repository},
-              "request": {"host": ref.registry, "method": "DELETE"}},
-        topic="", subject=ref.repository, event_type="Microsoft.ContainerRegistry.ImageDeleted",
-        event_time=utcnow(), data_version="2.0",
+        data={
+            "action": "delete",
+            "timestamp": utcnow().isoformat(),
+            "target": {
+                "mediaType": "application/vnd.oci.image.index.v1+json",
+                "digest": digest,
+                "repository": ref.repository,
+            },
+            "request": {"host": ref.registry, "method": "DELETE"},
+        },
+        topic="",
+        subject=ref.repository,
+        event_type="Microsoft.ContainerRegistry.ImageDeleted",
+        event_time=utcnow(),
+        data_version="2.0",
     )

@@ -30,7 +30,9 @@ def test_settings_are_frozen() -> None:
 
 
 def test_json_targets() -> None:
-    rid = "/subscriptions/s/resourceGroups/rg/providers/Microsoft.ContainerRegistry/registries/drwest"
+    rid = (
+        "/subscriptions/s/resourceGroups/rg/providers/Microsoft.ContainerRegistry/registries/drwest"
+    )
     targets = json.dumps(
         [
             {"login_server": "drwest.azurecr.io", "resource_id": rid, "strategy": "import"},
@@ -57,8 +59,14 @@ def test_every_problem_is_listed_at_once() -> None:
     problems = caught.value.problems
     assert len(problems) == 6
     joined = " ".join(problems)
-    for name in ("REPLICATOR_SOURCE", "strategy", "DELETE_POLICY", "SCHEDULE", "ARM_ENDPOINT",
-                 "PLAIN_HTTP"):
+    for name in (
+        "REPLICATOR_SOURCE",
+        "strategy",
+        "DELETE_POLICY",
+        "SCHEDULE",
+        "ARM_ENDPOINT",
+        "PLAIN_HTTP",
+    ):
         assert name in joined
 
 
@@ -73,8 +81,15 @@ def test_every_problem_is_listed_at_once() -> None:
         ("a.azurecr.io,a.azurecr.io", "twice"),
         ('[{"login_server": "x.azurecr.io", "resource_id": "/nope"}]', "not an ARM registry id"),
     ],
-    ids=["bad-host", "bad-json", "import-without-id", "unknown-key", "source-as-target",
-         "duplicate", "bad-resource-id"],
+    ids=[
+        "bad-host",
+        "bad-json",
+        "import-without-id",
+        "unknown-key",
+        "source-as-target",
+        "duplicate",
+        "bad-resource-id",
+    ],
 )
 def test_bad_targets(targets: str, fragment: str) -> None:
     with pytest.raises(ConfigError, match=fragment):
@@ -83,8 +98,12 @@ def test_bad_targets(targets: str, fragment: str) -> None:
 
 @pytest.mark.parametrize(
     ("policy", "mode", "delay"),
-    [("keep", "keep", 0), ("propagate", "propagate", 0), ("propagate-after:2h", "propagate-after", 7200),
-     ("propagate-after:1d", "propagate-after", 86400)],
+    [
+        ("keep", "keep", 0),
+        ("propagate", "propagate", 0),
+        ("propagate-after:2h", "propagate-after", 7200),
+        ("propagate-after:1d", "propagate-after", 86400),
+    ],
     ids=["keep", "propagate", "after-2h", "after-1d"],
 )
 def test_delete_policies(policy: str, mode: str, delay: int) -> None:
@@ -93,7 +112,9 @@ def test_delete_policies(policy: str, mode: str, delay: int) -> None:
     assert settings.delete_policy.deletes is (mode != "keep")
 
 
-@pytest.mark.parametrize(("text", "seconds"), [("90", 90), ("15m", 900), ("1h30m", 5400), ("45s", 45)])
+@pytest.mark.parametrize(
+    ("text", "seconds"), [("90", 90), ("15m", 900), ("1h30m", 5400), ("45s", 45)]
+)
 def test_durations(text: str, seconds: int) -> None:
     assert parse_duration(text) == seconds
 
@@ -103,8 +124,12 @@ def test_storage_connection_string_or_identity() -> None:
     assert plain.storage is not None and plain.storage.connection_string
     assert "UseDevelopment" not in repr(plain.storage)
     identity = load_settings(
-        {**BASE, "REPLICATOR_QUEUE_CONNECTION": "Jobs", "Jobs__accountName": "acct",
-         "Jobs__clientId": "11111111-1111-1111-1111-111111111111"}
+        {
+            **BASE,
+            "REPLICATOR_QUEUE_CONNECTION": "Jobs",
+            "Jobs__accountName": "acct",
+            "Jobs__clientId": "11111111-1111-1111-1111-111111111111",
+        }
     )
     assert identity.storage is not None
     assert identity.storage.queue_service_uri == "https://acct.queue.core.windows.net"

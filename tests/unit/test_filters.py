@@ -18,8 +18,17 @@ from replicator.filters import Filters, glob_match
         ("app", "apple", "x", False),
         ("**:*-rc", "a/b/c", "1.0-rc", True),
     ],
-    ids=["star-segment", "star-not-across", "double-star", "tag-glob", "tag-glob-miss",
-         "question", "bare-repo-any-tag", "no-prefix-match", "deep-tag"],
+    ids=[
+        "star-segment",
+        "star-not-across",
+        "double-star",
+        "tag-glob",
+        "tag-glob-miss",
+        "question",
+        "bare-repo-any-tag",
+        "no-prefix-match",
+        "deep-tag",
+    ],
 )
 def test_glob(pattern: str, repository: str, tag: str, expected: bool) -> None:
     assert glob_match(pattern, repository, tag) is expected

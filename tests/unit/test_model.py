@@ -12,9 +12,15 @@ from replicator.errors import InvalidJobError
 from replicator.model import Action, CopyJob, JobResult, Outcome
 
 DIGEST = "sha256:" + "0f" * 32
-JOB = CopyJob(action=Action.PUSH, source="src.azurecr.io", target="dr.azurecr.io",
-              repository="team/app", digest=DIGEST, tag="v1",
-              pushed_at=datetime(2026, 1, 1, tzinfo=UTC))
+JOB = CopyJob(
+    action=Action.PUSH,
+    source="src.azurecr.io",
+    target="dr.azurecr.io",
+    repository="team/app",
+    digest=DIGEST,
+    tag="v1",
+    pushed_at=datetime(2026, 1, 1, tzinfo=UTC),
+)
 
 
 def test_round_trip() -> None:
@@ -41,8 +47,17 @@ def test_job_id_is_content_derived() -> None:
         ({"job_id": "forged"}, "does not match"),
         ({"origin": "mars"}, "origin"),
     ],
-    ids=["version", "action", "missing-source", "digest", "repository", "tag-type", "time",
-         "forged-id", "origin"],
+    ids=[
+        "version",
+        "action",
+        "missing-source",
+        "digest",
+        "repository",
+        "tag-type",
+        "time",
+        "forged-id",
+        "origin",
+    ],
 )
 def test_invalid_jobs(change: dict[str, Any], message: str) -> None:
     data = {**json.loads(JOB.to_json()), **change}
@@ -50,18 +65,27 @@ def test_invalid_jobs(change: dict[str, Any], message: str) -> None:
         CopyJob.from_json(json.dumps(data))
 
 
-@pytest.mark.parametrize("raw", [b"\xff\xfe", b"[1,2]", b"{", b"x" * 70_000, "[" * 5000],
-                         ids=["not-utf8", "not-object", "not-json", "oversize", "deep"])
+@pytest.mark.parametrize(
+    "raw",
+    [b"\xff\xfe", b"[1,2]", b"{", b"x" * 70_000, "[" * 5000],
+    ids=["not-utf8", "not-object", "not-json", "oversize", "deep"],
+)
 def test_garbage(raw: bytes | str) -> None:
     with pytest.raises(InvalidJobError):
         CopyJob.from_json(raw)
 
 
 @settings(max_examples=300, deadline=None)
-@given(st.one_of(st.binary(max_size=200), st.text(max_size=200),
-                 st.dictionaries(st.sampled_from(list(json.loads(JOB.to_json()))),
-                                 st.none() | st.integers() | st.text(max_size=70) | st.just(DIGEST))
-                 .map(json.dumps)))
+@given(
+    st.one_of(
+        st.binary(max_size=200),
+        st.text(max_size=200),
+        st.dictionaries(
+            st.sampled_from(list(json.loads(JOB.to_json()))),
+            st.none() | st.integers() | st.text(max_size=70) | st.just(DIGEST),
+        ).map(json.dumps),
+    )
+)
 def test_decoder_never_crashes(raw: bytes | str) -> None:
     try:
         job = CopyJob.from_json(raw)

@@ -18,9 +18,16 @@ DIGEST = "sha256:" + "ab" * 32
     ],
     ids=["tag", "digest", "tag-and-digest", "host-lowercased"],
 )
-def test_parse(text: str, registry: str, repository: str, tag: str | None, digest: str | None) -> None:
+def test_parse(
+    text: str, registry: str, repository: str, tag: str | None, digest: str | None
+) -> None:
     ref = ImageRef.parse(text)
-    assert (ref.registry, ref.repository, ref.tag, ref.digest) == (registry, repository, tag, digest)
+    assert (ref.registry, ref.repository, ref.tag, ref.digest) == (
+        registry,
+        repository,
+        tag,
+        digest,
+    )
 
 
 @pytest.mark.parametrize(
@@ -38,8 +45,19 @@ def test_parse(text: str, registry: str, repository: str, tag: str | None, diges
         "evil.com#@contoso.azurecr.io/app:1",
         "",
     ],
-    ids=["uppercase", "dotdot", "no-tag", "short-digest", "bad-tag", "no-registry",
-         "double-slash", "trailing-slash", "bad-port", "userinfo-trick", "empty"],
+    ids=[
+        "uppercase",
+        "dotdot",
+        "no-tag",
+        "short-digest",
+        "bad-tag",
+        "no-registry",
+        "double-slash",
+        "trailing-slash",
+        "bad-port",
+        "userinfo-trick",
+        "empty",
+    ],
 )
 def test_rejects(text: str) -> None:
     with pytest.raises(InvalidReferenceError):

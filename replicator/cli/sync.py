@@ -42,7 +42,12 @@ def register(subparsers: Any) -> None:
     add_common(parser)
     parser.add_argument("--dry-run", action="store_true", help="plan only; copy nothing")
     parser.add_argument(
-        "--strategy", choices=[s.value for s in Strategy], default=Strategy.AUTO.value
+        "--strategy",
+        choices=[s.value for s in Strategy],
+        default=Strategy.AUTO.value,
+        help="copy (data plane, here) or auto (= copy in this process); import runs "
+        "server-side in Azure, so only with --enqueue, where the deployed app's per-target "
+        "strategy (REPLICATOR_TARGETS) decides",
     )
     parser.add_argument(
         "--enqueue",

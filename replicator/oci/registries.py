@@ -40,6 +40,7 @@ class Registries:
         timeout: httpx.Timeout = DEFAULT_TIMEOUT,
         max_connections: int = 64,
         verify: bool | str = True,
+        transport: httpx.BaseTransport | None = None,
     ) -> None:
         self.plain_http = plain_http
         self.credentials = credentials
@@ -48,7 +49,11 @@ class Registries:
             max_connections=max_connections, max_keepalive_connections=max_connections
         )
         self.http = httpx.Client(
-            timeout=timeout, limits=limits, verify=verify, headers={"User-Agent": USER_AGENT}
+            timeout=timeout,
+            limits=limits,
+            verify=verify,
+            headers={"User-Agent": USER_AGENT},
+            transport=transport,
         )
         self._clients: dict[str, RegistryClient] = {}
         self._lock = threading.Lock()

@@ -286,3 +286,9 @@ def test_no_secret_or_key_in_the_templates() -> None:
         assert "listKeys(" not in source, relative
         assert "AccountKey=" not in source, relative
         assert "InstrumentationKey=" not in source, relative
+
+
+def test_operations_doc_shows_the_queries_the_alerts_run() -> None:
+    doc = (ROOT / "docs" / "operations.md").read_text()
+    for query in sorted((INFRA / "queries").glob("*.kql")):
+        assert query.read_text().strip() in doc, f"docs/operations.md is missing {query.name}"

@@ -235,6 +235,22 @@ def log_fields(job: CopyJob, **more: object) -> dict[str, object]:
     return clean
 
 
+def result_fields(result: JobResult, **more: object) -> dict[str, object]:
+    """``log_fields`` for a finished job: outcome, strategy, attempts, bytes, error and
+    ``lag_seconds`` (the workbook's and the lag alert's percentiles come from these)."""
+    return log_fields(
+        result.job,
+        outcome=result.outcome.value,
+        strategy=result.strategy,
+        attempts=result.attempts,
+        bytes_copied=result.bytes_copied,
+        final_digest=result.digest,
+        error=result.error,
+        lag_seconds=result.lag_seconds if result.outcome.succeeded else None,
+        **more,
+    )
+
+
 def _plain(value: object) -> object:
     if isinstance(value, int | float | bool):
         return value

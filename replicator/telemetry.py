@@ -124,8 +124,11 @@ def configure_telemetry(env: Mapping[str, str]) -> bool:
             enable_live_metrics=True,
         )
         _state["exporting"] = True
+    ours = logging.getLogger("replicator")
+    if ours.level == logging.NOTSET:  # else INFO (a finished job) falls to the root's WARNING
+        ours.setLevel(logging.INFO)
     install_redaction(logging.getLogger())
-    install_redaction(logging.getLogger("replicator"))
+    install_redaction(ours)
     return True
 
 

@@ -369,6 +369,7 @@ print(json.dumps({
     "handler_filtered": all(
         any(isinstance(f, telemetry.RedactionFilter) for f in h.filters) for h in handlers),
     "handlers": len(handlers),
+    "level": logging.getLogger("replicator").getEffectiveLevel(),
 }), flush=True)
 os._exit(0)  # skip the exporter's flush to an endpoint that is not there
 """
@@ -399,3 +400,4 @@ def test_configure_telemetry_configures_azure_monitor_once(tmp_path: Path) -> No
     assert seen["traceparent"].startswith("00-")
     assert seen["handlers"] >= 1
     assert seen["handler_filtered"] is True
+    assert seen["level"] == logging.INFO  # job results (INFO) reach Application Insights

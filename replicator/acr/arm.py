@@ -91,20 +91,26 @@ def registry_properties(
 ) -> RegistryProperties:
     registry = client.registries.get(rid.resource_group, rid.name)
     rules = registry.network_rule_set
-    policies = registry.policies
-    export = policies.export_policy if policies else None
+    export = registry.policies.export_policy if registry.policies else None
     return RegistryProperties(
         name=rid.name,
-        login_server=str(registry.login_server or ""),
-        sku=str(registry.sku.name if registry.sku else "Unknown"),
-        public_network_access=str(registry.public_network_access or "Enabled"),
-        network_default_action=str(rules.default_action if rules else "Allow"),
-        trusted_services_bypass=str(registry.network_rule_bypass_options or "AzureServices")
+        login_server=_text(registry.login_server, ""),
+        sku=_text(registry.sku.name if registry.sku else None, "Unknown"),
+        public_network_access=_text(registry.public_network_access, "Enabled"),
+        network_default_action=_text(rules.default_action if rules else None, "Allow"),
+        trusted_services_bypass=_text(registry.network_rule_bypass_options, "AzureServices")
         == "AzureServices",
         anonymous_pull=bool(registry.anonymous_pull_enabled),
         private_endpoints=len(registry.private_endpoint_connections or []),
-        export_enabled=str(export.status if export else "enabled").lower() == "enabled",
+        export_enabled=_text(export.status if export else None, "enabled").lower() == "enabled",
     )
+
+
+def _text(value: object, default: str) -> str:
+    """The SDK's enums (``SkuName.PREMIUM``) and plain strings alike, as the wire value."""
+    if value is None:
+        return default
+    return str(getattr(value, "value", value))
 
 
 def allowed_actions(

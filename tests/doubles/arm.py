@@ -192,6 +192,14 @@ class ArmDouble:
             return _error(404, "ResourceNotFound", f"The Resource '{path}' was not found.")
         tail = parts[8:]
         if method == "GET" and not tail:
+            if not self.allowed(principal, registry, READ_ACTION):
+                return _error(
+                    403,
+                    "AuthorizationFailed",
+                    f"The client '{principal.client_id}' with object id '{principal.object_id}' "
+                    f"does not have authorization to perform action '{READ_ACTION}' over scope "
+                    f"'{registry.resource_id}' or the scope is invalid.",
+                )
             return 200, {}, registry.to_json()
         if method == "GET" and tail == ["providers", "Microsoft.Authorization", "permissions"]:
             return 200, {}, {"value": self.permissions(principal, registry)}
@@ -429,7 +437,6 @@ class ArmPair:
             "REPLICATOR_SOURCE_RESOURCE_ID": self.source.resource_id,
             "REPLICATOR_TARGETS": json.dumps([target]),
             "REPLICATOR_ARM_ENDPOINT": self.arm.url,
-            "IDENTITY_ENDPOINT": "set",  # auto -> managed identity for both registries
             **extra,
         }
 

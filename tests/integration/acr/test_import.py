@@ -21,7 +21,8 @@ MANIFEST = "application/vnd.oci.image.manifest.v1+json"
 
 
 def settings_for(pair: ArmPair, strategy: str = "import", **extra: str) -> Settings:
-    return load_settings(pair.env(strategy, **extra))
+    # IDENTITY_ENDPOINT: auto -> managed identity (the credential reads the real one)
+    return load_settings({**pair.env(strategy, **extra), "IDENTITY_ENDPOINT": "set"})
 
 
 def job_for(pair: ArmPair, digest: str, tag: str | None = "1.0") -> CopyJob:

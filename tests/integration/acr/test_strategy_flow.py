@@ -62,7 +62,7 @@ def test_import_then_referrers_over_the_data_plane(
     registries: Registries,
     importer_for: Callable[..., AcrImporter],
 ) -> None:
-    settings = load_settings(pair.env("import"))
+    settings = load_settings({**pair.env("import"), "IDENTITY_ENDPOINT": "set"})
     copier = ImageCopier(registries)
     importer = importer_for(settings, copier=copier)
     path, extra, referrers = deliver(pair, settings, image, registries, importer)
@@ -82,7 +82,7 @@ def test_auto_falls_back_to_copy_when_the_source_is_behind_a_private_endpoint(
     pair.source.public_network_access = "Disabled"
     pair.source.private_endpoints = 1
     pair.source.bypass = "None"
-    settings = load_settings(pair.env("auto"))
+    settings = load_settings({**pair.env("auto"), "IDENTITY_ENDPOINT": "set"})
     importer = importer_for(settings, copier=ImageCopier(registries))
     path, extra, referrers = deliver(pair, settings, image, registries, importer)
     assert path == "copy"
@@ -101,7 +101,7 @@ def test_strategy_import_does_not_fall_back(
 ) -> None:
     pair.source.public_network_access = "Disabled"
     pair.source.bypass = "None"
-    settings = load_settings(pair.env("import"))
+    settings = load_settings({**pair.env("import"), "IDENTITY_ENDPOINT": "set"})
     importer = importer_for(settings, copier=ImageCopier(registries))
     with pytest.raises(ImportUnavailableError):
         deliver(pair, settings, image, registries, importer)
@@ -117,7 +117,7 @@ def test_auto_without_import_rights_is_a_permanent_failure_not_a_copy(
     from replicator.errors import PermanentRegistryError
 
     pair.arm.roles.pop((FUNCTION_MI.object_id, pair.target.resource_id.lower()))
-    settings = load_settings(pair.env("auto"))
+    settings = load_settings({**pair.env("auto"), "IDENTITY_ENDPOINT": "set"})
     importer = importer_for(settings, copier=ImageCopier(registries))
     with pytest.raises(PermanentRegistryError, match="Data Importer"):
         deliver(pair, settings, image, registries, importer)

@@ -1,0 +1,178 @@
+"""What registry facts mean for replication: pass / warn / fail, and the fix. Pure.
+
+Facts from the ACR docs (SKU table, import prerequisites): Basic has no anonymous pull,
+private endpoints, network rules or geo-replication; import from a network-restricted
+source needs the trusted-services bypass and the source named by resource id; import
+across tenants goes by login server with credentials, and not over private endpoints; a
+disabled export policy forbids import out of the registry; the target needs
+``importImage/action``.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Any
+
+from replicator.acr.errors import IMPORT_ACTION, IMPORT_ROLE
+from replicator.model import Strategy
+
+if TYPE_CHECKING:
+    from replicator.acr.arm import RegistryProperties
+    from replicator.acr.doctor import ArmFacts
+    from replicator.identity import RegistryIdentity
+    from replicator.model import Target
+    from replicator.strategy import Choice
+
+REACH_FIX = (
+    "check DNS and the network path from the function to the registry: behind a private "
+    "endpoint it needs VNet integration and the privatelink.azurecr.io private DNS zone"
+)
+PULL_FIX = "grant the identity AcrPull on the source registry"
+PUSH_FIX = "grant the identity AcrPush on the target registry"
+
+
+@dataclass(frozen=True)
+class Check:
+    registry: str
+    name: str
+    status: str  # pass | warn | fail
+    detail: str
+    fix: str = ""
+
+    @property
+    def ok(self) -> bool:
+        return self.status != "fail"
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "registry": self.registry,
+            "check": self.name,
+            "status": self.status,
+            "detail": self.detail,
+            "fix": self.fix or None,
+        }
+
+
+def identity_fix(identity: RegistryIdentity) -> str:
+    if identity.mode == "federated":
+        return (
+            f"in tenant {identity.tenant_id}: provision the multi-tenant app {identity.client_id}, "
+            "add a federated identity credential on it (issuer "
+            "https://login.microsoftonline.com/<function tenant>/v2.0, subject = the managed "
+            "identity's object id, audience api://AzureADTokenExchange) and grant its service "
+            "principal AcrPull on the registry"
+        )
+    if identity.mode == "secret":
+        return f"check the client secret in {identity.secret_setting} (expired? rotated?)"
+    if identity.mode == "managed":
+        return "enable the function's managed identity (AZURE_CLIENT_ID for a user-assigned one)"
+    return "run `az login`, or set REPLICATOR_IDENTITY / REPLICATOR_IDENTITIES"
+
+
+def properties(
+    host: str, props: RegistryProperties | None, error: str | None, *, source: bool
+) -> list[Check]:
+    if props is None:
+        fix = "grant the identity Reader on the registry (doctor reads its settings through ARM)"
+        return [Check(host, "arm", "warn", f"could not read the registry from ARM: {error}", fix)]
+    checks = [_sku(host, props), _network(host, props)]
+    if source:
+        checks.append(_export(host, props))
+    return checks
+
+
+def _sku(host: str, props: RegistryProperties) -> Check:
+    if props.sku == "Basic":
+        return Check(
+            host,
+            "sku",
+            "warn",
+            "Basic: no anonymous pull, no private endpoints or network rules, no "
+            "geo-replication, and the lowest throughput limits",
+            "upgrade to Standard (anonymous pull) or Premium (private endpoints, "
+            "geo-replication): az acr update --sku Premium",
+        )
+    return Check(host, "sku", "pass", f"{props.sku}")
+
+
+def _network(host: str, props: RegistryProperties) -> Check:
+    shape = (
+        f"public network access {props.public_network_access}, default action "
+        f"{props.network_default_action}, {props.private_endpoints} private endpoint(s), "
+        f"trusted services {'allowed' if props.trusted_services_bypass else 'not allowed'}"
+    )
+    if not props.network_restricted:
+        return Check(host, "network", "pass", shape)
+    if props.trusted_services_bypass:
+        return Check(host, "network", "pass", f"{shape}: import works as a trusted service")
+    return Check(
+        host,
+        "network",
+        "warn",
+        f"{shape}: ImportImage cannot reach it",
+        "allow trusted services (az acr update --allow-trusted-services true), or let the "
+        "targets use strategy copy from inside the network",
+    )
+
+
+def _export(host: str, props: RegistryProperties) -> Check:
+    if props.export_enabled:
+        return Check(host, "export-policy", "pass", "export allowed")
+    return Check(
+        host,
+        "export-policy",
+        "warn",
+        "export policy disabled: import out of this registry is refused",
+        "az acr config export-policy ... or use strategy copy",
+    )
+
+
+def strategy(
+    target: Target,
+    choice: Choice,
+    source: RegistryProperties | None,
+    facts: ArmFacts,
+    source_identity: RegistryIdentity,
+) -> list[Check]:
+    host = target.login_server
+    if not choice.imports:
+        return [Check(host, "strategy", "pass", f"copy: {choice.reason}")]
+    checks = [_import_role(target, facts)]
+    blocker = _import_blocker(source, source_identity)
+    if blocker is None:
+        checks.append(Check(host, "strategy", "pass", f"import: {choice.reason}"))
+    elif target.strategy is Strategy.AUTO:
+        detail = f"copy: import would fail ({blocker}), so auto falls back to the data plane"
+        checks.append(Check(host, "strategy", "warn", detail, "nothing to do, or fix the source"))
+    else:
+        fix = "set the target's strategy to auto or copy, or fix the source's network settings"
+        checks.append(Check(host, "strategy", "fail", f"import cannot work: {blocker}", fix))
+    return checks
+
+
+def _import_blocker(source: RegistryProperties | None, identity: RegistryIdentity) -> str | None:
+    if source is None:
+        return None
+    if not source.export_enabled:
+        return "the source's export policy is disabled"
+    if identity.cross_tenant and source.network_restricted:
+        return "import across tenants does not work over private endpoints or network rules"
+    if source.network_restricted and not source.trusted_services_bypass:
+        return "the source is network-restricted without the trusted-services bypass"
+    return None
+
+
+def _import_role(target: Target, facts: ArmFacts) -> Check:
+    host = target.login_server
+    if facts.can_import is None:
+        return Check(host, "import-role", "warn", "could not read the identity's permissions")
+    if facts.can_import:
+        return Check(host, "import-role", "pass", f"{IMPORT_ACTION} allowed")
+    return Check(
+        host,
+        "import-role",
+        "fail",
+        f"{IMPORT_ACTION} not granted: every import will be refused (AcrPush is not enough)",
+        f"az role assignment create --assignee <identity principal id> --role '{IMPORT_ROLE}' "
+        f"--scope {target.resource_id}",
+    )

@@ -101,7 +101,13 @@ def _data_plane(
         answer = client.request("GET", "/v2/", retry=False)
         answer.close()
     except RegistryError as exc:
-        return [Check(host, "reachable", "fail", _first_line(exc), verdicts.REACH_FIX)]
+        if exc.operation not in {"token", "token exchange"}:
+            return [Check(host, "reachable", "fail", _first_line(exc), verdicts.REACH_FIX)]
+        fix = verdicts.identity_fix(identity)
+        return [
+            Check(host, "reachable", "pass", "/v2/ answers and asks for a token"),
+            Check(host, "token", "fail", f"token exchange refused: {_first_line(exc)}", fix),
+        ]
     checks = [Check(host, "reachable", "pass", f"/v2/ answers ({answer.status_code})")]
     if answer.status_code in {401, 403}:
         fix = verdicts.identity_fix(identity)

@@ -13,7 +13,12 @@ from dataclasses import dataclass
 
 from azure.core.credentials import TokenCredential
 from azure.core.exceptions import AzureError, ResourceExistsError
-from azure.storage.queue import QueueClient, TextBase64DecodePolicy, TextBase64EncodePolicy
+from azure.storage.queue import (
+    ExponentialRetry,
+    QueueClient,
+    TextBase64DecodePolicy,
+    TextBase64EncodePolicy,
+)
 
 from replicator.config import StorageConnection
 from replicator.errors import QueueUnavailableError
@@ -41,6 +46,7 @@ def queue_client(connection: StorageConnection, name: str) -> QueueClient:
             name,
             message_encode_policy=encode,
             message_decode_policy=decode,
+            retry_policy=storage_retry(),
         )
     return QueueClient(
         str(connection.queue_service_uri),
@@ -48,6 +54,15 @@ def queue_client(connection: StorageConnection, name: str) -> QueueClient:
         credential=storage_credential(connection),
         message_encode_policy=encode,
         message_decode_policy=decode,
+        retry_policy=storage_retry(),
+    )
+
+
+def storage_retry() -> ExponentialRetry:
+    """A few quick retries (1 s, 3 s, 5 s): the SDK's default waits 15 s and more, and every
+    caller here has a retry of its own above it (Event Grid, the queue host)."""
+    return ExponentialRetry(
+        initial_backoff=1, increment_base=2, retry_total=3, random_jitter_range=1
     )
 
 

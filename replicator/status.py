@@ -43,9 +43,14 @@ def row_key(tag: str | None, digest: str, target: str) -> str:
 
 def table_client(connection: StorageConnection, name: str = STATUS_TABLE) -> TableClient:
     if connection.connection_string:
-        return TableClient.from_connection_string(connection.connection_string, name)
+        return TableClient.from_connection_string(
+            connection.connection_string, name, retry_total=3, retry_backoff_factor=0.5
+        )
     service = TableServiceClient(
-        str(connection.table_service_uri), credential=storage_credential(connection)
+        str(connection.table_service_uri),
+        credential=storage_credential(connection),
+        retry_total=3,
+        retry_backoff_factor=0.5,
     )
     return service.get_table_client(name)
 

@@ -17,7 +17,7 @@ from azure.core.exceptions import HttpResponseError, ServiceRequestError, Servic
 from replicator.acr.arm import RegistryId, management_client
 from replicator.acr.errors import ImportUnavailableError, classify
 from replicator.errors import InvalidReferenceError, PermanentRegistryError, TransientRegistryError
-from replicator.identity import identity_of
+from replicator.identity import credential_for, identity_of
 from replicator.ports import CopyReport, ManifestReader
 
 if TYPE_CHECKING:
@@ -180,3 +180,56 @@ def _target_id(target: Target) -> RegistryId:
         return RegistryId.parse(target.resource_id)
     except InvalidReferenceError as exc:
         raise PermanentRegistryError(str(exc), operation="import") from exc
+
+
+class AcrImporters:
+    """``replicator.ports.Importer`` for every target: one ``AcrImporter`` per target, built
+    on first use with that target's identity (its tenant) and the source's credential."""
+
+    def __init__(
+        self,
+        settings: Settings,
+        *,
+        copier: ReferrerCopier | None = None,
+        registries: RegistryClients | None = None,
+        **importer_kwargs: Any,
+    ) -> None:
+        self.settings = settings
+        self.copier = copier
+        self.registries = registries
+        self.importer_kwargs = importer_kwargs
+        self._importers: dict[str, AcrImporter] = {}
+
+    def import_image(self, job: CopyJob, target: Target, digest: str) -> CopyReport:
+        return self.importer(target).import_image(job, target, digest)
+
+    def importer(self, target: Target) -> AcrImporter:
+        found = self._importers.get(target.login_server)
+        if found is None:
+            credential = credential_for(self.settings, target.login_server)
+            if credential is None:
+                raise ImportUnavailableError(
+                    f"no Azure identity for {target.login_server}: import needs one "
+                    "(REPLICATOR_IDENTITY / REPLICATOR_IDENTITIES)",
+                    operation="import",
+                    reference=target.login_server,
+                )
+            found = AcrImporter(
+                self.settings,
+                credential,
+                source_credential=credential_for(self.settings, self.settings.source),
+                copier=self.copier,
+                registries=self.registries,
+                **self.importer_kwargs,
+            )
+            self._importers[target.login_server] = found
+        return found
+
+    def close(self) -> None:
+        for importer in self._importers.values():
+            importer.close()
+            for credential in (importer.credential, importer.source_credential):
+                close = getattr(credential, "close", None)
+                if callable(close):
+                    close()  # this object made them
+        self._importers.clear()

@@ -121,3 +121,24 @@ def test_auto_without_import_rights_is_a_permanent_failure_not_a_copy(
     importer = importer_for(settings, copier=ImageCopier(registries))
     with pytest.raises(PermanentRegistryError, match="Data Importer"):
         deliver(pair, settings, image, registries, importer)
+
+
+def test_the_worker_wiring_imports_with_one_importer_per_target(
+    pair: ArmPair, image: PushedImage, registries: Registries
+) -> None:
+    """What the worker builds: ``deliverer(settings, importer=AcrImporters(...), copier=...)``."""
+    from replicator.acr.importer import AcrImporters
+    from replicator.strategy import deliverer
+
+    settings = load_settings({**pair.env("auto"), "IDENTITY_ENDPOINT": "set"})
+    copier = ImageCopier(registries)
+    importers = AcrImporters(settings, copier=copier, polling_interval=0)
+    deliver = deliverer(settings, importer=importers, copier=copier)
+    job = CopyJob(Action.PUSH, pair.source.host, pair.target.host, "team/app", image.digest, "2.0")
+    try:
+        report, path = deliver(job, settings.targets[0], image.digest)
+    finally:
+        importers.close()
+    assert path == "import"
+    assert report.referrers_copied == 2
+    assert pair.target_digest("2.0") == image.digest

@@ -1,0 +1,87 @@
+"""What the ARM double's ImportImage does to the data: a plain-HTTP copy between local
+distribution registries of one image (an index with its children, their blobs), then the
+target tags. Referrers do not move: ImportImage does not bring them either."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import httpx
+
+MANIFEST_TYPES = ",".join(
+    [
+        "application/vnd.oci.image.index.v1+json",
+        "application/vnd.oci.image.manifest.v1+json",
+        "application/vnd.docker.distribution.manifest.list.v2+json",
+        "application/vnd.docker.distribution.manifest.v2+json",
+    ]
+)
+
+
+def copy_image(
+    src_host: str, dst_host: str, image: str, tags: list[str], body: dict[str, Any]
+) -> None:
+    """Copy ``image`` (``repo@digest`` or ``repo:tag``) between plain-HTTP registries:
+    manifests (an index with its children) and blobs, then the target tags. No referrers."""
+    if "@" in image:
+        repo, ref = image.split("@", 1)
+    else:
+        repo, _, ref = image.partition(":")
+        ref = ref or "latest"
+    with httpx.Client(timeout=30) as http:
+        digest = _copy_manifest(http, src_host, dst_host, repo, ref)
+        targets = [t.partition(":") for t in tags] or [
+            (r, "", "") for r in body.get("untaggedTargetRepositories") or [repo]
+        ]
+        for dst_repo, _, tag in targets:
+            if dst_repo != repo:
+                _copy_manifest(http, src_host, dst_host, repo, digest, dst_repo=dst_repo)
+            if tag:
+                _copy_manifest(http, src_host, dst_host, repo, digest, dst_repo=dst_repo, tag=tag)
+
+
+def _copy_manifest(
+    http: httpx.Client,
+    src: str,
+    dst: str,
+    repo: str,
+    ref: str,
+    *,
+    dst_repo: str | None = None,
+    tag: str | None = None,
+) -> str:
+    dst_repo = dst_repo or repo
+    got = http.get(f"http://{src}/v2/{repo}/manifests/{ref}", headers={"Accept": MANIFEST_TYPES})
+    if got.status_code == 404:
+        raise LookupError(ref)
+    got.raise_for_status()
+    digest = got.headers["Docker-Content-Digest"]
+    manifest = got.json()
+    for child in manifest.get("manifests", []):
+        _copy_manifest(http, src, dst, repo, child["digest"], dst_repo=dst_repo)
+    for blob in [manifest.get("config"), *manifest.get("layers", [])]:
+        if blob:
+            _copy_blob(http, src, dst, repo, dst_repo, blob["digest"])
+    put = http.put(
+        f"http://{dst}/v2/{dst_repo}/manifests/{tag or digest}",
+        content=got.content,
+        headers={"Content-Type": got.headers["Content-Type"]},
+    )
+    put.raise_for_status()
+    return digest
+
+
+def _copy_blob(
+    http: httpx.Client, src: str, dst: str, repo: str, dst_repo: str, digest: str
+) -> None:
+    if http.head(f"http://{dst}/v2/{dst_repo}/blobs/{digest}").status_code == 200:
+        return
+    data = http.get(f"http://{src}/v2/{repo}/blobs/{digest}", follow_redirects=True)
+    data.raise_for_status()
+    start = http.post(f"http://{dst}/v2/{dst_repo}/blobs/uploads/")
+    start.raise_for_status()
+    location = start.headers["Location"]
+    if location.startswith("/"):
+        location = f"http://{dst}{location}"
+    sep = "&" if "?" in location else "?"
+    http.put(f"{location}{sep}digest={digest}", content=data.content).raise_for_status()

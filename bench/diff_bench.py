@@ -11,6 +11,7 @@ per side on plain registries. Writes the ``## diff`` section of ``bench/RESULTS.
 from __future__ import annotations
 
 import argparse
+import os
 import platform
 import re
 import statistics
@@ -86,7 +87,8 @@ def main(argv: list[str] | None = None) -> int:
     lines = [
         f"{args.repos} repositories x {args.tags} tags, in step, {args.runs} runs, "
         f"concurrency {args.concurrency}; {platform.machine()}, Python "
-        f"{platform.python_version()}, CNCF distribution on loopback.",
+        f"{platform.python_version()}, CNCF distribution on loopback; {os.cpu_count()} cores, "
+        f"load average {os.getloadavg()[0]:.1f} (the machine is shared: other test runs).",
         "",
         "| measure | value | goal |",
         "|---|---|---|",

@@ -21,7 +21,13 @@ from replicator.events import decide, parse_event
 from replicator.model import QUEUE_NAME, CopyJob, utcnow
 from replicator.reconcile import run_reconcile
 from replicator.runtime import Runtime, build_runtime
-from replicator.telemetry import configure_telemetry, job_trace_context, span
+from replicator.telemetry import (
+    configure_telemetry,
+    job_trace_context,
+    record_drift,
+    record_queue,
+    span,
+)
 
 log = logging.getLogger("replicator")
 _lock = threading.Lock()
@@ -110,7 +116,13 @@ def replicate(msg: func.QueueMessage) -> None:
 def reconcile(timer: func.TimerRequest) -> None:
     if timer.past_due:
         log.info("reconcile is running late")
-    run_reconcile(runtime())
+    rt = runtime()
+    with span("reconcile", source=rt.settings.source):
+        report = run_reconcile(rt)
+    for target, counts in report.drift().items():
+        if min(counts.values()) >= 0:  # -1: the target could not be listed
+            record_drift(target, counts["missing"], counts["stale"], counts["extra"])
+    record_queue(rt.queue.depth(), rt.queue.depth(rt.queue.poison_name))
 
 
 def _http(answer: ApiResponse) -> func.HttpResponse:

@@ -155,3 +155,43 @@ def test_reconcile_timer_runs_and_records(runtime: Runtime) -> None:
     triggers.reconcile(TimerRequest(past_due=True))  # type: ignore[no-untyped-call]
     last = runtime.status.last_reconcile()
     assert last is not None and last["enqueued"] == 0
+
+
+def test_one_trace_from_event_through_queue_to_copy(
+    registry_pair: tuple[Registry, Registry], fresh_azurite: Azurite
+) -> None:
+    from integration.worker_support import deliver_push, drain
+    from opentelemetry.sdk.metrics import MeterProvider
+    from opentelemetry.sdk.metrics.export import InMemoryMetricReader
+    from opentelemetry.sdk.trace import TracerProvider
+    from opentelemetry.sdk.trace.export import SimpleSpanProcessor
+    from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
+
+    from replicator import telemetry
+    from replicator.oci.reference import ImageRef
+    from replicator.oci.testimages import push_test_image
+
+    reader, exporter = InMemoryMetricReader(), InMemorySpanExporter()
+    tracer_provider = TracerProvider()
+    tracer_provider.add_span_processor(SimpleSpanProcessor(exporter))
+    meter_provider = MeterProvider(metric_readers=[reader])
+    telemetry.use_providers(meter_provider, tracer_provider)
+    source, target = registry_pair
+    try:
+        with worker_runtime(source, target, fresh_azurite) as (rt, _):
+            ref = ImageRef(source.host, "team/app", "v1")
+            deliver_push(ref, push_test_image(rt.registries, ref).digest)
+            drain(rt)
+    finally:
+        telemetry.use_providers()
+    spans = {s.name: s for s in exporter.get_finished_spans()}
+    assert {"event", "replicate", "copy"} <= set(spans)
+    trace_ids = {spans[name].context.trace_id for name in ("event", "replicate", "copy")}
+    assert len(trace_ids) == 1  # the job carried the event's trace through the queue
+    assert spans["replicate"].attributes is not None
+    assert spans["replicate"].attributes["outcome"] == "copied"
+    data = reader.get_metrics_data()
+    names = {m.name for r in data.resource_metrics for s in r.scope_metrics for m in s.metrics}
+    assert {"jobs", "replication_lag_seconds", "copy_duration_seconds"} <= names
+    meter_provider.shutdown()
+    tracer_provider.shutdown()

@@ -27,7 +27,7 @@ def register(subparsers: Any) -> None:
     parser = subparsers.add_parser(
         "doctor",
         help="check the configured registries, identities, roles and network before they bite",
-        description=__doc__.splitlines()[0] if __doc__ else None,
+        description="What will fail in the configured set-up, and how to fix it.",
     )
     parser.add_argument("--json", action="store_true", help="one JSON object on stdout")
     parser.set_defaults(func=run)

@@ -11,7 +11,8 @@ Everything is forwarded to ``upstream`` as is (the ``Host`` header too, so a reg
 Kinds: ``status`` (answer ``status`` without forwarding), ``reset`` (forward, send the
 headers and half the body, then reset the connection), ``truncate`` (same, but close
 cleanly: a short body under a full ``Content-Length``), ``corrupt`` (forward with the
-body's bytes changed, same length: a lying source). ``times`` bounds how often a fault
+body's bytes changed, same length: a lying source), ``slow`` (wait ``delay`` seconds, then
+forward as is). ``times`` bounds how often a fault
 fires (``-1``: always). ``requests`` records ``"METHOD path"`` of everything received.
 """
 
@@ -22,6 +23,7 @@ import re
 import socket
 import struct
 import threading
+import time
 from dataclasses import dataclass, field
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from types import TracebackType
@@ -42,10 +44,11 @@ HOP_BY_HOP = {
 class Fault:
     method: str  # "*" for any
     path: str  # a regex searched in the request path (with query)
-    kind: str  # status | reset | truncate | corrupt
+    kind: str  # status | reset | truncate | corrupt | slow
     times: int = 1
     status: int = 503
     headers: dict[str, str] = field(default_factory=dict)
+    delay: float = 0.0  # seconds, for ``slow``
     fired: int = 0
 
     def matches(self, method: str, path: str) -> bool:
@@ -123,6 +126,8 @@ class _Handler(BaseHTTPRequestHandler):
         if fault is not None and fault.kind == "status":
             self._answer(fault.status, fault.headers, b'{"errors":[{"code":"INJECTED"}]}')
             return
+        if fault is not None and fault.kind == "slow":
+            time.sleep(fault.delay)
         upstream = http.client.HTTPConnection(self.server.proxy.upstream, timeout=60)
         try:
             headers = {k: v for k, v in self.headers.items() if k.lower() not in HOP_BY_HOP}

@@ -2,20 +2,16 @@
 
 from __future__ import annotations
 
-from collections.abc import Callable
 from dataclasses import dataclass, field
 
+from replicator.acr.importer import AcrImporters
 from replicator.config import Settings
-from replicator.model import CopyJob, Target
+from replicator.identity import registry_credentials
 from replicator.oci.copy import ImageCopier
 from replicator.oci.registries import Registries
-from replicator.ports import CopyReport
 from replicator.queue import StorageJobQueue
 from replicator.status import TableStatusStore
-from replicator.telemetry import span
-
-# (job, target, digest) -> (what the copy did, which path ran: "import" | "copy")
-Deliver = Callable[[CopyJob, Target, str], tuple[CopyReport, str]]
+from replicator.strategy import Deliver, choose_strategy, deliverer
 
 
 @dataclass
@@ -27,21 +23,12 @@ class Runtime:
     copier: ImageCopier
     deliver: Deliver | None = field(default=None)
     busy_recheck_seconds: int = 30  # when a duplicate finds its push under way elsewhere
+    importer: AcrImporters | None = None
 
     def close(self) -> None:
+        if self.importer is not None:
+            self.importer.close()
         self.registries.close()
-
-
-def copy_deliverer(copier: ImageCopier) -> Deliver:
-    """The data-plane path: always available, any registry to any registry."""
-
-    def deliver(job: CopyJob, target: Target, digest: str) -> tuple[CopyReport, str]:
-        src = job.source_ref.with_digest(digest)
-        dst = src.with_registry(target.login_server)
-        with span("copy", source=str(src), target=str(dst)):
-            return copier.copy_image(src, dst), "copy"
-
-    return deliver
 
 
 def build_runtime(settings: Settings) -> Runtime:
@@ -50,13 +37,19 @@ def build_runtime(settings: Settings) -> Runtime:
 
     if settings.storage is None:
         raise ConfigError([f"the queue connection {settings.queue_connection!r} is not set"])
-    registries = Registries(plain_http=settings.uses_plain_http)
+    registries = Registries(
+        plain_http=settings.uses_plain_http, credentials=registry_credentials(settings)
+    )
     copier = ImageCopier(registries)
+    importer = None
+    if any(choose_strategy(settings, target).imports for target in settings.targets):
+        importer = AcrImporters(settings, copier=copier, registries=registries)
     return Runtime(
         settings=settings,
         registries=registries,
         queue=StorageJobQueue(settings.storage),
         status=TableStatusStore(settings.storage),
         copier=copier,
-        deliver=copy_deliverer(copier),
+        deliver=deliverer(settings, importer=importer, copier=copier),
+        importer=importer,
     )

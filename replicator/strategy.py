@@ -13,6 +13,7 @@ from dataclasses import dataclass, replace
 from typing import TYPE_CHECKING
 
 from replicator.model import Strategy, is_acr_host
+from replicator.telemetry import span
 
 if TYPE_CHECKING:
     from replicator.config import Settings
@@ -69,14 +70,17 @@ def replicate_with_strategy(
     src = job.source_ref.with_digest(digest)
     dst = src.with_registry(target.login_server)
     if not choice.imports or importer is None:
-        return copier.copy_image(src, dst), "copy"
+        with span("copy", source=str(src), target=str(dst)):
+            return copier.copy_image(src, dst), "copy"
     try:
-        return importer.import_image(job, target, digest), "import"
+        with span("import", source=str(src), target=str(dst)):
+            return importer.import_image(job, target, digest), "import"
     except ImportUnavailableError as exc:
         if target.strategy is Strategy.IMPORT:
             raise
         log.warning("import into %s cannot work (%s): copying over the data plane", dst, exc)
-        report = copier.copy_image(src, dst)
+        with span("copy", source=str(src), target=str(dst), fallback_from="import"):
+            report = copier.copy_image(src, dst)
         extra = {**report.extra, "fallback_from": "import", "fallback_reason": str(exc)[:500]}
         return _with_extra(report, extra), "copy"
 

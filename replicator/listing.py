@@ -107,15 +107,19 @@ class RegistryLister:
 
     # -- whole listings ---------------------------------------------------------------
     def listing(
-        self, repositories: Iterable[str] | None = None, allows: Allows | None = None
+        self,
+        repositories: Iterable[str] | None = None,
+        allows: Allows | None = None,
+        wanted: Callable[[str], bool] | None = None,
     ) -> Listing:
-        """Every allowed tag of ``repositories`` (default: the catalog) with its digest."""
+        """Every allowed tag of ``repositories`` (default: the catalog) with its digest;
+        ``wanted`` skips whole repositories before any request for their tags."""
         if repositories is None:
             try:
                 repositories = list(self.list_repositories())
             except _Unread as exc:
                 return Listing(self.registry, (), 0, (str(exc),), frozenset({""}), self.requests)
-        repos = sorted(set(repositories))
+        repos = sorted(r for r in set(repositories) if wanted is None or wanted(r))
         results: list[tuple[list[TagEntry], tuple[str, str] | None]] = []
         with ThreadPoolExecutor(self.concurrency, thread_name_prefix="list") as pool:
             if self.acr:

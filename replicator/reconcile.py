@@ -17,7 +17,7 @@ from dataclasses import dataclass, field, replace
 from typing import TYPE_CHECKING, Protocol
 
 from replicator.config import Settings
-from replicator.filters import Filters
+from replicator.filters import Filters, glob_match
 from replicator.listing import Allows, Listing, RegistryLister, RegistryRequester
 from replicator.model import CopyJob
 from replicator.planning import Plan, jobs_for, plan
@@ -94,7 +94,7 @@ def compare(
 
     def list_one(host: str) -> Listing:
         lister = RegistryLister(registries.client(host), host, concurrency=concurrency)
-        return lister.listing(repositories, allowed)
+        return lister.listing(repositories, allowed, lambda r: may_hold_allowed(filters, r))
 
     with ThreadPoolExecutor(1 + len(targets), thread_name_prefix="side") as pool:
         listings = list(pool.map(list_one, [source, *targets]))
@@ -116,6 +116,22 @@ def compare(
         )
         drifts.append(TargetDrift(target, made, want.errors))
     return ReconcileReport(len(have.entries), tuple(drifts), errors=tuple(errors))
+
+
+def may_hold_allowed(filters: Filters, repository: str) -> bool:
+    """False when no tag of ``repository`` can pass the filters, so it need not be listed."""
+    if filters.include and not any(
+        glob_match(_repo_part(p) + ":**", repository, "") for p in filters.include
+    ):
+        return False
+    return not any(
+        (p.partition(":")[2] if ":" in p else "**") in {"*", "**"} and glob_match(p, repository, "")
+        for p in filters.exclude
+    )
+
+
+def _repo_part(pattern: str) -> str:
+    return pattern.partition(":")[0]
 
 
 def enqueue(

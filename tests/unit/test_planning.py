@@ -7,6 +7,7 @@ from replicator.filters import Filters
 from replicator.model import Action, Target
 from replicator.planning import DriftEntry, Plan, jobs_for, plan
 from replicator.ports import TagEntry
+from replicator.reconcile import may_hold_allowed
 
 A = "sha256:" + "a" * 64
 B = "sha256:" + "b" * 64
@@ -126,3 +127,38 @@ def test_jobs_for_skips_unknown_digests_and_ids_are_stable() -> None:
     first, again = jobs_for(result, SETTINGS, "cli"), jobs_for(result, SETTINGS, "reconcile")
     assert [j.job_id for j in first] == [j.job_id for j in again]
     assert (first[0].source, first[0].target) == ("other.io", "t.io")
+
+
+@pytest.mark.parametrize(
+    ("filters", "repository", "expected"),
+    [
+        (Filters(), "any/repo", True),
+        (Filters(include=("team/*",)), "team/app", True),
+        (Filters(include=("team/*",)), "other/app", False),
+        (Filters(include=("team/*:v*",)), "team/app", True),
+        (Filters(include=("**:*-rc",)), "deep/a/b", True),
+        (Filters(exclude=("team/scratch/**",)), "team/scratch/x", False),
+        (Filters(exclude=("app:*",)), "app", False),
+        (Filters(exclude=("app:**",)), "app", False),
+        (Filters(exclude=("app:v1",)), "app", True),
+        (Filters(exclude=("*:*-rc",)), "app", True),
+    ],
+    ids=[
+        "no-filters",
+        "include-match",
+        "include-miss",
+        "include-with-tag-glob",
+        "include-any-repo",
+        "exclude-whole-tree",
+        "exclude-all-tags-star",
+        "exclude-all-tags-double-star",
+        "exclude-one-tag-keeps-repo",
+        "exclude-some-tags-keeps-repo",
+    ],
+)
+def test_may_hold_allowed_skips_only_repositories_no_tag_can_pass(
+    filters: Filters, repository: str, expected: bool
+) -> None:
+    assert may_hold_allowed(filters, repository) is expected
+    if not expected:  # never skip a repository that has an allowed tag
+        assert not any(filters.allows(repository, t) for t in ("v1", "latest", "1.0-rc"))

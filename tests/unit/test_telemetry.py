@@ -401,3 +401,47 @@ def test_configure_telemetry_configures_azure_monitor_once(tmp_path: Path) -> No
     assert seen["handlers"] >= 1
     assert seen["handler_filtered"] is True
     assert seen["level"] == logging.INFO  # job results (INFO) reach Application Insights
+
+
+PROXY_SCRIPT = """
+import json
+from replicator import telemetry  # instruments made before any provider exists
+from opentelemetry import metrics, trace
+from opentelemetry.sdk.metrics import MeterProvider
+from opentelemetry.sdk.metrics.export import InMemoryMetricReader
+from opentelemetry.sdk.trace import TracerProvider
+reader = InMemoryMetricReader()
+metrics.set_meter_provider(MeterProvider(metric_readers=[reader]))  # as configure_azure_monitor
+trace.set_tracer_provider(TracerProvider())
+telemetry.record_queue(depth=3, poison=1)
+telemetry.record_job(telemetry_result)
+with telemetry.span("event"):
+    carried = telemetry.job_trace_context()
+names = {m.name for rm in reader.get_metrics_data().resource_metrics
+         for sm in rm.scope_metrics for m in sm.metrics}
+print(json.dumps({"metrics": sorted(names), "traceparent": carried}))
+"""
+
+
+def test_instruments_made_at_import_follow_the_provider_set_later() -> None:
+    """Production order: replicator.telemetry is imported (instruments on the API's proxy
+    providers) before configure_azure_monitor installs the SDK's; the data must follow."""
+    setup = (
+        "from datetime import UTC, datetime\n"
+        "from replicator.model import Action, CopyJob, JobResult, Outcome\n"
+        "job = CopyJob(action=Action.PUSH, source='a.azurecr.io', target='b.azurecr.io', "
+        f"repository='r', digest='{DIGEST}', pushed_at=datetime(2026, 1, 1, tzinfo=UTC))\n"
+        "telemetry_result = JobResult(job, Outcome.COPIED, strategy='copy', bytes_copied=5)\n"
+    )
+    out = subprocess.run(
+        [sys.executable, "-c", setup + PROXY_SCRIPT],
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+    assert out.returncode == 0, out.stderr
+    seen = json.loads(out.stdout.strip().splitlines()[-1])
+    assert {"queue_depth", "poison_messages", "jobs", "bytes_copied"} <= set(seen["metrics"])
+    assert "replication_lag_seconds" in seen["metrics"]
+    assert seen["traceparent"].startswith("00-")

@@ -44,7 +44,7 @@ class Pacing:
     batch: int = 100
     pause_seconds: float = 0.5
     jobs_per_minute: int = 600
-    max_spread_seconds: int = 25 * 60
+    max_spread_seconds: int = 6 * 3600  # beyond that, the last minute takes the rest
 
     def delay_for(self, index: int) -> int:
         return min((index // max(1, self.jobs_per_minute)) * 60, self.max_spread_seconds)

@@ -1,13 +1,15 @@
 from __future__ import annotations
 
+from collections import Counter
+
 import pytest
 
 from replicator.config import DeletePolicy, Settings
 from replicator.filters import Filters
-from replicator.model import Action, Target
+from replicator.model import Action, CopyJob, Target
 from replicator.planning import DriftEntry, Plan, jobs_for, plan
 from replicator.ports import TagEntry
-from replicator.reconcile import may_hold_allowed
+from replicator.reconcile import Pacing, enqueue, may_hold_allowed
 
 A = "sha256:" + "a" * 64
 B = "sha256:" + "b" * 64
@@ -162,3 +164,27 @@ def test_may_hold_allowed_skips_only_repositories_no_tag_can_pass(
     assert may_hold_allowed(filters, repository) is expected
     if not expected:  # never skip a repository that has an allowed tag
         assert not any(filters.allows(repository, t) for t in ("v1", "latest", "1.0-rc"))
+
+
+class Recorder:
+    def __init__(self) -> None:
+        self.sent: list[tuple[str, int]] = []
+
+    def send(self, job: CopyJob, *, delay_seconds: int = 0) -> None:
+        self.sent.append((job.job_id, delay_seconds))
+
+
+def test_enqueue_paces_ten_thousand_jobs_in_batches_and_spreads_visibility() -> None:
+    entries = [TagEntry(f"r{i // 10}", f"t{i % 10}", A) for i in range(10_000)]
+    jobs = jobs_for(
+        plan(entries, [], Filters(), KEEP), SETTINGS, "reconcile", target="dr1.example.io"
+    )
+    queue, slept = Recorder(), []
+    assert enqueue(queue, jobs, Pacing(), slept.append) == 10_000
+    assert len(slept) == 10_000 // Pacing().batch - 1  # a pause between batches
+    delays = [d for _, d in queue.sent]
+    assert delays == sorted(delays)
+    assert max(delays) <= Pacing().max_spread_seconds
+    per_minute = Counter(delays)
+    assert max(per_minute.values()) <= Pacing().jobs_per_minute
+    assert len({job_id for job_id, _ in queue.sent}) == 10_000

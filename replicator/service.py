@@ -16,7 +16,7 @@ from replicator.errors import PermanentRegistryError, TransientRegistryError
 from replicator.model import Action, CopyJob, JobResult, Outcome, Target, utcnow
 from replicator.runtime import Runtime
 from replicator.status import Claim, claim, release
-from replicator.telemetry import continue_trace, log_fields, record_job
+from replicator.telemetry import continue_trace, log_fields, record_job, result_fields
 
 log = logging.getLogger(__name__)
 DUE_TOLERANCE = timedelta(seconds=5)
@@ -91,9 +91,7 @@ def _finish(runtime: Runtime, result: JobResult, *, record: bool = True) -> JobR
         job.target,
         result.outcome.value,
         f" ({result.error})" if result.error else "",
-        extra=log_fields(
-            job, outcome=result.outcome.value, strategy=result.strategy, result_digest=result.digest
-        ),
+        extra=result_fields(result),
     )
     return result
 

@@ -232,10 +232,16 @@ class LocalStack:
             host=f"127.0.0.1:{port}", port=port, service=service, access_log=service.log_path
         )
 
-    def start_azurite(self) -> Azurite:
+    def start_azurite(self, *, restart: Azurite | None = None) -> Azurite:
+        """Start Azurite; ``restart``: a stopped one again, on its ports and its data."""
         binary = find_azurite()
-        queue_port, table_port = free_port(), free_port()
-        workdir = self._workdir("azurite")
+        if restart is not None:
+            restart.stop()
+            queue_port, table_port = restart.queue_port, restart.table_port
+            workdir = restart.service.workdir
+        else:
+            queue_port, table_port = free_port(), free_port()
+            workdir = self._workdir("azurite")
         argv = [
             binary,
             "--silent",

@@ -142,3 +142,19 @@ def test_the_worker_wiring_imports_with_one_importer_per_target(
     assert path == "import"
     assert report.referrers_copied == 2
     assert pair.target_digest("2.0") == image.digest
+
+
+def test_strategy_copy_never_calls_arm(
+    pair: ArmPair,
+    image: PushedImage,
+    registries: Registries,
+    importer_for: Callable[..., AcrImporter],
+) -> None:
+    settings = load_settings({**pair.env("copy"), "IDENTITY_ENDPOINT": "set"})
+    importer = importer_for(settings, copier=ImageCopier(registries))
+    path, extra, referrers = deliver(pair, settings, image, registries, importer)
+    assert path == "copy"
+    assert "fallback_from" not in extra
+    assert referrers == 2
+    assert pair.arm.import_bodies == []
+    assert not [t for _, t in pair.arm.requests if "importImage" in t]

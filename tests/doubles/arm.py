@@ -6,7 +6,8 @@ What it serves (shapes from the 2025-11-01 REST spec the SDK was generated from)
   ``anonymousPullEnabled``, ``privateEndpointConnections``, ``policies.exportPolicy``;
 - ``POST .../registries/{name}/importImage``: 202 with ``Location`` and
   ``Azure-AsyncOperation``; the operation polls ``InProgress`` ``polls`` times, then
-  ``Succeeded`` or ``Failed`` with ARM's ``error`` body. The import is real: manifests
+  ``Succeeded`` or ``Failed`` with ARM's ``error`` body, and no ``Retry-After`` (so the
+  client's ``polling_interval`` paces the polls). The import is real: manifests
   and blobs move between the local distribution registries behind the login servers,
   and (like ImportImage) referrers do not;
 - ``GET {scope}/providers/Microsoft.Authorization/permissions``: the caller's actions
@@ -220,11 +221,11 @@ class ArmDouble:
             else:
                 status, error = op.status, op.error
         if path.endswith("/result"):  # the Location URL: 202 while running, then 200
-            return (202, {"Retry-After": "0"}, None) if status == "InProgress" else (200, {}, None)
+            return (202, {}, None) if status == "InProgress" else (200, {}, None)
         payload: dict[str, Any] = {"name": op_id, "status": status}
         if error:
             payload["error"] = error
-        return 200, {"Retry-After": "0"} if status == "InProgress" else {}, payload
+        return 200, {}, payload
 
     def _import(
         self, principal: Principal, target: FakeAcr, body: dict[str, Any]
@@ -262,7 +263,6 @@ class ArmDouble:
             {
                 "Location": f"{base}/result?api-version=2025-11-01",
                 "Azure-AsyncOperation": f"{base}?api-version=2025-11-01",
-                "Retry-After": "0",
             },
             None,
         )

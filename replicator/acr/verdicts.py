@@ -75,10 +75,22 @@ def properties(
     if props is None:
         fix = "grant the identity Reader on the registry (doctor reads its settings through ARM)"
         return [Check(host, "arm", "warn", f"could not read the registry from ARM: {error}", fix)]
-    checks = [_sku(host, props), _network(host, props)]
+    checks = [_identity_of_resource(host, props), _sku(host, props), _network(host, props)]
     if source:
         checks.append(_export(host, props))
     return checks
+
+
+def _identity_of_resource(host: str, props: RegistryProperties) -> Check:
+    if props.login_server.lower() == host.lower():
+        return Check(host, "resource-id", "pass", f"names {props.name} ({props.login_server})")
+    return Check(
+        host,
+        "resource-id",
+        "fail",
+        f"the resource id names {props.name}, whose login server is {props.login_server}",
+        "set the resource id of this registry (az acr show -n <name> --query id)",
+    )
 
 
 def _sku(host: str, props: RegistryProperties) -> Check:

@@ -48,6 +48,7 @@ def test_a_healthy_premium_pair_passes_everything(
         "identity": "pass",
         "reachable": "pass",
         "pull": "pass",
+        "resource-id": "pass",
         "sku": "pass",
         "network": "pass",
         "export-policy": "pass",
@@ -56,6 +57,7 @@ def test_a_healthy_premium_pair_passes_everything(
         "identity": "pass",
         "reachable": "pass",
         "push": "pass",
+        "resource-id": "pass",
         "sku": "pass",
         "network": "pass",
         "import-role": "pass",
@@ -224,3 +226,23 @@ def test_settings_that_cannot_be_read_exit_2(
     monkeypatch.setenv("REPLICATOR_IDENTITIES", json.dumps({"src.azurecr.io": "federated"}))
     assert main(["doctor"]) == 2
     assert "mode federated needs tenant_id and client_id" in capsys.readouterr().err
+
+
+def test_a_resource_id_of_another_registry_fails(
+    readable: ArmPair, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    from doubles.arm import FakeAcr
+
+    other = readable.arm.add(FakeAcr("contosoelsewhere", "elsewhere.azurecr.io"))
+    readable.arm.assign(FUNCTION_MI, "Reader", other)
+    code, checks = doctor(
+        readable,
+        monkeypatch,
+        capsys,
+        strategy="copy",
+        REPLICATOR_SOURCE_RESOURCE_ID=other.resource_id,
+    )
+    mismatch = checks[(readable.source.host, "resource-id")]
+    assert code == 1
+    assert mismatch["status"] == "fail"
+    assert "elsewhere.azurecr.io" in mismatch["detail"]

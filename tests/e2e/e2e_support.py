@@ -1,0 +1,87 @@
+"""Helpers for the end-to-end fault tests: pushes, what really got copied, DR checks."""
+
+from __future__ import annotations
+
+import threading
+from collections.abc import Iterable
+from dataclasses import dataclass, field
+
+from replicator.demo import compare
+from replicator.errors import RegistryError
+from replicator.localrun import QueueOptions
+from replicator.model import CopyJob, Target
+from replicator.oci.reference import ImageRef
+from replicator.oci.registries import Registries
+from replicator.oci.testimages import PushedImage, push_test_image
+from replicator.ports import CopyReport
+from replicator.runtime import Runtime
+
+PATIENT = QueueOptions(
+    batch_size=8, visibility_timeout=0, max_dequeue_count=5, max_polling_interval=0.1
+)
+
+
+@dataclass
+class Finished:
+    """Wraps the runtime's delivery path and records the copies that *completed*
+    (a copy cut short by a fault and retried is legitimately attempted twice)."""
+
+    runtime: Runtime
+    done: list[str] = field(default_factory=list)
+    lock: threading.Lock = field(default_factory=threading.Lock)
+
+    def __post_init__(self) -> None:
+        inner = self.runtime.deliver
+        assert inner is not None
+
+        def deliver(job: CopyJob, target: Target, digest: str) -> tuple[CopyReport, str]:
+            answer = inner(job, target, digest)
+            with self.lock:
+                self.done.append(f"{job.repository}@{digest}")
+            return answer
+
+        self.runtime.deliver = deliver
+
+
+def push_images(
+    registries: Registries, host: str, count: int, repos: int = 4, layer_size: int = 2048
+) -> dict[ImageRef, PushedImage]:
+    """``count`` small two-platform images with two referrers each, over ``repos``."""
+    pushed = {}
+    for i in range(count):
+        ref = ImageRef(host, f"fault/r{i % repos}", f"v{i}")
+        pushed[ref] = push_test_image(registries, ref, layers=1, layer_size=layer_size)
+    return pushed
+
+
+def differences(
+    registries: Registries, images: dict[ImageRef, PushedImage], target_host: str
+) -> list[str]:
+    """What is not byte-identical in the target: manifests, blobs, referrers, tags."""
+    bad = []
+    for ref, image in images.items():
+        dst = ImageRef(target_host, ref.repository, ref.tag, image.digest)
+        try:
+            checks = compare(registries, ref.with_digest(image.digest), dst, image.referrer_digests)
+        except RegistryError as exc:
+            bad.append(f"{dst}: {exc}")
+            continue
+        bad += [f"{dst}: {c.what}" for c in checks if not c.identical]
+    return bad
+
+
+def tags(registries: Registries, host: str, repository: str) -> list[str]:
+    body = registries.client(host).request("GET", f"/v2/{repository}/tags/list").json()
+    return sorted(body.get("tags") or [])
+
+
+def catalog(registries: Registries, host: str) -> list[str]:
+    return sorted(registries.client(host).request("GET", "/v2/_catalog").json()["repositories"])
+
+
+def same_content(registries: Registries, source: str, target: str, repos: Iterable[str]) -> None:
+    """The target holds exactly the source's repositories and tags (fallback tags of
+    referrers included): nothing more, nothing less."""
+    assert catalog(registries, target) == catalog(registries, source)
+    for repo in repos:
+        assert tags(registries, target, repo) == tags(registries, source, repo), repo

@@ -1,0 +1,50 @@
+"""A worker process for the kill test: the local queue runner driving ``replicate``.
+
+Settings come from the environment, as in the Functions host. Two knobs shorten what the
+host would hold for minutes, so a crash is recovered within a test:
+``E2E_RUN_LEASE`` (how long a received message stays invisible: after a crash it comes
+back then) and ``E2E_CLAIM_LEASE`` (how long a push claimed by a dead worker counts as
+under way). Prints the run's statistics as JSON when the queue is drained.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import sys
+from datetime import timedelta
+
+from replicator import localrun, status, triggers
+from replicator.config import StorageConnection, load_settings
+from replicator.localrun import QueueOptions, QueueRunner
+from replicator.queue import queue_client
+from replicator.runtime import build_runtime
+
+
+def main() -> int:
+    localrun.RUN_LEASE_SECONDS = int(os.environ.get("E2E_RUN_LEASE", "600"))
+    status.CLAIM_LEASE = timedelta(seconds=float(os.environ.get("E2E_CLAIM_LEASE", "600")))
+    runtime = build_runtime(load_settings(os.environ, require_storage=True))
+    runtime.busy_recheck_seconds = 1
+    triggers.use_runtime(runtime)
+    storage = runtime.settings.storage
+    assert isinstance(storage, StorageConnection)
+    options = QueueOptions(
+        batch_size=4, visibility_timeout=0, max_dequeue_count=5, max_polling_interval=0.2
+    )
+    runner = QueueRunner(
+        queue_client(storage, runtime.queue.name),
+        queue_client(storage, runtime.queue.poison_name),
+        triggers.replicate,
+        options,
+    )
+    try:
+        stats = runner.run_until_idle(timeout=float(os.environ.get("E2E_TIMEOUT", "120")))
+    finally:
+        runtime.close()
+    print(json.dumps(stats.__dict__), flush=True)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

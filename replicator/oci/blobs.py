@@ -91,7 +91,7 @@ def _verified(
     hasher = hashlib.new(algorithm)
     held: bytes | None = None
     try:
-        for chunk in response.iter_raw(CHUNK):
+        for chunk in response.iter_raw():
             if not chunk:
                 continue
             hasher.update(chunk)

@@ -212,7 +212,7 @@ class RegistryClient:
         )
         if response.status_code == 404:
             return None
-        _expect(response, (200,), "HEAD blob", f"{repository}@{digest}")
+        _expect(response, (200, 307), "HEAD blob", f"{repository}@{digest}")  # ACR may redirect
         return int(response.headers.get("Content-Length") or 0)
 
     @contextmanager

@@ -192,7 +192,8 @@ class ImageCopier:
                 one(item)
             return
         with ThreadPoolExecutor(workers, thread_name_prefix="blob") as pool:
-            for future in [pool.submit(one, item) for item in blobs.items()]:
+            largest_first = sorted(blobs.items(), key=lambda item: -item[1])
+            for future in [pool.submit(one, item) for item in largest_first]:
                 future.result()
 
     # -- referrers -----------------------------------------------------------------------

@@ -129,3 +129,32 @@ def test_manifest_bytes_pushed_unchanged(
     assert isinstance(got, Manifest)
     assert got.digest == pushed.digest
     assert b"\n  " in got.content  # the indented JSON as pushed, not re-serialised
+
+
+def test_referrers_added_later_are_copied_on_their_own(
+    registry_pair: tuple[Registry, Registry], registries: Registries
+) -> None:
+    from replicator.oci.testimages import push_referrer
+
+    source, target = registry_pair
+    src = ImageRef(source.host, "team/app", "v1")
+    dst = ImageRef(target.host, "team/app", "v1")
+    pushed = push_test_image(registries, src, referrers=False)
+    copier = ImageCopier(registries)
+    copier.copy_image(src, dst)
+    client = registries.client(source.host)
+    index = client.get_manifest(src)
+    child = client.get_manifest(src.with_digest(pushed.manifests[1]).with_tag(None))
+    signature = push_referrer(registries, src, index)
+    push_referrer(registries, src, child)
+
+    assert copier.copy_referrers(src, dst) == 2
+
+    there = list_referrers(registries, registries.client(target.host), "team/app", pushed.digest)
+    assert there.digests == {signature}
+    push_referrer(registries, src, index)  # one more on the index: copy_image notices
+    report = copier.copy_image(src, dst)
+    assert not report.already_present
+    assert report.referrers_copied == 1
+    assert _identical(registries, src, dst, pushed.digest) == 6
+    assert copier.copy_image(src, dst).already_present

@@ -229,3 +229,41 @@ def test_oversized_manifest_is_refused_before_reading() -> None:
         pytest.raises(PermanentRegistryError, match="limit"),
     ):
         registries.client("r.example").get_manifest(ImageRef("r.example", "a", "v1"))
+
+
+def test_referrers_api_is_used_paged_and_its_absence_remembered() -> None:
+    from replicator.oci.referrers import list_referrers
+
+    seen: list[str] = []
+    page = {
+        "/v2/a/referrers/" + D1: (
+            {"manifests": [{"digest": D2}]},
+            '</v2/a/referrers/x?n=1>; rel="next"',
+        ),
+        "/v2/a/referrers/x": ({"manifests": [{"digest": D1}]}, ""),
+    }
+
+    def handler(request: httpx.Request) -> httpx.Response:
+        seen.append(f"{request.method} {request.url.host} {request.url.path}")
+        if request.url.host == "api.example" and request.url.path in page:
+            body, link = page[request.url.path]
+            return httpx.Response(
+                200,
+                json={"schemaVersion": 2, "mediaType": mt.OCI_INDEX, **body},
+                headers={"Content-Type": mt.OCI_INDEX, "Link": link},
+            )
+        return httpx.Response(404, json={"errors": [{"code": "NAME_UNKNOWN"}]})
+
+    with Registries(transport=httpx.MockTransport(handler)) as registries:
+        found = list_referrers(registries, registries.client("api.example"), "a", D1)
+        assert found.digests == {D1, D2}
+        assert registries.referrers_api["api.example"] is True
+        old = registries.client("old.example")
+        assert list_referrers(registries, old, "a", D1).descriptors == ()
+        assert list_referrers(registries, old, "a", D2).descriptors == ()
+        assert registries.referrers_api["old.example"] is False
+    # the API asked once on the old registry, then only the fallback tag
+    assert [s for s in seen if "old.example /v2/a/referrers" in s] == [
+        "GET old.example /v2/a/referrers/" + D1
+    ]
+    assert "GET old.example /v2/a/manifests/sha256-" + "b" * 64 in seen

@@ -8,20 +8,22 @@ no tag. Blobs run in a bounded thread pool; manifests are pushed byte for byte.
 
 from __future__ import annotations
 
+import logging
 import threading
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 
-from replicator.errors import DigestMismatchError
+from replicator.errors import DigestMismatchError, NotFoundError
 from replicator.oci.blobs import BlobCopy, copy_blob
 from replicator.oci.client import RegistryClient
 from replicator.oci.manifests import Manifest, blob_descriptors, child_descriptors
 from replicator.oci.reference import ImageRef
-from replicator.oci.referrers import list_referrers, update_fallback
+from replicator.oci.referrers import Referrers, list_referrers, update_fallback
 from replicator.oci.registries import Registries
 from replicator.ports import CopyReport
 
+log = logging.getLogger(__name__)
 Progress = Callable[..., None]
 MAX_REFERRER_DEPTH = 8
 
@@ -204,18 +206,29 @@ class ImageCopier:
             found = list_referrers(self.registries, job.source, job.src_repo, subject)
             if not found.descriptors:
                 continue
-            for descriptor in found.descriptors:
-                digest = str(descriptor.get("digest"))
-                if digest not in job.done:
-                    if job.target.head_manifest(job.dst(digest)) is None:
-                        self._copy_tree(job, job.source.get_manifest(job.src(digest)))
-                        job.tally.referrers += 1
-                    job.done.add(digest)
-                self._copy_referrers(job, [digest], depth + 1)
+            present = tuple(d for d in found.descriptors if self._copy_referrer(job, d, depth))
+            if len(present) != len(found.descriptors):
+                found = Referrers(present)  # dangling entries stay out of the target's index
             if self.registries.referrers_api.get(job.target.host) is None:
                 list_referrers(self.registries, job.target, job.dst_repo, subject)  # probe
             if self.registries.referrers_api.get(job.target.host) is not True:
                 update_fallback(job.target, job.dst_repo, subject, found)
+
+    def _copy_referrer(self, job: _Copy, descriptor: dict[str, object], depth: int) -> bool:
+        """Copy one referrer (and its own referrers); False if the source lost it."""
+        digest = str(descriptor.get("digest"))
+        if digest not in job.done:
+            if job.target.head_manifest(job.dst(digest)) is None:
+                try:
+                    manifest = job.source.get_manifest(job.src(digest))
+                except NotFoundError:
+                    log.warning("referrer %s of %s is listed but gone", digest, job.src_repo)
+                    return False
+                self._copy_tree(job, manifest)
+                job.tally.referrers += 1
+            job.done.add(digest)
+        self._copy_referrers(job, [digest], depth + 1)
+        return True
 
     def _referrers_in_step(self, job: _Copy, top: Manifest) -> bool:
         """Whether the target lists every source referrer of the image's manifests."""

@@ -158,3 +158,20 @@ def test_referrers_added_later_are_copied_on_their_own(
     assert report.referrers_copied == 1
     assert _identical(registries, src, dst, pushed.digest) == 6
     assert copier.copy_image(src, dst).already_present
+
+
+def test_a_dangling_referrer_is_left_out(
+    registry_pair: tuple[Registry, Registry], registries: Registries
+) -> None:
+    source, target = registry_pair
+    src = ImageRef(source.host, "team/app", "v1")
+    pushed = push_test_image(registries, src)
+    gone = pushed.referrer_digests[0]
+    registries.client(source.host).delete_manifest(src.with_tag(None).with_digest(gone))
+    dst = ImageRef(target.host, "team/app", "v1")
+
+    report = ImageCopier(registries).copy_image(src, dst)
+
+    assert report.referrers_copied == 1
+    there = list_referrers(registries, registries.client(target.host), "team/app", pushed.digest)
+    assert gone not in there.digests

@@ -20,7 +20,7 @@ from collections.abc import Callable, Iterable, Iterator
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from typing import Any, Protocol, TypeVar
-from urllib.parse import urlsplit
+from urllib.parse import urljoin, urlsplit
 
 import httpx
 
@@ -34,6 +34,8 @@ PAGE_SIZE = 1000  # distribution caps catalog pages at 1000 by default
 ACR_PAGE_SIZE = 100  # ACR's own page size; Link paging fetches the rest
 MAX_ATTEMPTS = 3  # rounds, each one already retried by the client
 MAX_BACKOFF = 30.0
+MAX_PAGES = 10_000  # a listing longer than this is cut off (a registry paging forever)
+HEAD_CHUNK = 16  # tags HEADed by one task: fewer tasks, still parallel in a big repository
 Allows = Callable[[str, str], bool]
 T = TypeVar("T")
 
@@ -76,6 +78,7 @@ class RegistryLister:
         concurrency: int = 16,
         page_size: int | None = None,
         max_attempts: int = MAX_ATTEMPTS,
+        max_pages: int = MAX_PAGES,
         sleep: Callable[[float], None] = time.sleep,
     ) -> None:
         self.client = client
@@ -84,6 +87,7 @@ class RegistryLister:
         self.concurrency = max(1, concurrency)
         self.page_size = page_size or (ACR_PAGE_SIZE if self.acr else PAGE_SIZE)
         self.max_attempts = max(1, max_attempts)
+        self.max_pages = max(1, max_pages)
         self.sleep = sleep
         self._lock = threading.Lock()
         self.requests = 0
@@ -127,13 +131,12 @@ class RegistryLister:
             else:
                 names = list(pool.map(lambda r: self._guard(r, self._oci_tag_names), repos))
                 results += [([], error) for _, error in names]
-                pairs = [
-                    (repo, tag)
+                chunks = [
+                    (repo, chunk)
                     for repo, (tags, _) in zip(repos, names, strict=True)
-                    for tag in tags
-                    if not allows or allows(repo, tag)
+                    for chunk in _chunked([t for t in tags if not allows or allows(repo, t)])
                 ]
-                results += pool.map(lambda p: self._guard(p[0], self._head_entry, p[1]), pairs)
+                results += pool.map(lambda c: self._guard(c[0], self._head_entries, c[1]), chunks)
         entries = [entry for found, _ in results for entry in found]
         errors = [error for _, error in results if error]
         failed = frozenset(repo for repo, _ in errors)
@@ -168,10 +171,11 @@ class RegistryLister:
         for page in self._pages(path, (f"repository:{repository}:pull",), missing_ok=True):
             yield from page.get("tags") or []
 
-    def _head_entry(self, repository: str, tag: str) -> Iterator[TagEntry]:
-        found = self._head(ImageRef(self.registry, repository, tag))
-        if found is not None:
-            yield TagEntry(repository, tag, found.digest)
+    def _head_entries(self, repository: str, tags: list[str]) -> Iterator[TagEntry]:
+        for tag in tags:
+            found = self._head(ImageRef(self.registry, repository, tag))
+            if found is not None:
+                yield TagEntry(repository, tag, found.digest)
 
     def _head(self, ref: ImageRef) -> Descriptor | None:
         return self._retry(f"HEAD {ref}", lambda: self.client.head_manifest(ref))
@@ -195,6 +199,8 @@ class RegistryLister:
         seen: set[str] = set()
         next_path: str | None = path
         while next_path and next_path not in seen:
+            if len(seen) >= self.max_pages:
+                raise _Unread(f"{self.registry}{path.split('?')[0]}: over {self.max_pages} pages")
             seen.add(next_path)
             response = self._retry(
                 f"GET {next_path}", functools.partial(self._get, next_path, scopes)
@@ -247,12 +253,19 @@ class RegistryLister:
         raise AssertionError("unreachable")
 
 
+def _chunked(tags: list[str], size: int = HEAD_CHUNK) -> Iterator[list[str]]:
+    for start in range(0, len(tags), size):
+        yield tags[start : start + size]
+
+
 def _next_link(response: httpx.Response) -> str | None:
     """The next page as a path on the same registry (never another host)."""
     url = response.links.get("next", {}).get("url")
     if not url:
         return None
-    parts = urlsplit(url)
+    parts = urlsplit(urljoin(response.request.url.path, url))  # relative to this page
+    if not parts.path.startswith("/") or parts.path.startswith("//"):
+        return None
     return parts.path + (f"?{parts.query}" if parts.query else "")
 
 

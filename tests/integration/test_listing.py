@@ -109,3 +109,14 @@ def test_oci_listing_heads_each_allowed_tag_once_and_pages_past_the_first_page(
             TagEntry("r/app007", f"t{k}", manifest_digest(70 + k)) for k in range(3)
         ]
         assert list(lister.list_tags("no/such")) == []
+
+
+def test_a_listing_that_pages_past_the_bound_is_reported_not_followed_forever(
+    acr: tuple[AcrListingDouble, RegistryLister, list[float]],
+) -> None:
+    double, lister, _slept = acr
+    lister.max_pages = 2  # the catalog needs 3 pages of 100
+    listing = lister.listing()
+    assert listing.failed == frozenset({""})
+    assert "over 2 pages" in listing.errors[0]
+    assert len(double.requests) == 2

@@ -24,6 +24,7 @@ MAX_JOB_BYTES = 64 * 1024  # an Azure Storage queue message is at most 64 KiB
 QUEUE_NAME = "replication-jobs"
 POISON_QUEUE_NAME = f"{QUEUE_NAME}-poison"
 STATUS_TABLE = "replicationstatus"
+ORIGINS = frozenset({"event", "reconcile", "resync", "cli", "replay"})
 
 
 class Strategy(StrEnum):
@@ -200,7 +201,7 @@ class CopyJob:
             if value is not None and not isinstance(value, str):
                 raise InvalidJobError(f"{key} must be a string")
         origin = data.get("origin", "event")
-        if origin not in {"event", "reconcile", "resync", "cli", "replay"}:
+        if not isinstance(origin, str) or origin not in ORIGINS:
             raise InvalidJobError(f"unknown origin {origin!r}")
         try:
             job = cls(

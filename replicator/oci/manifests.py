@@ -134,8 +134,8 @@ def _descriptor_digest(descriptor: dict[str, Any]) -> str:
 def child_descriptors(manifest: Manifest) -> list[dict[str, Any]]:
     if not manifest.is_index:
         return []
-    found = manifest.json.get("manifests") or []
-    return [d for d in found if isinstance(d, dict)]
+    found = manifest.json.get("manifests")
+    return [d for d in found if isinstance(d, dict)] if isinstance(found, list) else []
 
 
 def children_of(manifest: Manifest) -> list[str]:
@@ -149,7 +149,8 @@ def blob_descriptors(manifest: Manifest) -> list[tuple[str, int]]:
         return []
     body = manifest.json
     found = [body["config"]] if isinstance(body.get("config"), dict) else []
-    found += [d for d in body.get("layers") or [] if isinstance(d, dict)]
+    layers = body.get("layers")
+    found += [d for d in layers if isinstance(d, dict)] if isinstance(layers, list) else []
     blobs: list[tuple[str, int]] = []
     for descriptor in found:
         if descriptor.get("urls"):  # foreign layers stay where they are

@@ -264,9 +264,10 @@ def _next_link(response: httpx.Response) -> str | None:
     if not url:
         return None
     parts = urlsplit(urljoin(response.request.url.path, url))  # relative to this page
-    if not parts.path.startswith("/") or parts.path.startswith("//"):
-        return None
-    return parts.path + (f"?{parts.query}" if parts.query else "")
+    path = parts.path + (f"?{parts.query}" if parts.query else "")
+    if not path.startswith("/") or path.startswith("//") or not path.isprintable():
+        raise _Unread(f"unusable next-page link {url[:100]!r}")
+    return path
 
 
 def _retry_after(value: str | None) -> float | None:

@@ -122,7 +122,8 @@ class RegistryLister:
             try:
                 repositories = list(self.list_repositories())
             except _Unread as exc:
-                return Listing(self.registry, (), 0, (str(exc),), frozenset({""}), self.requests)
+                error = f"{self.registry}: the catalog: {exc}"
+                return Listing(self.registry, (), 0, (error,), frozenset({""}), self.requests)
         repos = sorted(r for r in set(repositories) if wanted is None or wanted(r))
         results: list[tuple[list[TagEntry], tuple[str, str] | None]] = []
         with ThreadPoolExecutor(self.concurrency, thread_name_prefix="list") as pool:

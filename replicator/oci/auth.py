@@ -14,6 +14,7 @@ import json
 import re
 import threading
 import time
+from collections.abc import Iterable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -31,6 +32,20 @@ ACR_NULL_USER = "00000000-0000-0000-0000-000000000000"
 DEFAULT_TOKEN_SECONDS = 60.0
 EXPIRY_MARGIN = 30.0
 _PARAM = re.compile(r'([A-Za-z_]+)\s*=\s*(?:"((?:[^"\\]|\\.)*)"|([^\s,]+))')
+
+
+_REPO_PATH = re.compile(r"^/v2/(.+?)/(?:manifests|blobs|tags|referrers)(?:/|$)")
+
+
+def scopes_for(method: str, path: str, extra: Iterable[str] = ()) -> tuple[str, ...]:
+    """The token scopes a request needs: ``repository:<name>:<actions>``."""
+    if path.startswith("/v2/_catalog"):
+        return ("registry:catalog:*",)
+    found = _REPO_PATH.match(path)
+    if not found:
+        return tuple(sorted(extra))
+    actions = {"GET": "pull", "HEAD": "pull", "DELETE": "delete"}.get(method, "pull,push")
+    return tuple(sorted({f"repository:{found.group(1)}:{actions}", *extra}))
 
 
 @dataclass(frozen=True)
@@ -121,6 +136,7 @@ class Authenticator:
         self._scheme: str | None = None
         self._params: dict[str, str] = {}
         self._tokens: dict[tuple[str, ...], _Token] = {}
+        self._gates: dict[tuple[str, ...], threading.Lock] = {}
         self._refresh: _Token | None = None
         self.token_requests = 0
 
@@ -137,12 +153,9 @@ class Authenticator:
     def ensure(self, scopes: tuple[str, ...]) -> None:
         """Fetch a bearer token for ``scopes`` now if the host wants one and none is cached."""
         with self._lock:
-            token = self._tokens.get(scopes)
-            wanted = self._scheme == "bearer" and not (token and token.expires > time.time())
-        if wanted:
-            fetched = self._fetch(scopes)
-            with self._lock:
-                self._tokens[scopes] = fetched
+            bearer = self._scheme == "bearer"
+        if bearer:
+            self._renew(scopes, refused="")
 
     def challenged(self, response: httpx.Response, scopes: tuple[str, ...], round_: int) -> bool:
         """Learn from a 401 (the ``round_``-th of one request); True when a retry makes sense.
@@ -152,16 +165,26 @@ class Authenticator:
         """
         scheme, params = parse_challenge(response.headers.get("WWW-Authenticate", ""))
         with self._lock:
-            self._tokens.pop(scopes, None)
             self._scheme, self._params = scheme, params
         if scheme == "basic":
             return self.auth.kind == "basic" and round_ == 0
         if scheme != "bearer" or "realm" not in params or round_ >= 2:
             return False
-        token = self._fetch(scopes)
-        with self._lock:
-            self._tokens[scopes] = token
+        self._renew(scopes, refused=response.request.headers.get("Authorization", ""))
         return True
+
+    def _renew(self, scopes: tuple[str, ...], refused: str) -> None:
+        """One fetch per scope set at a time: threads refused together share the new token."""
+        with self._lock:
+            gate = self._gates.setdefault(scopes, threading.Lock())
+        with gate:
+            with self._lock:
+                token = self._tokens.get(scopes)
+                if token and token.expires > time.time() and f"Bearer {token.value}" != refused:
+                    return  # renewed meanwhile by another thread (or still good)
+            fetched = self._fetch(scopes)
+            with self._lock:
+                self._tokens[scopes] = fetched
 
     # -- token service ---------------------------------------------------------------
     def _fetch(self, scopes: tuple[str, ...]) -> _Token:

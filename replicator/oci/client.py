@@ -9,34 +9,26 @@ copies with.
 
 from __future__ import annotations
 
-import re
 from collections.abc import Iterable, Iterator, Mapping
 from contextlib import contextmanager
-from typing import Any
 from urllib.parse import urlsplit
 
 import httpx
 
-from replicator.errors import NotFoundError, PermanentRegistryError, RegistryError
-from replicator.oci.auth import Authenticator
+from replicator.errors import NotFoundError, PermanentRegistryError
+from replicator.oci.auth import Authenticator, scopes_for
 from replicator.oci.manifests import ACCEPT, MAX_MANIFEST_BYTES, Manifest
 from replicator.oci.reference import ImageRef
-from replicator.oci.transport import RetryPolicy, error_for, is_transient_status, transport_error
+from replicator.oci.transport import (
+    RetryPolicy,
+    error_for,
+    expect,
+    is_transient_status,
+    transport_error,
+)
 from replicator.ports import Descriptor
 
-_REPO_PATH = re.compile(r"^/v2/(.+?)/(?:manifests|blobs|tags|referrers)(?:/|$)")
 Body = bytes | Iterable[bytes] | None
-
-
-def scopes_for(method: str, path: str, extra: Iterable[str] = ()) -> tuple[str, ...]:
-    """The token scopes a request needs: ``repository:<name>:<actions>``."""
-    if path.startswith("/v2/_catalog"):
-        return ("registry:catalog:*",)
-    found = _REPO_PATH.match(path)
-    if not found:
-        return tuple(sorted(extra))
-    actions = {"GET": "pull", "HEAD": "pull", "DELETE": "delete"}.get(method, "pull,push")
-    return tuple(sorted({f"repository:{found.group(1)}:{actions}", *extra}))
 
 
 class RegistryClient:
@@ -123,9 +115,6 @@ class RegistryClient:
             raise error
         return response
 
-    def url(self, path: str) -> str:
-        return self.base + path
-
     # -- manifests ------------------------------------------------------------------------
     def head_manifest(self, ref: ImageRef) -> Descriptor | None:
         path = f"/v2/{ref.repository}/manifests/{ref.reference}"
@@ -134,7 +123,7 @@ class RegistryClient:
         )
         if response.status_code == 404:
             return None
-        _expect(response, (200,), "HEAD manifest", str(ref))
+        expect(response, (200,), "HEAD manifest", str(ref))
         digest = response.headers.get("Docker-Content-Digest")
         if not digest:  # some registries only say it on GET
             manifest = self.get_manifest(ref)
@@ -156,7 +145,7 @@ class RegistryClient:
                 retry=False,
             )
             try:
-                _expect(response, (200,), "GET manifest", str(ref))
+                expect(response, (200,), "GET manifest", str(ref))
                 content = _read_limited(response, str(ref))
             finally:
                 response.close()
@@ -181,7 +170,7 @@ class RegistryClient:
             operation="PUT manifest",
             reference=str(ref),
         )
-        _expect(response, (200, 201, 202), "PUT manifest", str(ref))
+        expect(response, (200, 201, 202), "PUT manifest", str(ref))
         digest = response.headers.get("Docker-Content-Digest") or manifest.digest
         return digest, bool(response.headers.get("OCI-Subject"))
 
@@ -199,7 +188,7 @@ class RegistryClient:
             digest = found.digest
         path = f"/v2/{ref.repository}/manifests/{digest}"
         response = self.request("DELETE", path, operation="DELETE manifest", reference=str(ref))
-        _expect(response, (200, 202), "DELETE manifest", str(ref))
+        expect(response, (200, 202), "DELETE manifest", str(ref))
 
     # -- blobs ----------------------------------------------------------------------------
     def head_blob(self, repository: str, digest: str) -> int | None:
@@ -212,7 +201,7 @@ class RegistryClient:
         )
         if response.status_code == 404:
             return None
-        _expect(response, (200, 307), "HEAD blob", f"{repository}@{digest}")  # ACR may redirect
+        expect(response, (200, 307), "HEAD blob", f"{repository}@{digest}")  # ACR may redirect
         return int(response.headers.get("Content-Length") or 0)
 
     @contextmanager
@@ -226,7 +215,7 @@ class RegistryClient:
             reference=reference,
         )
         try:
-            _expect(response, (200,), "GET blob", reference)
+            expect(response, (200,), "GET blob", reference)
             yield response
         finally:
             response.close()
@@ -245,7 +234,7 @@ class RegistryClient:
             operation="start upload",
             reference=repository,
         )
-        _expect(response, (201, 202), "start upload", repository)
+        expect(response, (201, 202), "start upload", repository)
         location = response.headers.get("Location", "")
         if response.status_code == 201 and params:
             return True, location
@@ -271,7 +260,7 @@ class RegistryClient:
             reference=f"{repository}@{digest}",
             retry=isinstance(content, bytes),
         )
-        _expect(response, (201, 204), "upload blob", f"{repository}@{digest}")
+        expect(response, (201, 204), "upload blob", f"{repository}@{digest}")
 
     def push_blob(self, repository: str, data: bytes, digest: str) -> None:
         if self.head_blob(repository, digest) is not None:
@@ -281,17 +270,6 @@ class RegistryClient:
 
     def close(self) -> None:
         """Nothing of its own: the ``Registries`` owns the connection pool."""
-
-    def describe(self) -> dict[str, Any]:
-        return {"host": self.host, "requests": self.requests}
-
-
-def _expect(response: httpx.Response, ok: tuple[int, ...], operation: str, reference: str) -> None:
-    if response.status_code in ok:
-        return
-    error: RegistryError = error_for(response, operation, reference)
-    response.close()
-    raise error
 
 
 def _read_limited(response: httpx.Response, reference: str) -> bytes:

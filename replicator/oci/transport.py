@@ -105,3 +105,12 @@ def _detail(response: httpx.Response) -> str:
         return ", ".join(codes)[:200]
     except (ValueError, AttributeError, httpx.HTTPError):
         return ""
+
+
+def expect(response: httpx.Response, ok: tuple[int, ...], operation: str, reference: str) -> None:
+    """Raise the matching error unless ``response`` has one of the ``ok`` statuses."""
+    if response.status_code in ok:
+        return
+    error = error_for(response, operation, reference)
+    response.close()
+    raise error

@@ -12,10 +12,9 @@ import threading
 from collections.abc import Callable, Iterable, Mapping
 from pathlib import Path
 
+from replicator.model import is_acr_host
 from replicator.oci.auth import RegistryAuth, docker_config_auth
 from replicator.oci.reference import is_loopback, parse_registry
-
-ACR_SUFFIXES = (".azurecr.io", ".azurecr.cn", ".azurecr.us", ".azurecr.de")
 
 
 def workstation_credentials(
@@ -29,7 +28,7 @@ def workstation_credentials(
         with lock:
             if host not in cache:
                 found = docker_config_auth(host, docker_config)
-                if found is None and host.endswith(ACR_SUFFIXES):
+                if found is None and is_acr_host(host):
                     from azure.identity import DefaultAzureCredential
 
                     found = RegistryAuth.azure(DefaultAzureCredential())

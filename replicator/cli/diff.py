@@ -14,10 +14,10 @@ from typing import Any
 from replicator.config import Settings, _check_glob
 from replicator.errors import ConfigError
 from replicator.filters import Filters
-from replicator.model import Target, is_acr_host
-from replicator.oci.auth import RegistryAuth, docker_config_auth
+from replicator.model import Target
 from replicator.oci.reference import parse_registry
 from replicator.oci.registries import Registries
+from replicator.oci.workstation import workstation_credentials
 from replicator.planning import Plan
 from replicator.reconcile import ClientSource, ReconcileReport, compare
 
@@ -71,19 +71,7 @@ def registries_for(settings: Settings) -> Registries:
     """The OCI engine's client factory, with the workstation's credentials: the Docker
     config's entry for the host (``az acr login``, ``docker login``), else for an ACR the
     Azure CLI / environment identity exchanged for a registry token, else anonymous."""
-    cache: dict[str, RegistryAuth | None] = {}
-
-    def credentials(host: str) -> RegistryAuth | None:
-        if host not in cache:
-            found = docker_config_auth(host)
-            if found is None and is_acr_host(host):
-                from azure.identity import DefaultAzureCredential
-
-                found = RegistryAuth.azure(DefaultAzureCredential())
-            cache[host] = found
-        return cache[host]
-
-    return Registries(plain_http=settings.uses_plain_http, credentials=credentials)
+    return Registries(plain_http=settings.uses_plain_http, credentials=workstation_credentials())
 
 
 def measure(registries: ClientSource, settings: Settings, concurrency: int) -> ReconcileReport:

@@ -175,3 +175,17 @@ def test_acr_entra_exchange_flow(
 def test_auth_value_hides_secrets() -> None:
     assert "s3cret" not in repr(RegistryAuth.basic(USER, "s3cret"))
     assert "tok-123" not in repr(RegistryAuth.refresh_token("tok-123"))
+
+
+def test_token_service_outage_is_retried(
+    registry: Registry, token_registry: tuple[Registry, TokenService]
+) -> None:
+    from replicator.oci.transport import RetryPolicy
+
+    target, service = token_registry
+    service.fail_next = 2  # two 503s from the token service first
+    slept: list[float] = []
+    with Registries(retry=RetryPolicy(sleep=slept.append)) as registries:
+        _copy_in(registries, registry, target, "team/app")
+    assert service.requests[:2] == ["GET /oauth2/token"] * 2
+    assert slept[:2] == [0.0, 0.0]  # Retry-After: 0 honoured

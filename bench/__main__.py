@@ -1,4 +1,6 @@
-"""``python -m bench NAME [ARGS...]``: run the benchmark in ``bench/NAME_bench.py``."""
+"""``python -m bench [NAME [ARGS...]]``: run the benchmark in ``bench/NAME_bench.py``, or,
+with no name (``make bench``), every benchmark in turn; each rewrites its own section of
+``bench/RESULTS.md``."""
 
 from __future__ import annotations
 
@@ -14,7 +16,12 @@ def available() -> list[str]:
 
 def main(argv: list[str]) -> int:
     names = available()
-    if not argv or argv[0] not in names:
+    if not argv:
+        failed = [name for name in names if main([name]) != 0]
+        if failed:
+            print(f"benchmarks that failed: {', '.join(failed)}", file=sys.stderr)
+        return 1 if failed else 0
+    if argv[0] not in names:
         print(f"usage: python -m bench {{{','.join(names)}}} [ARGS...]", file=sys.stderr)
         return 2
     module = importlib.import_module(f"bench.{argv[0]}_bench")

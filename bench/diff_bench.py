@@ -24,6 +24,7 @@ sys.path.insert(0, str(ROOT / "tests"))  # the seeding helper lives with the tes
 
 from doubles.seed import seed  # noqa: E402
 
+from bench import write_section  # noqa: E402
 from replicator.cli.diff import registries_for  # noqa: E402
 from replicator.config import Settings  # noqa: E402
 from replicator.filters import Filters  # noqa: E402
@@ -31,7 +32,6 @@ from replicator.localstack import LocalStack, Registry  # noqa: E402
 from replicator.model import Target  # noqa: E402
 from replicator.reconcile import compare  # noqa: E402
 
-RESULTS = ROOT / "bench" / "RESULTS.md"
 _REQUEST = re.compile(r'^\S+ - \S+ \[[^\]]+\] "[A-Z]+ ')
 
 
@@ -139,18 +139,6 @@ least: the 1.05 goal is reachable only with 20 or more tags per repository. ACR'
 `/acr/v1/<repo>/_manifests` lists digests with tags, so on ACR it is one request per
 repository page (about 0.01 per tag here; see `tests/integration/test_listing.py`).
 """
-
-
-def write_section(name: str, body: str) -> None:
-    """Replace (or append) the ``## name`` section of RESULTS.md, leaving the rest."""
-    text = RESULTS.read_text() if RESULTS.exists() else "# Benchmark results\n"
-    section = f"## {name}\n\n{body.rstrip()}\n"
-    pattern = re.compile(rf"^## {re.escape(name)}\n.*?(?=^## |\Z)", re.S | re.M)
-    if pattern.search(text):
-        text = pattern.sub(lambda _: section + "\n", text, count=1).rstrip() + "\n"
-    else:
-        text = text.rstrip() + "\n\n" + section
-    RESULTS.write_text(text)
 
 
 if __name__ == "__main__":

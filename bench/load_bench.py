@@ -26,7 +26,6 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT / "tests"))  # the worker set-up is shared with the tests
 
-from e2e.e2e_support import Finished  # noqa: E402
 from integration.worker_support import deliver_push, worker_runtime  # noqa: E402
 
 from bench.diff_bench import write_section  # noqa: E402
@@ -85,7 +84,6 @@ def run(pushes: int, repos: int) -> dict[str, float]:
             stack.start_azurite(),
         )
         with worker_runtime(source, target, azurite) as (runtime, counting):
-            finished = Finished(runtime)
             images = _push_all(runtime, source.host, pushes, repos)
             since = utcnow()
             runner = _runner(runtime)
@@ -112,7 +110,7 @@ def run(pushes: int, repos: int) -> dict[str, float]:
             seconds = time.perf_counter() - started
             if errors or stats is None:
                 raise SystemExit(f"bench load: runner failed: {errors[:1]}")
-            return _check(runtime, target.host, images, finished, counting, since) | {
+            return _check(runtime, target.host, images, counting, since) | {
                 "seconds": seconds,
                 "events_s": events_s,
                 "jobs_per_s": pushes / seconds,
@@ -121,7 +119,7 @@ def run(pushes: int, repos: int) -> dict[str, float]:
             }
 
 
-def _check(runtime, target_host, images, finished, counting, since):  # type: ignore[no-untyped-def]
+def _check(runtime, target_host, images, counting, since):  # type: ignore[no-untyped-def]
     client = runtime.registries.client(target_host)
     missing = [
         ref
@@ -129,7 +127,7 @@ def _check(runtime, target_host, images, finished, counting, since):  # type: ig
         if (found := client.head_manifest(ref.with_registry(target_host))) is None
         or found.digest != digest
     ]
-    completed = Counter(finished.done)
+    completed = Counter(counting.done)
     rows = [r for r in runtime.status.since(since) if r.get("outcome") == "copied"]
     lags = sorted(float(r["lagSeconds"]) for r in rows if r.get("lagSeconds") is not None)
     return {

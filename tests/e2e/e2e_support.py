@@ -2,45 +2,18 @@
 
 from __future__ import annotations
 
-import threading
 from collections.abc import Iterable
-from dataclasses import dataclass, field
 
 from replicator.demo import compare
 from replicator.errors import RegistryError
 from replicator.localrun import QueueOptions
-from replicator.model import CopyJob, Target
 from replicator.oci.reference import ImageRef
 from replicator.oci.registries import Registries
 from replicator.oci.testimages import PushedImage, push_test_image
-from replicator.ports import CopyReport
-from replicator.runtime import Runtime
 
 PATIENT = QueueOptions(
     batch_size=8, visibility_timeout=0, max_dequeue_count=5, max_polling_interval=0.1
 )
-
-
-@dataclass
-class Finished:
-    """Wraps the runtime's delivery path and records the copies that *completed*
-    (a copy cut short by a fault and retried is legitimately attempted twice)."""
-
-    runtime: Runtime
-    done: list[str] = field(default_factory=list)
-    lock: threading.Lock = field(default_factory=threading.Lock)
-
-    def __post_init__(self) -> None:
-        inner = self.runtime.deliver
-        assert inner is not None
-
-        def deliver(job: CopyJob, target: Target, digest: str) -> tuple[CopyReport, str]:
-            answer = inner(job, target, digest)
-            with self.lock:
-                self.done.append(f"{job.repository}@{digest}")
-            return answer
-
-        self.runtime.deliver = deliver
 
 
 def push_images(

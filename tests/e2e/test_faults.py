@@ -15,7 +15,7 @@ from pathlib import Path
 
 import pytest
 from doubles.faulty_proxy import Fault, FaultyProxy
-from e2e_support import PATIENT, Finished, differences, push_images, same_content
+from e2e_support import PATIENT, differences, push_images, same_content
 from integration.worker_support import deliver_push, runner, worker_runtime
 
 from replicator.localstack import Azurite, Registry
@@ -69,9 +69,8 @@ def test_stream_of_pushes_survives_registry_faults(
             fresh_azurite,
             REPLICATOR_SOURCE=src_proxy.host,
             REPLICATOR_TARGETS=dst_proxy.host,
-        ) as (runtime, _),
+        ) as (runtime, counting),
     ):
-        finished = Finished(runtime)
         images = push_images(runtime.registries, source.host, IMAGES)
         faults = [src_proxy.add(f()) for f in source_faults]
         faults += [dst_proxy.add(f()) for f in target_faults]
@@ -84,7 +83,7 @@ def test_stream_of_pushes_survives_registry_faults(
         assert stats.poisoned == 0
         assert [f.fired for f in faults] == [f.times for f in faults]
         assert differences(runtime.registries, images, target.host) == []
-        copied = Counter(finished.done)
+        copied = Counter(counting.done)
         assert copied == Counter(f"{r.repository}@{i.digest}" for r, i in images.items())
         same_content(runtime.registries, source.host, target.host, {r.repository for r in images})
         for ref, image in images.items():

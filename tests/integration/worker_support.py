@@ -25,10 +25,12 @@ FAST = QueueOptions(
 
 @dataclass
 class Counting:
-    """Wraps the runtime's delivery path and counts the copies it really makes."""
+    """Wraps the runtime's delivery path: ``copies`` are the copies it starts, ``done``
+    those that completed (a copy cut short by a fault and retried is started twice)."""
 
     runtime: Runtime
     copies: list[str] = field(default_factory=list)
+    done: list[str] = field(default_factory=list)
     lock: threading.Lock = field(default_factory=threading.Lock)
 
     def __post_init__(self) -> None:
@@ -38,7 +40,10 @@ class Counting:
         def deliver(job: CopyJob, target: Target, digest: str) -> tuple[CopyReport, str]:
             with self.lock:
                 self.copies.append(f"{job.repository}@{digest}->{target.login_server}")
-            return inner(job, target, digest)
+            answer = inner(job, target, digest)
+            with self.lock:
+                self.done.append(f"{job.repository}@{digest}")
+            return answer
 
         self.runtime.deliver = deliver
 

@@ -101,6 +101,26 @@ class JsonServer:
         self._thread.join(timeout=5)
 
 
+class Served:
+    """``start``/``stop``/``url`` for a double whose ``handle`` answers on a ``JsonServer``
+    (over TLS when the double has a ``ca``). The double declares ``server`` itself."""
+
+    def start(self) -> Any:
+        self.server = JsonServer(self.handle, ca=getattr(self, "ca", None))  # type: ignore[attr-defined]
+        return self
+
+    def stop(self) -> None:
+        server = getattr(self, "server", None)
+        if server is not None:
+            server.stop()
+
+    @property
+    def url(self) -> str:
+        server = getattr(self, "server", None)
+        assert server is not None, "start() the double first"
+        return str(server.url)
+
+
 def split(target: str) -> tuple[str, dict[str, str]]:
     from urllib.parse import parse_qsl
 

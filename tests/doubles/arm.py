@@ -30,7 +30,7 @@ from typing import Any
 import httpx
 import trustme
 
-from doubles import JsonServer, Principal, TokenBook, bearer, split
+from doubles import JsonServer, Principal, Served, TokenBook, bearer, split
 from doubles.registry_copy import copy_image
 
 IMPORT_ACTION = "Microsoft.ContainerRegistry/registries/importImage/action"
@@ -118,7 +118,7 @@ class Operation:
 
 
 @dataclass
-class ArmDouble:
+class ArmDouble(Served):
     book: TokenBook
     ca: trustme.CA
     registries: dict[str, FakeAcr] = field(default_factory=dict)
@@ -130,19 +130,6 @@ class ArmDouble:
     operations: dict[str, Operation] = field(default_factory=dict)
     server: JsonServer | None = None
     _lock: threading.Lock = field(default_factory=threading.Lock)
-
-    def start(self) -> ArmDouble:
-        self.server = JsonServer(self.handle, ca=self.ca)
-        return self
-
-    def stop(self) -> None:
-        if self.server:
-            self.server.stop()
-
-    @property
-    def url(self) -> str:
-        assert self.server is not None
-        return self.server.url
 
     def add(self, registry: FakeAcr) -> FakeAcr:
         self.registries[registry.name.lower()] = registry

@@ -23,7 +23,7 @@ from urllib.parse import parse_qsl
 
 import trustme
 
-from doubles import JsonServer, Principal, TokenBook, split
+from doubles import JsonServer, Principal, Served, TokenBook, split
 
 EXCHANGE_AUDIENCE = "api://AzureADTokenExchange"
 HOME = "tenant-home"  # the function's tenant
@@ -35,7 +35,7 @@ MI_API_VERSION = "2019-08-01"
 
 
 @dataclass
-class ManagedIdentityDouble:
+class ManagedIdentityDouble(Served):
     """The function's identity: system-assigned, plus user-assigned ones by client id."""
 
     book: TokenBook
@@ -44,14 +44,6 @@ class ManagedIdentityDouble:
     header: str = "identity-header-for-tests"
     requests: list[dict[str, str]] = field(default_factory=list)
     server: JsonServer | None = None
-
-    def start(self) -> ManagedIdentityDouble:
-        self.server = JsonServer(self.handle)
-        return self
-
-    def stop(self) -> None:
-        if self.server:
-            self.server.stop()
 
     @property
     def env(self) -> dict[str, str]:
@@ -101,25 +93,16 @@ class App:
 
 
 @dataclass
-class EntraDouble:
+class EntraDouble(Served):
     book: TokenBook
     ca: trustme.CA
     apps: dict[tuple[str, str], App] = field(default_factory=dict)  # (tenant, client id)
     requests: list[dict[str, str]] = field(default_factory=list)
     server: JsonServer | None = None
 
-    def start(self) -> EntraDouble:
-        self.server = JsonServer(self.handle, ca=self.ca)
-        return self
-
-    def stop(self) -> None:
-        if self.server:
-            self.server.stop()
-
     @property
     def authority(self) -> str:
-        assert self.server is not None
-        return self.server.url
+        return self.url
 
     def add_app(self, app: App) -> None:
         self.apps[(app.principal.tenant_id, app.principal.client_id)] = app

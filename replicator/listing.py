@@ -26,11 +26,13 @@ import httpx
 
 from replicator.errors import NotFoundError, RegistryError, TransientRegistryError
 from replicator.model import is_acr_host
+from replicator.oci.client import read_limited
 from replicator.oci.reference import ImageRef
 from replicator.ports import Descriptor, TagEntry
 
 log = logging.getLogger(__name__)
 PAGE_SIZE = 1000  # distribution caps catalog pages at 1000 by default
+MAX_PAGE_BYTES = 16 * 1024 * 1024  # a listing page of 1,000 entries is well under 1 MiB
 ACR_PAGE_SIZE = 100  # ACR's own page size; Link paging fetches the rest
 MAX_ATTEMPTS = 3  # rounds, each one already retried by the client
 MAX_BACKOFF = 30.0
@@ -43,7 +45,9 @@ T = TypeVar("T")
 class RegistryRequester(Protocol):
     """The slice of ``replicator.oci`` RegistryClient that listing needs."""
 
-    def request(self, method: str, path: str, *, scopes: Iterable[str] = ()) -> httpx.Response: ...
+    def request(
+        self, method: str, path: str, *, scopes: Iterable[str] = (), stream: bool = False
+    ) -> httpx.Response: ...
 
     def head_manifest(self, ref: ImageRef) -> Descriptor | None: ...
 
@@ -215,10 +219,18 @@ class RegistryLister:
             next_path = _next_link(response)
 
     def _get(self, path: str, scopes: tuple[str, ...]) -> httpx.Response | None:
+        """One listing page, read whole only up to ``MAX_PAGE_BYTES`` (an endless answer is
+        cut off with an error instead of filling memory)."""
         try:
-            response = self.client.request("GET", path, scopes=scopes)
+            response = self.client.request("GET", path, scopes=scopes, stream=True)
         except NotFoundError:
             return None
+        try:
+            return self._page(path, response)
+        finally:
+            response.close()
+
+    def _page(self, path: str, response: httpx.Response) -> httpx.Response | None:
         if response.status_code == 404:
             return None
         if response.status_code == 429 or response.status_code >= 500:
@@ -233,7 +245,10 @@ class RegistryLister:
             raise RegistryError(
                 f"{response.status_code} on GET {path}", status=response.status_code
             )
-        return response
+        body = read_limited(response, path, limit=MAX_PAGE_BYTES, what="listing page")
+        return httpx.Response(
+            response.status_code, headers=response.headers, content=body, request=response.request
+        )
 
     def _retry(self, what: str, call: Callable[[], T]) -> T:
         for attempt in range(1, self.max_attempts + 1):

@@ -146,7 +146,7 @@ class RegistryClient:
             )
             try:
                 expect(response, (200,), "GET manifest", str(ref))
-                content = _read_limited(response, str(ref))
+                content = read_limited(response, str(ref))
             finally:
                 response.close()
             expected = ref.digest or response.headers.get("Docker-Content-Digest") or None
@@ -272,12 +272,21 @@ class RegistryClient:
         """Nothing of its own: the ``Registries`` owns the connection pool."""
 
 
-def _read_limited(response: httpx.Response, reference: str) -> bytes:
+def read_limited(
+    response: httpx.Response,
+    reference: str,
+    *,
+    limit: int = MAX_MANIFEST_BYTES,
+    what: str = "manifest",
+) -> bytes:
+    """The body of a streamed response, refused before reading when it declares more than
+    ``limit`` bytes and cut off as soon as it sends more (an endless answer)."""
+    operation = f"GET {what}"
     declared = int(response.headers.get("Content-Length") or 0)
-    if declared > MAX_MANIFEST_BYTES:
+    if declared > limit:
         raise PermanentRegistryError(
-            f"manifest {reference} is {declared} bytes, over the {MAX_MANIFEST_BYTES} byte limit",
-            operation="GET manifest",
+            f"{what} {reference} is {declared} bytes, over the {limit} byte limit",
+            operation=operation,
             reference=reference,
         )
     chunks: list[bytes] = []
@@ -285,13 +294,13 @@ def _read_limited(response: httpx.Response, reference: str) -> bytes:
     try:
         for chunk in response.iter_bytes():
             total += len(chunk)
-            if total > MAX_MANIFEST_BYTES:
+            if total > limit:
                 raise PermanentRegistryError(
-                    f"manifest {reference} exceeds the {MAX_MANIFEST_BYTES} byte limit",
-                    operation="GET manifest",
+                    f"{what} {reference} exceeds the {limit} byte limit",
+                    operation=operation,
                     reference=reference,
                 )
             chunks.append(chunk)
     except httpx.TransportError as exc:
-        raise transport_error(exc, "GET manifest", reference) from None
+        raise transport_error(exc, operation, reference) from None
     return b"".join(chunks)

@@ -31,7 +31,7 @@ class Hostile(BaseHTTPRequestHandler):
         url = urlsplit(self.path)
         if url.path == "/v2/":
             self._json({})
-        elif url.path == "/v2/endless/manifests/v1":
+        elif url.path in ("/v2/endless/manifests/v1", "/v2/huge/tags/list"):
             self._endless()
         elif url.path == "/v2/liar/manifests/v1":
             self.send_response(200)
@@ -116,3 +116,15 @@ def test_endless_listing_is_cut_off_with_an_error(
     assert listing.failed == frozenset({"" if what == "catalog" else "deep"})
     pages = [p for p in served if p.startswith(("/v2/_catalog", "/v2/deep/tags"))]
     assert len(pages) == 50
+
+
+def test_one_endless_listing_page_is_cut_off_not_read_whole(
+    hostile: tuple[str, list[str]],
+) -> None:
+    host, served = hostile
+    with Registries() as registries:
+        listing = RegistryLister(registries.client(host), host).listing(["huge"])
+    assert not listing.complete
+    assert listing.failed == frozenset({"huge"})
+    assert "byte limit" in listing.errors[0]
+    assert served.count("/v2/huge/tags/list?n=1000") >= 1

@@ -26,7 +26,11 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT / "tests"))  # the worker set-up is shared with the tests
 
-from integration.worker_support import deliver_push, worker_runtime  # noqa: E402
+from integration.worker_support import (  # noqa: E402
+    deliver_push,
+    push_small_images,
+    worker_runtime,
+)
 
 from bench.diff_bench import write_section  # noqa: E402
 from replicator import triggers  # noqa: E402
@@ -35,26 +39,8 @@ from replicator.config import StorageConnection  # noqa: E402
 from replicator.localrun import QueueOptions, QueueRunner  # noqa: E402
 from replicator.localstack import LocalStack  # noqa: E402
 from replicator.model import utcnow  # noqa: E402
-from replicator.oci.reference import ImageRef  # noqa: E402
-from replicator.oci.testimages import push_test_image  # noqa: E402
 from replicator.queue import queue_client  # noqa: E402
 from replicator.runtime import Runtime  # noqa: E402
-
-
-def _push_all(runtime: Runtime, host: str, pushes: int, repos: int) -> dict[ImageRef, str]:
-    pushed = {}
-    for i in range(pushes):
-        ref = ImageRef(host, f"load/app{i % repos:03d}", f"v{i // repos}")
-        image = push_test_image(
-            runtime.registries,
-            ref,
-            platforms=("linux/amd64",),
-            layers=1,
-            layer_size=256,
-            referrers=False,
-        )
-        pushed[ref] = image.digest
-    return pushed
 
 
 def _runner(runtime: Runtime) -> QueueRunner:
@@ -84,7 +70,7 @@ def run(pushes: int, repos: int) -> dict[str, float]:
             stack.start_azurite(),
         )
         with worker_runtime(source, target, azurite) as (runtime, counting):
-            images = _push_all(runtime, source.host, pushes, repos)
+            images = push_small_images(runtime, source.host, pushes, repos, "load")
             since = utcnow()
             runner = _runner(runtime)
             done = threading.Event()

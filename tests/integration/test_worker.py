@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import json
 
-from worker_support import delete_event, deliver_push, drain, worker_runtime
+from worker_support import delete_event, deliver_push, drain, push_small_images, worker_runtime
 
 from replicator import triggers
 from replicator.demo import compare, push_event
@@ -189,19 +189,9 @@ def test_burst_of_pushes_every_image_once(
 ) -> None:
     source, target = registry_pair
     with worker_runtime(source, target, fresh_azurite) as (runtime, counting):
-        pushed = {}
-        for i in range(200):
-            ref = ImageRef(source.host, f"burst/r{i % 20}", f"t{i}")
-            image = push_test_image(
-                runtime.registries,
-                ref,
-                platforms=("linux/amd64",),
-                layers=1,
-                layer_size=64,
-                referrers=False,
-            )
-            pushed[ref] = image.digest
-            deliver_push(ref, image.digest)
+        pushed = push_small_images(runtime, source.host, 200, 20, "burst")
+        for ref, digest in pushed.items():
+            deliver_push(ref, digest)
         stats = drain(runtime, timeout=300)
         assert stats.poisoned == 0
         client = runtime.registries.client(target.host)

@@ -75,6 +75,28 @@ def worker_runtime(
         runtime.close()
 
 
+def push_small_images(
+    runtime: Runtime, host: str, count: int, repos: int, prefix: str
+) -> dict[ImageRef, str]:
+    """``count`` tiny single-platform images spread over ``repos`` repositories, for bursts
+    and load: ``{ref: digest}``."""
+    from replicator.oci.testimages import push_test_image
+
+    pushed = {}
+    for i in range(count):
+        ref = ImageRef(host, f"{prefix}/app{i % repos:03d}", f"v{i // repos}")
+        image = push_test_image(
+            runtime.registries,
+            ref,
+            platforms=("linux/amd64",),
+            layers=1,
+            layer_size=256,
+            referrers=False,
+        )
+        pushed[ref] = image.digest
+    return pushed
+
+
 def runner(runtime: Runtime, options: QueueOptions = FAST) -> QueueRunner:
     storage = runtime.settings.storage
     assert isinstance(storage, StorageConnection)

@@ -13,8 +13,8 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import azure.functions as func
-import bcrypt
 import pytest
+from doubles.htpasswd import start_basic_registry
 from doubles.token_server import TokenService, serve
 from integration.worker_support import deliver_push, drain, worker_runtime
 
@@ -57,11 +57,7 @@ def captured() -> Iterator[Everything]:
 
 @pytest.fixture
 def basic_target(stack: LocalStack, tmp_path: Path) -> Iterator[Registry]:
-    hashed = bcrypt.hashpw(TARGET_PASSWORD.encode(), bcrypt.gensalt(rounds=4)).decode()
-    (tmp_path / "htpasswd").write_text(f"{TARGET_USER}:{hashed}\n")
-    running = stack.start_registry(
-        config={"auth": {"htpasswd": {"realm": "dr", "path": str(tmp_path / "htpasswd")}}}
-    )
+    running = start_basic_registry(stack, tmp_path, TARGET_USER, TARGET_PASSWORD, realm="dr")
     yield running
     running.stop()
 

@@ -10,9 +10,9 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
-import bcrypt
 import pytest
 from azure.core.credentials import AccessToken
+from doubles.htpasswd import start_basic_registry
 from doubles.token_server import TokenService, serve
 
 from replicator.errors import PermanentRegistryError
@@ -28,11 +28,7 @@ USER, PASSWORD = "replicator", "s3cret-pass"
 
 @pytest.fixture
 def basic_registry(stack: LocalStack, tmp_path: Path) -> Iterator[Registry]:
-    hashed = bcrypt.hashpw(PASSWORD.encode(), bcrypt.gensalt(rounds=4)).decode()
-    (tmp_path / "htpasswd").write_text(f"{USER}:{hashed}\n")
-    running = stack.start_registry(
-        config={"auth": {"htpasswd": {"realm": "test", "path": str(tmp_path / "htpasswd")}}}
-    )
+    running = start_basic_registry(stack, tmp_path, USER, PASSWORD, realm="test")
     yield running
     running.stop()
 

@@ -1,6 +1,10 @@
 from __future__ import annotations
 
+import importlib
+import json
+import os
 from collections.abc import Iterator
+from typing import Any
 
 import pytest
 
@@ -40,3 +44,31 @@ def fresh_azurite(stack: LocalStack) -> Iterator[Azurite]:
     running = stack.start_azurite()
     yield running
     running.stop()
+
+
+# Valid settings before function_app is imported: it validates them at start-up, as the host does.
+FUNCTION_ENV = {
+    "REPLICATOR_SOURCE": "127.0.0.1:5001",
+    "REPLICATOR_TARGETS": "127.0.0.1:5002",
+    "AzureWebJobsStorage": "UseDevelopmentStorage=true",
+}
+
+
+@pytest.fixture(scope="session")
+def indexed_functions() -> Iterator[dict[str, list[dict[str, Any]]]]:
+    """What the Functions worker indexes from function_app.py: name -> binding JSON.
+    Read once per session: a FunctionApp refuses a second get_functions()."""
+    saved = {k: os.environ.get(k) for k in FUNCTION_ENV}
+    os.environ.update(FUNCTION_ENV)
+    try:
+        app = importlib.import_module("function_app").app
+        yield {
+            fn.get_function_name(): json.loads(fn.get_function_json())["bindings"]
+            for fn in app.get_functions()
+        }
+    finally:
+        for key, value in saved.items():
+            if value is None:
+                os.environ.pop(key, None)
+            else:
+                os.environ[key] = value

@@ -6,7 +6,6 @@ import json
 import subprocess
 import sys
 from pathlib import Path
-from types import ModuleType
 from typing import Any
 
 import pytest
@@ -16,21 +15,11 @@ from replicator.model import QUEUE_NAME
 ROOT = Path(__file__).resolve().parents[2]
 
 
-_indexed: dict[str, list[dict[str, Any]]] = {}
+Bindings = dict[str, list[dict[str, Any]]]
 
 
-def _bindings(function_app: ModuleType) -> dict[str, list[dict[str, Any]]]:
-    """What the worker indexes; get_functions() may run once per app (it validates names)."""
-    if not _indexed:
-        _indexed.update(
-            (fn.get_function_name(), json.loads(fn.get_function_json())["bindings"])
-            for fn in function_app.app.get_functions()
-        )
-    return _indexed
-
-
-def test_the_six_functions(function_app: ModuleType) -> None:
-    assert set(_bindings(function_app)) == {
+def test_the_six_functions(indexed_functions: Bindings) -> None:
+    assert set(indexed_functions) == {
         "on_registry_event",
         "replicate",
         "reconcile",
@@ -40,13 +29,13 @@ def test_the_six_functions(function_app: ModuleType) -> None:
     }
 
 
-def test_event_grid_trigger(function_app: ModuleType) -> None:
-    (binding,) = _bindings(function_app)["on_registry_event"]
+def test_event_grid_trigger(indexed_functions: Bindings) -> None:
+    (binding,) = indexed_functions["on_registry_event"]
     assert binding == {"direction": "IN", "type": "eventGridTrigger", "name": "event"}
 
 
-def test_queue_trigger(function_app: ModuleType) -> None:
-    (binding,) = _bindings(function_app)["replicate"]
+def test_queue_trigger(indexed_functions: Bindings) -> None:
+    (binding,) = indexed_functions["replicate"]
     assert binding == {
         "direction": "IN",
         "type": "queueTrigger",
@@ -57,8 +46,8 @@ def test_queue_trigger(function_app: ModuleType) -> None:
     assert QUEUE_NAME == "replication-jobs"
 
 
-def test_timer_trigger(function_app: ModuleType) -> None:
-    (binding,) = _bindings(function_app)["reconcile"]
+def test_timer_trigger(indexed_functions: Bindings) -> None:
+    (binding,) = indexed_functions["reconcile"]
     assert binding == {
         "direction": "IN",
         "type": "timerTrigger",
@@ -73,8 +62,8 @@ def test_timer_trigger(function_app: ModuleType) -> None:
     ("name", "method", "level"),
     [("resync", "POST", "FUNCTION"), ("status", "GET", "FUNCTION"), ("replay", "POST", "ADMIN")],
 )
-def test_http_routes(function_app: ModuleType, name: str, method: str, level: str) -> None:
-    trigger, output = _bindings(function_app)[name]
+def test_http_routes(indexed_functions: Bindings, name: str, method: str, level: str) -> None:
+    trigger, output = indexed_functions[name]
     assert trigger["type"] == "httpTrigger" and trigger["direction"] == "IN"
     assert trigger["route"] == name
     assert trigger["methods"] == [method]

@@ -3,12 +3,10 @@ module parameters, azd wiring, and the alert queries against the emitted telemet
 
 from __future__ import annotations
 
-import importlib.util
 import json
 import os
 import re
 from collections.abc import Iterator
-from types import ModuleType
 
 import pytest
 from bicep_tree import (
@@ -54,38 +52,12 @@ FUNCTION_NAMES = {"on_registry_event", "replicate", "reconcile", "resync", "stat
 GUID = re.compile(r"^[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}$")
 APP_SETTING_FILES = ("main.bicep", "modules/functionapp.bicep")
 Bindings = dict[str, list[dict[str, object]]]
-APP_FILE = ROOT / "function_app.py"
 
 
-@pytest.fixture(scope="module")
-def registered() -> Iterator[Bindings]:
-    """The functions function_app.py registers, with their bindings (read once: the
-    FunctionApp refuses a second get_functions())."""
-    env = {
-        "REPLICATOR_SOURCE": "127.0.0.1:5001",
-        "REPLICATOR_TARGETS": "127.0.0.1:5002",
-        "AzureWebJobsStorage": "UseDevelopmentStorage=true",
-    }
-    saved = {k: os.environ.get(k) for k in env}
-    os.environ.update(env)
-    try:
-        # A private copy of the module: its own FunctionApp, so the bindings tests elsewhere
-        # keep the one get_functions() call on theirs.
-        spec = importlib.util.spec_from_file_location("function_app_for_infra", APP_FILE)
-        assert spec is not None
-        assert spec.loader is not None
-        app: ModuleType = importlib.util.module_from_spec(spec)
-        spec.loader.exec_module(app)
-        yield {
-            f.get_function_name(): f.get_bindings_dict()["bindings"]
-            for f in app.app.get_functions()
-        }
-    finally:
-        for key, value in saved.items():
-            if value is None:
-                os.environ.pop(key, None)
-            else:
-                os.environ[key] = value
+@pytest.fixture
+def registered(indexed_functions: Bindings) -> Bindings:
+    """The functions function_app.py registers, with their bindings."""
+    return indexed_functions
 
 
 def role_assignments() -> Iterator[tuple[str, Node]]:

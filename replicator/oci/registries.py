@@ -1,4 +1,5 @@
-"""``Registries``: one ``RegistryClient`` per host, sharing one httpx connection pool.
+"""``Registries``: one ``RegistryClient`` per host, sharing one httpx connection pool
+(``replicator.oci.pool``).
 
 One per process (or job batch). It also remembers what it learnt about each registry:
 which repositories were seen holding a blob (for cross-repository mounts) and whether a
@@ -15,6 +16,7 @@ import httpx
 
 from replicator.oci.auth import Authenticator, RegistryAuth, docker_config_auth
 from replicator.oci.client import RegistryClient
+from replicator.oci.pool import PooledTransport
 from replicator.oci.reference import is_loopback
 from replicator.oci.transport import RetryPolicy
 
@@ -53,7 +55,7 @@ class Registries:
             limits=limits,
             verify=verify,
             headers={"User-Agent": USER_AGENT},
-            transport=transport,
+            transport=transport or PooledTransport(verify=verify, limits=limits),
         )
         self._clients: dict[str, RegistryClient] = {}
         self._lock = threading.Lock()

@@ -24,7 +24,7 @@ sys.path.insert(0, str(ROOT / "tests"))  # the seeding helper lives with the tes
 
 from doubles.seed import seed  # noqa: E402
 
-from bench import write_section  # noqa: E402
+from bench import registry_cpu, write_section  # noqa: E402
 from replicator.cli.diff import registries_for  # noqa: E402
 from replicator.config import Settings  # noqa: E402
 from replicator.filters import Filters  # noqa: E402
@@ -40,17 +40,10 @@ def requests_served(registry: Registry) -> int:
         return sum(1 for line in log if _REQUEST.match(line))
 
 
-def cpu_seconds(registry: Registry) -> float:
-    """User + system CPU time the registry process has used so far."""
-    fields = Path(f"/proc/{registry.service.process.pid}/stat").read_text().rsplit(")", 1)[1]
-    utime, stime = fields.split()[11:13]
-    return (int(utime) + int(stime)) / os.sysconf("SC_CLK_TCK")
-
-
 def run_once(source: Registry, target: Registry, concurrency: int) -> dict[str, float]:
     settings = Settings(source=source.host, targets=(Target(target.host),))
     before = requests_served(source), requests_served(target)
-    servers_cpu = cpu_seconds(source) + cpu_seconds(target)
+    servers_cpu = registry_cpu(source) + registry_cpu(target)
     own_cpu = time.process_time()
     registries = registries_for(settings)
     started = time.perf_counter()
@@ -62,7 +55,7 @@ def run_once(source: Registry, target: Registry, concurrency: int) -> dict[str, 
         registries.close()
     seconds = time.perf_counter() - started
     own_cpu = time.process_time() - own_cpu
-    servers_cpu = cpu_seconds(source) + cpu_seconds(target) - servers_cpu
+    servers_cpu = registry_cpu(source) + registry_cpu(target) - servers_cpu
     plan = report.targets[0].plan
     if plan is None or report.errors:
         raise SystemExit(f"bench diff: listing failed: {report.errors[:3]}")
@@ -104,7 +97,9 @@ def main(argv: list[str] | None = None) -> int:
         f"{args.repos} repositories x {args.tags} tags, in step, {args.runs} runs, "
         f"concurrency {args.concurrency}; {platform.machine()}, Python "
         f"{platform.python_version()}, CNCF distribution on loopback; {os.cpu_count()} cores, "
-        f"load average {os.getloadavg()[0]:.1f} (the machine is shared: other test runs).",
+        f"load average {os.getloadavg()[0]:.1f} at the end (the benchmark's own processes "
+        f"included), {time.strftime('%Y-%m-%d %H:%M')} UTC. Command: "
+        f"`python -m bench diff --runs {args.runs} --concurrency {args.concurrency}`.",
         "",
         "| measure | value | goal |",
         "|---|---|---|",
@@ -125,19 +120,30 @@ def main(argv: list[str] | None = None) -> int:
 
 
 NOTES = """\
-The wall-clock rate depends on what else the machine runs (it is shared with other test
-runs; the load average is above). The projection divides the CPU time the replicator and
-both registries used by the cores, bounded below by the replicator's own CPU time (one
-GIL-bound process): on two idle cores the registries' own work (HEADs served from their
-filesystem storage) is about 60 % of the total, so ~400 tags/s is this machine's ceiling
-for this method, short of the 500 goal; more cores, or ACR's listing, lift it.
+The wall-clock rate depends on what else the machine runs (the load average is above).
+The projection divides the CPU time the replicator and both registries used by the cores,
+bounded below by the replicator's own CPU time (one GIL-bound process). The registries'
+own work (a manifest HEAD by tag reads the tag link, the revision link and the manifest
+from their filesystem storage, then writes an access-log line) is about two thirds of the
+total, so on two cores the registries alone cap the rate near 850 tags/s and this method
+lands at 450-550.
+
+The replicator's share was cut by a third on 2026-11-29 (`replicator/oci/pool.py`):
+httpcore's connection pool counts its connections again for every idle one, twice per
+request, which is quadratic in the pool's size; with 16-32 keep-alive connections that
+was a third of the CPU per HEAD, and a listing concurrency of 32 ran at 190 tags/s. The
+same pool with linear bookkeeping makes the same decisions (tested against httpcore's on
+random pool states): 1.85 -> 1.3 CPU ms per tag, and concurrency 8, 16 or 32 now all
+run at 465-480 tags/s in one sitting. What is left of the replicator's CPU is spread over
+httpx, httpcore and h11 (URL parsing, header validation), none of it in our code.
 
 Requests are counted by the registries (access logs). On a plain OCI registry a tag's
 digest costs one manifest HEAD, and each repository costs one `tags/list` (plus the
 catalog pages), so 10 tags per repository is 1 + 1/10 = 1.1 requests per tag at the
-least: the 1.05 goal is reachable only with 20 or more tags per repository. ACR's
-`/acr/v1/<repo>/_manifests` lists digests with tags, so on ACR it is one request per
-repository page (about 0.01 per tag here; see `tests/integration/test_listing.py`).
+least: the 1.05 goal is reachable only with 20 or more tags per repository (with 20,
+the same command measures it: `--tags 20`). ACR's `/acr/v1/<repo>/_manifests` lists
+digests with tags, so on ACR it is one request per repository page (about 0.01 per tag
+here; see `tests/integration/test_listing.py`).
 """
 
 

@@ -11,10 +11,13 @@ from __future__ import annotations
 
 import base64
 import json
+import logging
+import os
 import re
+import subprocess
 import threading
 import time
-from collections.abc import Iterable
+from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -27,10 +30,15 @@ from replicator.oci.transport import RetryPolicy, error_for, transport_error
 if TYPE_CHECKING:
     from azure.core.credentials import TokenCredential
 
+log = logging.getLogger(__name__)
+
 ACR_SCOPE = "https://containerregistry.azure.net/.default"
 ACR_NULL_USER = "00000000-0000-0000-0000-000000000000"
 DEFAULT_TOKEN_SECONDS = 60.0
 EXPIRY_MARGIN = 30.0
+HELPER_TIMEOUT = 60.0
+HELPER_TOKEN_USER = "<token>"  # noqa: S105 (Docker CLI: the secret is an identity token)
+_HELPER_NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]*")
 _PARAM = re.compile(r'([A-Za-z_]+)\s*=\s*(?:"((?:[^"\\]|\\.)*)"|([^\s,]+))')
 
 
@@ -77,14 +85,35 @@ class RegistryAuth:
         return cls("refresh_token", password=token)
 
 
+def docker_config_path(env: Mapping[str, str] | None = None) -> Path:
+    """``$DOCKER_CONFIG/config.json``, else ``~/.docker/config.json`` (as the Docker CLI)."""
+    folder = (os.environ if env is None else env).get("DOCKER_CONFIG")
+    return Path(folder) / "config.json" if folder else Path.home() / ".docker" / "config.json"
+
+
 def docker_config_auth(host: str, path: Path | None = None) -> RegistryAuth | None:
-    """The ``auths`` entry for ``host`` in ``~/.docker/config.json``, if there is one."""
-    path = path or Path.home() / ".docker" / "config.json"
+    """What the Docker config says for ``host``, or None.
+
+    As the Docker CLI: a ``credHelpers`` entry for the host, else the ``credsStore``, runs
+    ``docker-credential-<name> get``; otherwise (or when the helper knows nothing of the
+    host) the ``auths`` entry. A helper's username ``<token>`` means its secret is an
+    identity (refresh) token, which is what ``az acr login`` stores.
+    """
     try:
-        config = json.loads(path.read_text())
+        config = json.loads((path or docker_config_path()).read_text())
     except (OSError, ValueError):
         return None
-    auths = config.get("auths") if isinstance(config, dict) else None
+    if not isinstance(config, dict):
+        return None
+    helpers = config.get("credHelpers")
+    helpers = helpers if isinstance(helpers, dict) else {}
+    key = _auth_entry_key(helpers, host)
+    name = helpers[key] if key is not None else config.get("credsStore")
+    if isinstance(name, str) and name:
+        found = credential_helper_auth(name, host)
+        if found is not None:
+            return found
+    auths = config.get("auths")
     entry = _auth_entry(auths if isinstance(auths, dict) else {}, host)
     if entry is None:
         return None
@@ -101,11 +130,52 @@ def docker_config_auth(host: str, path: Path | None = None) -> RegistryAuth | No
     return None
 
 
-def _auth_entry(auths: dict[str, Any], host: str) -> dict[str, Any] | None:
-    for key in (host, f"https://{host}", f"http://{host}", f"https://{host}/v1/"):
-        if isinstance(auths.get(key), dict):
-            return dict(auths[key])
+def credential_helper_auth(name: str, host: str) -> RegistryAuth | None:
+    """Ask ``docker-credential-<name>`` for ``host``; None if it has nothing or fails.
+
+    What it prints is never logged (it holds the secret); a failure is one warning line.
+    """
+    if not _HELPER_NAME.fullmatch(name):
+        log.warning("Docker config names credential helper %r: not a helper name", name)
+        return None
+    program = f"docker-credential-{name}"
+    for server in (host, f"https://{host}"):
+        try:
+            done = subprocess.run(
+                [program, "get"],
+                input=server,
+                capture_output=True,
+                text=True,
+                timeout=HELPER_TIMEOUT,
+                check=False,
+            )
+        except (OSError, subprocess.TimeoutExpired) as exc:
+            log.warning("credential helper %s for %s: %s", program, host, type(exc).__name__)
+            return None
+        if done.returncode != 0:
+            continue  # "credentials not found in native keychain": try the next spelling
+        try:
+            answer = json.loads(done.stdout)
+            username, secret = str(answer["Username"]), str(answer["Secret"])
+        except (ValueError, KeyError, TypeError):
+            log.warning("credential helper %s for %s: unreadable answer", program, host)
+            return None
+        if username == HELPER_TOKEN_USER:
+            return RegistryAuth.refresh_token(secret)
+        return RegistryAuth.basic(username, secret)
     return None
+
+
+def _auth_entry_key(entries: dict[str, Any], host: str) -> str | None:
+    for key in (host, f"https://{host}", f"http://{host}", f"https://{host}/v1/"):
+        if key in entries:
+            return key
+    return None
+
+
+def _auth_entry(auths: dict[str, Any], host: str) -> dict[str, Any] | None:
+    key = _auth_entry_key(auths, host)
+    return dict(auths[key]) if key is not None and isinstance(auths[key], dict) else None
 
 
 def parse_challenge(header: str) -> tuple[str, dict[str, str]]:

@@ -1,8 +1,9 @@
 """Credentials and transport choices for a command run on a workstation (not in Azure).
 
-Credentials come from the Docker config's entry for the host (``docker login``,
-``az acr login``), else, for an ACR, the Azure CLI / environment identity exchanged for a
-registry token, else anonymous. Plain HTTP is for loopback hosts and the hosts listed in
+Credentials come from the Docker config for the host (``docker login``, ``az acr login``:
+its credential helper or store, else its ``auths`` entry; ``$DOCKER_CONFIG`` honoured),
+else, for an ACR, the Azure CLI / environment identity exchanged for a registry token,
+else anonymous. Plain HTTP is for loopback hosts and the hosts listed in
 ``REPLICATOR_PLAIN_HTTP`` (or given on the command line).
 """
 

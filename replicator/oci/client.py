@@ -15,12 +15,13 @@ from urllib.parse import urlsplit
 
 import httpx
 
-from replicator.errors import NotFoundError, PermanentRegistryError
+from replicator.errors import NotFoundError, PermanentRegistryError, TransientRegistryError
 from replicator.oci.auth import Authenticator, scopes_for
 from replicator.oci.manifests import ACCEPT, MAX_MANIFEST_BYTES, Manifest
 from replicator.oci.reference import ImageRef
 from replicator.oci.transport import (
     RetryPolicy,
+    error_codes,
     error_for,
     expect,
     is_transient_status,
@@ -29,6 +30,7 @@ from replicator.oci.transport import (
 from replicator.ports import Descriptor
 
 Body = bytes | Iterable[bytes] | None
+UNSEEN_BLOB = "MANIFEST_BLOB_UNKNOWN"
 
 
 class RegistryClient:
@@ -160,16 +162,35 @@ class RegistryClient:
         return self.push_manifest(ref, manifest)[0]
 
     def push_manifest(self, ref: ImageRef, manifest: Manifest) -> tuple[str, bool]:
-        """PUT the exact bytes; ``(digest, the registry handled the subject itself)``."""
+        """PUT the exact bytes; ``(digest, the registry handled the subject itself)``.
+
+        The blobs (or children) of a manifest are in the target before it is pushed, so a
+        ``MANIFEST_BLOB_UNKNOWN`` answer is the registry not seeing yet what it accepted
+        (eventually consistent storage; a link file rewritten under a concurrent read in
+        distribution's filesystem driver): retried with backoff like a 5xx.
+        """
         path = f"/v2/{ref.repository}/manifests/{ref.reference}"
-        response = self.request(
-            "PUT",
-            path,
-            headers={"Content-Type": manifest.media_type},
-            content=manifest.content,
-            operation="PUT manifest",
-            reference=str(ref),
-        )
+
+        def attempt() -> httpx.Response:
+            response = self.request(
+                "PUT",
+                path,
+                headers={"Content-Type": manifest.media_type},
+                content=manifest.content,
+                operation="PUT manifest",
+                reference=str(ref),
+                retry=False,
+            )
+            if response.status_code == 400 and UNSEEN_BLOB in error_codes(response):
+                raise TransientRegistryError(
+                    f"PUT manifest {ref}: HTTP 400 ({UNSEEN_BLOB}) for blobs already pushed",
+                    status=400,
+                    operation="PUT manifest",
+                    reference=str(ref),
+                )
+            return response
+
+        response = self.retry.run(f"PUT manifest {ref}", attempt)
         expect(response, (200, 201, 202), "PUT manifest", str(ref))
         digest = response.headers.get("Docker-Content-Digest") or manifest.digest
         return digest, bool(response.headers.get("OCI-Subject"))

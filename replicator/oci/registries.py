@@ -1,5 +1,5 @@
-"""``Registries``: one ``RegistryClient`` per host, sharing one httpx connection pool
-(``replicator.oci.pool``).
+"""``Registries``: one ``RegistryClient`` per host, sharing one httpx client and its
+connection pool (``replicator.oci.pool``).
 
 One per process (or job batch). It also remembers what it learnt about each registry:
 which repositories were seen holding a blob (for cross-repository mounts) and whether a
@@ -8,9 +8,11 @@ registry answers the referrers API.
 
 from __future__ import annotations
 
+import ssl
 import threading
 from collections.abc import Callable
 from types import TracebackType
+from urllib.request import getproxies
 
 import httpx
 
@@ -30,6 +32,16 @@ def _anonymous(host: str) -> RegistryAuth | None:
     return None
 
 
+def _default_transport(
+    verify: bool | ssl.SSLContext, limits: httpx.Limits
+) -> httpx.BaseTransport | None:
+    """Ours (``replicator.oci.pool``); httpx's own (None) when the environment names a
+    proxy, which httpx honours (``HTTPS_PROXY``, ``NO_PROXY``...) and ours does not speak."""
+    if getproxies():
+        return None
+    return PooledTransport(verify=verify, limits=limits)
+
+
 class Registries:
     """Clients per host; a context manager that closes the pool."""
 
@@ -41,7 +53,7 @@ class Registries:
         retry: RetryPolicy | None = None,
         timeout: httpx.Timeout = DEFAULT_TIMEOUT,
         max_connections: int = 64,
-        verify: bool | str = True,
+        verify: bool | ssl.SSLContext = True,
         transport: httpx.BaseTransport | None = None,
     ) -> None:
         self.plain_http = plain_http
@@ -55,7 +67,7 @@ class Registries:
             limits=limits,
             verify=verify,
             headers={"User-Agent": USER_AGENT},
-            transport=transport or PooledTransport(verify=verify, limits=limits),
+            transport=transport or _default_transport(verify, limits),
         )
         self._clients: dict[str, RegistryClient] = {}
         self._lock = threading.Lock()

@@ -96,15 +96,19 @@ def transport_error(exc: httpx.HTTPError, operation: str, reference: str) -> Tra
 
 
 def _detail(response: httpx.Response) -> str:
-    """The registry's error code, if its body says one (never the body itself)."""
+    """The registry's error codes, if its body says some (never the body itself)."""
+    return ", ".join(error_codes(response))[:200]
+
+
+def error_codes(response: httpx.Response) -> list[str]:
+    """The ``code`` of each entry of an OCI error body (``{"errors": [...]}``), read once."""
     try:
         if not response.is_stream_consumed:
             response.read()
         errors = response.json().get("errors") or []
-        codes = [str(e.get("code")) for e in errors if isinstance(e, dict) and e.get("code")]
-        return ", ".join(codes)[:200]
+        return [str(e.get("code")) for e in errors if isinstance(e, dict) and e.get("code")]
     except (ValueError, AttributeError, httpx.HTTPError):
-        return ""
+        return []
 
 
 def expect(response: httpx.Response, ok: tuple[int, ...], operation: str, reference: str) -> None:

@@ -267,3 +267,53 @@ def test_referrers_api_is_used_paged_and_its_absence_remembered() -> None:
         "GET old.example /v2/a/referrers/" + D1
     ]
     assert "GET old.example /v2/a/manifests/sha256-" + "b" * 64 in seen
+
+
+@pytest.mark.parametrize(
+    ("answers", "puts", "outcome"),
+    [
+        ([400, 201], 2, None),  # blobs not seen at once: seen on the retry
+        ([400] * 3, 3, TransientRegistryError),  # never seen: transient to the end
+        ([429, 400, 201], 3, None),  # one retry loop serves both
+    ],
+)
+def test_manifest_push_retries_blobs_the_target_does_not_see_yet(
+    answers: list[int], puts: int, outcome: type[Exception] | None
+) -> None:
+    manifest = Manifest.from_bytes(
+        json.dumps({"schemaVersion": 2, "mediaType": mt.OCI_MANIFEST}).encode(), mt.OCI_MANIFEST
+    )
+    seen: list[bytes] = []
+
+    def handler(request: httpx.Request) -> httpx.Response:
+        seen.append(request.content)
+        status = answers[min(len(seen), len(answers)) - 1]
+        errors = [{"code": "DIGEST_INVALID"}, {"code": "MANIFEST_BLOB_UNKNOWN"}]
+        return httpx.Response(status, json={"errors": errors} if status == 400 else None)
+
+    retry = RetryPolicy(attempts=3, sleep=lambda _: None)
+    ref = ImageRef("r.example", "a", digest=manifest.digest)
+    with Registries(transport=httpx.MockTransport(handler), retry=retry) as registries:
+        client = registries.client("r.example")
+        if outcome is None:
+            assert client.put_manifest(ref, manifest) == manifest.digest
+        else:
+            with pytest.raises(outcome, match="MANIFEST_BLOB_UNKNOWN"):
+                client.put_manifest(ref, manifest)
+    assert seen == [manifest.content] * puts
+
+
+def test_other_manifest_refusals_are_not_retried() -> None:
+    manifest = Manifest.from_bytes(b'{"schemaVersion": 2}', mt.OCI_MANIFEST)
+    seen: list[str] = []
+
+    def handler(request: httpx.Request) -> httpx.Response:
+        seen.append(request.method)
+        return httpx.Response(400, json={"errors": [{"code": "MANIFEST_INVALID"}]})
+
+    with (
+        Registries(transport=httpx.MockTransport(handler)) as registries,
+        pytest.raises(PermanentRegistryError, match="MANIFEST_INVALID"),
+    ):
+        registries.client("r.example").put_manifest(ImageRef("r.example", "a", "v1"), manifest)
+    assert seen == ["PUT"]

@@ -239,28 +239,29 @@ def main(argv: list[str] | None = None) -> int:
 NOTES = """\
 Where the time goes. The copy moves 200 MiB; both registries together spend about 1.4 s of
 CPU serving it (the target hashes every byte as it writes it, distribution's own digest
-check), the same for either tool and about two thirds of all the CPU in a run. On two
+check), the same for either tool and two thirds or more of all the CPU in a run. On two
 cores the wall time is bounded below by half the sum of the registries' and the copier's
-CPU, so a copier can only win by using less CPU itself: ours uses about 14 % less than
-skopeo's (the CPU line above), which the wall ratio shows in-process (how the worker
-copies: 0.86-0.89 of skopeo's time) but not as a command, where Python's start-up, the
-imports of httpx and the replicator and loading the CA bundle cost about 0.15 s of CPU per
-run (`python -c "import replicator.cli.copy, replicator.oci.copy"` alone: 0.13 s) and eat
-the margin. The goal of 0.9 for the command would need our copy to use about 0.35 s less
-CPU than skopeo's; of our 0.45 s in-process, SHA-256 of 200 MiB (digest verified while
-streaming) is 0.13 s and the socket reads and writes 0.12 s, so it is not within reach of
-tuning the Python around them. Measured and left: larger socket reads (httpcore reads 64
-KiB at a time; 256 KiB saved about 0.05 s of CPU, 4 % of a run, at the price of patching
-httpcore's class attribute) and more or fewer blobs at once (2, 4, 6, 8 or 12: the same
-time within the noise, the registries are the bottleneck).
+CPU, so a copier wins only by using less CPU itself and by starting sooner. Ours now uses
+about a third less CPU than skopeo's (the CPU line above; SHA-256 of the 200 MiB, digest
+verified while streaming, is 0.13 s of it), and a start-up of about 0.1 s (Python, the
+imports of httpx and the replicator) against skopeo's 0.04 s keeps the command's ratio above
+the in-process one (how the worker copies, and `sync` for every image after the first).
+Single pairs vary a lot on this machine (disk write-back of the previous run's 200 MiB);
+the median of alternating pairs is what counts.
+
+History (same command, same machine): 1.00-1.06 with httpx's own transport (httpcore and
+h11 reading 64 KiB at a time: 0.64 s of CPU per copy against skopeo's 0.75); 0.93 after the
+transport moved to the standard library's `http.client` under httpx (`replicator/oci/
+pool.py`: 256 KiB reads, no httpcore, h11 or certifi to import on a plain-HTTP run), which
+cut our CPU to 0.44 s. Tried and left: more or fewer blobs at once (2, 4, 6, 8 or 12 give
+the same time within the noise: the registries are the bottleneck).
 
 Layers are random bytes (no compression work on either side); skopeo 1.9 with
 `--preserve-digests` streams blobs without recompressing. Ours: 8 blobs at once, largest
 first, the last chunk held back until the digest matches, one monolithic PUT per blob
-(skopeo: POST, PATCH, PUT). Single pairs vary with the machine's load; the median ratio is
-what counts. The no-op count is for a source without referrers; with referrers on the
-index and one child the test suite shows at most 3 (tag HEAD + one fallback-tag GET per
-subject with referrers, `tests/integration/oci/test_oci_copy.py`).
+(skopeo: POST, PATCH, PUT). The no-op count is for a source without referrers; with
+referrers on the index and one child the test suite shows at most 3 (tag HEAD + one
+fallback-tag GET per subject with referrers, `tests/integration/oci/test_oci_copy.py`).
 """
 
 

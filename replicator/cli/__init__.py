@@ -23,6 +23,10 @@ class _Parser(argparse.ArgumentParser):
     def error(self, message: str) -> None:  # type: ignore[override]
         self.exit(EXIT_USAGE, f"{self.prog}: error: {message}\n")
 
+    def format_help(self) -> str:
+        """The help, from the modules' docstrings without their reST quoting."""
+        return super().format_help().replace("``", "")
+
 
 def build_parser(only: str | None = None) -> argparse.ArgumentParser:
     """The parser; with ``only``, just that sub-command (each start imports one module)."""

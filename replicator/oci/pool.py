@@ -272,15 +272,19 @@ def _send(conn: http.client.HTTPConnection, request: httpx.Request) -> None:
 
 
 def _server_closed(conn: http.client.HTTPConnection) -> bool:
-    """An idle connection the server has closed (or sent something unasked) is unusable."""
+    """An idle connection the server has closed (or sent something unasked) is unusable.
+
+    ``poll``, not ``select``: a worker holds many sockets, and ``select`` refuses file
+    descriptors above 1023."""
     sock = conn.sock
     if sock is None:
         return True
     try:
-        readable, _, _ = select.select([sock], [], [], 0)
+        poller = select.poll()
+        poller.register(sock, select.POLLIN)
+        return bool(poller.poll(0))
     except (OSError, ValueError):
         return True
-    return bool(readable)
 
 
 def _mapped(exc: BaseException, request: httpx.Request, *, writing: bool) -> BaseException:

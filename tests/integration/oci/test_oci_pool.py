@@ -7,6 +7,8 @@ cue (close idle connections, never answer).
 from __future__ import annotations
 
 import hashlib
+import os
+import resource
 import socket
 import ssl
 import threading
@@ -68,6 +70,23 @@ def test_the_limit_holds_across_registries(registry_pair: tuple[Registry, Regist
                 assert registries.http.get(f"{registry.url}/v2/").status_code == 200
                 assert transport.connections == 1
         assert transport.opened == 6
+
+
+def test_connections_on_high_file_descriptors_are_reused(registry: Registry) -> None:
+    """A busy worker's sockets can sit above fd 1023, where ``select`` gives up."""
+    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    if soft < 2048:
+        resource.setrlimit(resource.RLIMIT_NOFILE, (min(2048, hard), hard))
+    fillers = [os.dup(0) for _ in range(1100)]
+    try:
+        with Registries() as registries:
+            for _ in range(5):
+                assert registries.http.get(f"{registry.url}/v2/").status_code == 200
+            transport = _transport(registries)
+            assert transport.opened == 1
+    finally:
+        for fd in fillers:
+            os.close(fd)
 
 
 def test_a_body_left_unread_closes_its_connection(registry: Registry) -> None:

@@ -3,7 +3,12 @@
 Order: blobs before the manifests naming them, children before their index, the index by
 digest, then the referrers of every manifest (and their own referrers), and only then the
 tag, so no reader ever sees a tag pointing at an incomplete image. A copy by digest leaves
-no tag. Blobs run in a bounded thread pool; manifests are pushed byte for byte.
+no tag. Manifests are pushed byte for byte.
+
+Round trips are what a copy across regions waits on, so independent requests go together,
+at most ``concurrency`` at once: the platforms of an index (a HEAD on the target, a GET on
+the source), the blobs, the referrer listings of every subject after the first (which
+learns whether the registry has the referrers API), and the referrers themselves.
 """
 
 from __future__ import annotations
@@ -13,6 +18,7 @@ import threading
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
+from typing import TypeVar
 
 from replicator.errors import DigestMismatchError, NotFoundError
 from replicator.oci.blobs import BlobCopy, copy_blob
@@ -25,6 +31,8 @@ from replicator.ports import CopyReport
 
 log = logging.getLogger(__name__)
 Progress = Callable[..., None]
+T = TypeVar("T")
+R = TypeVar("R")
 MAX_REFERRER_DEPTH = 8
 
 
@@ -47,6 +55,14 @@ class _Tally:
                 self.blobs_mounted += 1
             else:
                 self.blobs_skipped += 1
+
+    def manifest(self) -> None:
+        with self.lock:
+            self.manifests += 1
+
+    def referrer(self) -> None:
+        with self.lock:
+            self.referrers += 1
 
     def report(self, digest: str, already: bool = False) -> CopyReport:
         return CopyReport(
@@ -158,22 +174,45 @@ class ImageCopier:
         if manifest.subject is not None:
             self.registries.referrers_api[job.target.host] = handled
         job.done.add(manifest.digest)
-        job.tally.manifests += 1
+        job.tally.manifest()
 
     def _collect(
         self, job: _Copy, manifest: Manifest, ordered: list[Manifest], every: list[str]
     ) -> None:
+        """Add ``manifest`` and the children the target lacks to ``ordered``, children first.
+
+        The children are looked up at once (a HEAD on the target, then a GET on the source
+        for the missing ones), a round trip per index instead of two per platform."""
         every.append(manifest.digest)
-        for child in child_descriptors(manifest):
-            digest = str(child.get("digest"))
+        children = [str(child.get("digest")) for child in child_descriptors(manifest)]
+        children = [d for d in dict.fromkeys(children) if d not in every]
+        found = self._each(self._missing_child(job), children)
+        for digest, child in zip(children, found, strict=True):
             if digest in every:
                 continue
-            if job.target.head_manifest(job.dst(digest)) is not None:
+            if child is None:
                 every.append(digest)
                 job.done.add(digest)
                 continue
-            self._collect(job, job.source.get_manifest(job.src(digest)), ordered, every)
+            self._collect(job, child, ordered, every)
         ordered.append(manifest)
+
+    def _missing_child(self, job: _Copy) -> Callable[[str], Manifest | None]:
+        def fetch(digest: str) -> Manifest | None:
+            """The child from the source, or None when the target already holds it."""
+            if job.target.head_manifest(job.dst(digest)) is not None:
+                return None
+            return job.source.get_manifest(job.src(digest))
+
+        return fetch
+
+    def _each(self, work: Callable[[T], R], items: list[T]) -> list[R]:
+        """``work`` on every item, at most ``concurrency`` at once; results in order."""
+        workers = min(self.concurrency, len(items))
+        if workers <= 1:
+            return [work(item) for item in items]
+        with ThreadPoolExecutor(workers, thread_name_prefix="copy") as pool:
+            return list(pool.map(work, items))
 
     def _copy_blobs(self, job: _Copy, blobs: dict[str, int]) -> None:
         if not blobs:
@@ -188,31 +227,29 @@ class ImageCopier:
             job.tally.blob(result.action, result.size)
             self._note("blob", digest=digest, action=result.action, size=result.size)
 
-        workers = min(self.concurrency, len(blobs))
-        if workers == 1:
-            for item in blobs.items():
-                one(item)
-            return
-        with ThreadPoolExecutor(workers, thread_name_prefix="blob") as pool:
-            largest_first = sorted(blobs.items(), key=lambda item: -item[1])
-            for future in [pool.submit(one, item) for item in largest_first]:
-                future.result()
+        self._each(one, sorted(blobs.items(), key=lambda item: -item[1]))  # largest first
 
     # -- referrers -----------------------------------------------------------------------
     def _copy_referrers(self, job: _Copy, subjects: list[str], depth: int) -> None:
+        """The referrers of every subject, the subjects (and their referrers) at once."""
         if depth >= MAX_REFERRER_DEPTH:
             return
-        for subject in subjects:
-            found = list_referrers(self.registries, job.source, job.src_repo, subject)
-            if not found.descriptors:
-                continue
-            present = tuple(d for d in found.descriptors if self._copy_referrer(job, d, depth))
-            if len(present) != len(found.descriptors):
-                found = Referrers(present)  # dangling entries stay out of the target's index
+        listed = zip(subjects, self._list_all(job.source, job.src_repo, subjects), strict=True)
+        todo = [(subject, found) for subject, found in listed if found.descriptors]
+
+        def one(item: tuple[str, Referrers]) -> None:
+            subject, found = item
+            copied = self._each(lambda d: self._copy_referrer(job, d, depth), [*found.descriptors])
+            if not all(copied):  # dangling entries stay out of the target's index
+                found = Referrers(
+                    tuple(d for d, ok in zip(found.descriptors, copied, strict=True) if ok)
+                )
             if self.registries.referrers_api.get(job.target.host) is None:
                 list_referrers(self.registries, job.target, job.dst_repo, subject)  # probe
             if self.registries.referrers_api.get(job.target.host) is not True:
                 update_fallback(job.target, job.dst_repo, subject, found)
+
+        self._each(one, todo)
 
     def _copy_referrer(self, job: _Copy, descriptor: dict[str, object], depth: int) -> bool:
         """Copy one referrer (and its own referrers); False if the source lost it."""
@@ -225,7 +262,7 @@ class ImageCopier:
                     log.warning("referrer %s of %s is listed but gone", digest, job.src_repo)
                     return False
                 self._copy_tree(job, manifest)
-                job.tally.referrers += 1
+                job.tally.referrer()
             job.done.add(digest)
         self._copy_referrers(job, [digest], depth + 1)
         return True
@@ -233,16 +270,25 @@ class ImageCopier:
     def _referrers_in_step(self, job: _Copy, top: Manifest) -> bool:
         """Whether the target lists every source referrer of the image's manifests."""
         subjects = [top.digest] + [str(d.get("digest")) for d in child_descriptors(top)]
-        for subject in subjects:
-            wanted = list_referrers(self.registries, job.source, job.src_repo, subject)
-            if not wanted.descriptors:
-                continue
-            there = list_referrers(
-                self.registries, job.target, job.dst_repo, subject, fallback_first=True
-            )
-            if not wanted.digests <= there.digests:
-                return False
-        return True
+        wanted = dict(
+            zip(subjects, self._list_all(job.source, job.src_repo, subjects), strict=True)
+        )
+        subjects = [s for s in subjects if wanted[s].descriptors]
+        there = self._list_all(job.target, job.dst_repo, subjects, fallback_first=True)
+        return all(wanted[s].digests <= t.digests for s, t in zip(subjects, there, strict=True))
+
+    def _list_all(
+        self, client: RegistryClient, repository: str, subjects: list[str], **options: bool
+    ) -> list[Referrers]:
+        """The referrers of each subject; the first alone (it learns whether the registry
+        has the referrers API), the others at once."""
+        if not subjects:
+            return []
+
+        def listed(subject: str) -> Referrers:
+            return list_referrers(self.registries, client, repository, subject, **options)
+
+        return [listed(subjects[0]), *self._each(listed, subjects[1:])]
 
     # -- progress ------------------------------------------------------------------------
     def _note(self, event: str, **fields: object) -> None:

@@ -130,7 +130,11 @@ class _Handler(BaseHTTPRequestHandler):
             time.sleep(fault.delay)
         upstream = http.client.HTTPConnection(self.server.proxy.upstream, timeout=60)
         try:
-            headers = {k: v for k, v in self.headers.items() if k.lower() not in HOP_BY_HOP}
+            headers = {  # a header sent several times (skopeo's Accept) goes as one list
+                k: ", ".join(self.headers.get_all(k) or [])
+                for k in dict.fromkeys(self.headers.keys())
+                if k.lower() not in HOP_BY_HOP
+            }
             if body or self.command in {"PUT", "POST", "PATCH"}:
                 headers["Content-Length"] = str(len(body))
             upstream.request(self.command, self.path, body=body, headers=headers)

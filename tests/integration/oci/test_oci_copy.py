@@ -2,11 +2,13 @@
 
 from __future__ import annotations
 
+import threading
 from collections.abc import Iterator
 
 import pytest
 
 from replicator.localstack import Registry
+from replicator.oci.client import RegistryClient
 from replicator.oci.copy import ImageCopier
 from replicator.oci.manifests import Manifest, blobs_of, children_of
 from replicator.oci.reference import ImageRef
@@ -175,3 +177,76 @@ def test_a_dangling_referrer_is_left_out(
     assert report.referrers_copied == 1
     there = list_referrers(registries, registries.client(target.host), "team/app", pushed.digest)
     assert gone not in there.digests
+
+
+@pytest.mark.parametrize(("concurrency", "at_once"), [(8, 4), (1, 1)])
+def test_platforms_are_looked_up_together(
+    registry_pair: tuple[Registry, Registry],
+    registries: Registries,
+    monkeypatch: pytest.MonkeyPatch,
+    concurrency: int,
+    at_once: int,
+) -> None:
+    """The platforms of an index are looked up in the target (and fetched from the source)
+    all at once, a round trip per index rather than two per platform; still all copied."""
+    source, target = registry_pair
+    platforms = ("linux/amd64", "linux/arm64", "linux/arm/v7", "linux/s390x")
+    src = ImageRef(source.host, "team/wide", "v1")
+    pushed = push_test_image(registries, src, platforms=platforms, referrers=False)
+    dst = ImageRef(target.host, "mirror/wide", "v1")
+    in_flight, most = 0, 0
+    lock = threading.Lock()
+    barrier = threading.Barrier(at_once, timeout=10)  # released once `at_once` HEADs wait
+    head = RegistryClient.head_manifest
+
+    def counted(client: RegistryClient, ref: ImageRef) -> object:
+        nonlocal in_flight, most
+        if client.host != target.host or ref.digest not in pushed.manifests:
+            return head(client, ref)
+        with lock:
+            in_flight += 1
+            most = max(most, in_flight)
+        barrier.wait()
+        try:
+            return head(client, ref)
+        finally:
+            with lock:
+                in_flight -= 1
+
+    monkeypatch.setattr(RegistryClient, "head_manifest", counted)
+    ImageCopier(registries, concurrency=concurrency).copy_image(src, dst)
+    assert most == at_once
+    assert _identical(registries, src, dst, pushed.digest) == 1 + len(platforms)
+
+
+def test_referrers_of_different_subjects_are_copied_together(
+    registry_pair: tuple[Registry, Registry],
+    registries: Registries,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """The SBOM on the index and the signature on a platform are fetched at the same time
+    (each round trip across regions counts), and both land with their fallback indexes."""
+    source, target = registry_pair
+    src = ImageRef(source.host, "team/signed", "v1")
+    pushed = push_test_image(registries, src)
+    client = registries.client(source.host)
+    referrers = {
+        d
+        for subject in (pushed.digest, *pushed.manifests)
+        for d in list_referrers(registries, client, "team/signed", subject).digests
+    }
+    assert len(referrers) == 2
+    barrier = threading.Barrier(2, timeout=10)
+    get = RegistryClient.get_manifest
+
+    def together(self: RegistryClient, ref: ImageRef) -> object:
+        if self.host == source.host and ref.digest in referrers:
+            barrier.wait()  # released only when both referrers are being fetched
+        return get(self, ref)
+
+    monkeypatch.setattr(RegistryClient, "get_manifest", together)
+    dst = ImageRef(target.host, "mirror/signed", "v1")
+    report = ImageCopier(registries).copy_image(src, dst)
+    assert report.referrers_copied == 2
+    monkeypatch.undo()
+    assert _identical(registries, src, dst, pushed.digest) == 5

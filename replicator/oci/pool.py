@@ -9,9 +9,12 @@ quadratic bookkeeping per request (encode/httpcore#1035), a third of the CPU of 
 with 16-32 connections open. Listing a registry is thousands of such requests, a copy
 is hundreds of 256 KiB reads, and the worker's CPU is what a Functions plan bills.
 
-- At most ``max_connections`` requests at once (more wait up to the pool timeout, then
-  ``httpx.PoolTimeout``); at most ``max_keepalive_connections`` idle connections, each
-  dropped after ``keepalive_expiry`` seconds or when the server has closed it.
+- At most ``max_connections`` requests at once to each origin (more wait up to the pool
+  timeout, then ``httpx.PoolTimeout``). Per origin, not in all: a blob copy holds its
+  source connection while it uploads to the target, so with one limit for both, blobs
+  copied at once could hold every connection and wait for each other. At most
+  ``max_keepalive_connections`` idle connections in all, each dropped after
+  ``keepalive_expiry`` seconds or when the server has closed it.
 - A connection goes back to the pool only when its response was read to the end and
   neither side asked to close it; anything else closes it.
 - Timeouts from the request (connect, read, write, pool), and failures mapped to httpx's
@@ -52,8 +55,8 @@ class PooledTransport(httpx.BaseTransport):
             else limits.max_keepalive_connections
         )
         self._expiry = 5.0 if limits.keepalive_expiry is None else limits.keepalive_expiry
-        self._slots = threading.BoundedSemaphore(self._max)
         self._lock = threading.Lock()
+        self._slots: dict[Origin, threading.BoundedSemaphore] = {}
         self._idle: list[tuple[Origin, http.client.HTTPConnection, float]] = []
         self._active = 0  # requests holding a connection
         self.opened = 0  # connections made so far (for tests and benchmarks)
@@ -62,16 +65,20 @@ class PooledTransport(httpx.BaseTransport):
     def handle_request(self, request: httpx.Request) -> httpx.Response:
         timeouts: dict[str, float | None] = request.extensions.get("timeout", {})
         pool_timeout = timeouts.get("pool")
-        if not self._slots.acquire(timeout=-1 if pool_timeout is None else pool_timeout):
-            raise httpx.PoolTimeout(f"no free connection within {pool_timeout}s", request=request)
+        origin = _origin(request.url)
+        slots = self._slots_for(origin)
+        if not slots.acquire(timeout=-1 if pool_timeout is None else pool_timeout):
+            raise httpx.PoolTimeout(
+                f"no free connection to {origin[1]}:{origin[2]} within {pool_timeout}s",
+                request=request,
+            )
         with self._lock:
             self._active += 1
         try:
-            origin = _origin(request.url)
             conn = self._checkout(origin) or self._connect(origin, request, timeouts)
             response = self._exchange(conn, request, timeouts)
         except BaseException:
-            self._free_slot()
+            self._free_slot(origin)
             raise
         reason = response.reason.encode("latin-1", "replace")
         return httpx.Response(
@@ -94,9 +101,15 @@ class PooledTransport(httpx.BaseTransport):
             conn.close()
 
     # -- connections -----------------------------------------------------------------------
+    def _slots_for(self, origin: Origin) -> threading.BoundedSemaphore:
+        with self._lock:
+            slots = self._slots.get(origin)
+            if slots is None:
+                slots = self._slots[origin] = threading.BoundedSemaphore(self._max)
+            return slots
+
     def _checkout(self, origin: Origin) -> http.client.HTTPConnection | None:
-        """The most recently used live idle connection to ``origin``, if any; without one,
-        idle connections elsewhere are closed while the pool is at ``max_connections``."""
+        """The most recently used live idle connection to ``origin``, if any."""
         now = time.monotonic()
         stale = []
         found = None
@@ -113,9 +126,6 @@ class PooledTransport(httpx.BaseTransport):
                 if self._idle[index][0] == origin:
                     found = self._idle.pop(index)[1]
                     break
-            else:
-                while self._idle and self._active + len(self._idle) > self._max:
-                    stale.append(self._idle.pop(0)[1])
         for conn in stale:
             conn.close()
         if found is not None and _server_closed(found):
@@ -169,12 +179,12 @@ class PooledTransport(httpx.BaseTransport):
             else:
                 conn.close()
         finally:
-            self._free_slot()
+            self._free_slot(origin)
 
-    def _free_slot(self) -> None:
+    def _free_slot(self, origin: Origin) -> None:
         with self._lock:
             self._active -= 1
-        self._slots.release()
+        self._slots[origin].release()
 
     # -- one exchange ----------------------------------------------------------------------
     def _exchange(

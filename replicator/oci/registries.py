@@ -32,16 +32,6 @@ def _anonymous(host: str) -> RegistryAuth | None:
     return None
 
 
-def _default_transport(
-    verify: bool | ssl.SSLContext, limits: httpx.Limits
-) -> httpx.BaseTransport | None:
-    """Ours (``replicator.oci.pool``); httpx's own (None) when the environment names a
-    proxy, which httpx honours (``HTTPS_PROXY``, ``NO_PROXY``...) and ours does not speak."""
-    if getproxies():
-        return None
-    return PooledTransport(verify=verify, limits=limits)
-
-
 class Registries:
     """Clients per host; a context manager that closes the pool."""
 
@@ -59,15 +49,24 @@ class Registries:
         self.plain_http = plain_http
         self.credentials = credentials
         self.retry = retry or RetryPolicy()
+        # Our transport (``replicator.oci.pool``) limits connections per registry. Behind a
+        # proxy named in the environment (``HTTPS_PROXY``...), which ours does not speak,
+        # httpx's own transport: its limit is one for all registries, where blob copies
+        # holding a source connection while they wait for a target one could take every
+        # connection, so there the callers' thread pools are the only bound.
+        proxied = transport is None and bool(getproxies())
         limits = httpx.Limits(
-            max_connections=max_connections, max_keepalive_connections=max_connections
+            max_connections=None if proxied else max_connections,
+            max_keepalive_connections=max_connections,
         )
+        if transport is None and not proxied:
+            transport = PooledTransport(verify=verify, limits=limits)
         self.http = httpx.Client(
             timeout=timeout,
             limits=limits,
             verify=verify,
             headers={"User-Agent": USER_AGENT},
-            transport=transport or _default_transport(verify, limits),
+            transport=transport,
         )
         self._clients: dict[str, RegistryClient] = {}
         self._lock = threading.Lock()

@@ -23,6 +23,7 @@ import trustme
 
 from replicator.errors import TransientRegistryError
 from replicator.localstack import LocalStack, Registry, free_port
+from replicator.oci.copy import ImageCopier
 from replicator.oci.pool import PooledTransport
 from replicator.oci.reference import ImageRef
 from replicator.oci.registries import Registries
@@ -62,14 +63,21 @@ def test_sequential_requests_keep_one_connection(registry: Registry) -> None:
         assert _transport(registries).opened == opened
 
 
-def test_the_limit_holds_across_registries(registry_pair: tuple[Registry, Registry]) -> None:
-    with Registries(max_connections=1) as registries:
-        transport = _transport(registries)
-        for _ in range(3):
-            for registry in registry_pair:  # each request closes the other's idle connection
-                assert registries.http.get(f"{registry.url}/v2/").status_code == 200
-                assert transport.connections == 1
-        assert transport.opened == 6
+def test_the_limit_is_per_registry(registry_pair: tuple[Registry, Registry]) -> None:
+    """A copy holds a source connection while it uploads to the target: with one limit for
+    both, blobs copied at once could hold every connection and wait for a target one."""
+    source, target = registry_pair
+    timeout = httpx.Timeout(10.0, pool=2.0)
+    with Registries(max_connections=2, timeout=timeout, retry=NO_RETRY) as registries:
+        src = ImageRef(source.host, "pool/wide", "v1")
+        pushed = push_test_image(
+            registries, src, platforms=("linux/amd64",), layers=6, referrers=False
+        )
+        dst = ImageRef(target.host, "pool/wide", "v1")
+        report = ImageCopier(registries, concurrency=6).copy_image(src, dst)
+        assert report.digest == pushed.digest
+        assert report.blobs_copied == len(set(pushed.blobs))
+        assert _transport(registries).connections <= 4  # two per registry
 
 
 def test_connections_on_high_file_descriptors_are_reused(registry: Registry) -> None:
@@ -243,7 +251,9 @@ def test_a_proxy_in_the_environment_keeps_httpx_own_transport(
 ) -> None:
     monkeypatch.setenv("HTTPS_PROXY", "http://proxy.example:3128")
     with Registries() as registries:
-        assert not isinstance(registries.http._transport, PooledTransport)  # type: ignore[attr-defined]
+        own = registries.http._transport  # type: ignore[attr-defined]
+        assert not isinstance(own, PooledTransport)
+        assert own._pool._max_connections >= 2**31  # no limit shared by source and target
     monkeypatch.delenv("HTTPS_PROXY")
     with Registries() as registries:
         assert isinstance(registries.http._transport, PooledTransport)  # type: ignore[attr-defined]

@@ -253,8 +253,9 @@ History (same command, same machine): 1.00-1.06 with httpx's own transport (http
 h11 reading 64 KiB at a time: 0.64 s of CPU per copy against skopeo's 0.75); 0.91-0.93
 after the transport moved to the standard library's `http.client` under httpx (`replicator/
 oci/pool.py`: 256 KiB reads, no httpcore, h11 or certifi to import on a plain-HTTP run),
-which cut our CPU to 0.44 s; 0.90 once the platforms were looked up at once. Tried and left: more or fewer blobs at once (2, 4, 6, 8 or 12 give
-the same time within the noise: the registries are the bottleneck).
+which cut our CPU to 0.44 s; 0.90 once the platforms were looked up at once. Tried and
+left: more or fewer blobs at once (2, 4, 6, 8 or 12 give the same time within the noise:
+the registries are the bottleneck).
 
 Layers are random bytes (no compression work on either side); skopeo 1.9 with
 `--preserve-digests` streams blobs without recompressing. Ours: 8 blobs at once, largest

@@ -24,6 +24,14 @@ def write_section(name: str, body: str) -> None:
     RESULTS.write_text(text)
 
 
+def publish(name: str, lines: list[str], notes: str, *, write: bool) -> None:
+    """Print a benchmark's result; with ``write``, it and ``notes`` become ``## name``."""
+    text = "\n".join(lines)
+    print(text)
+    if write:
+        write_section(name, text + "\n\n" + notes)
+
+
 def registry_cpu(registry: Registry) -> float:
     """User + system CPU time the registry's process has used so far."""
     fields = Path(f"/proc/{registry.service.process.pid}/stat").read_text().rsplit(")", 1)[1]

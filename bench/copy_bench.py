@@ -26,7 +26,7 @@ import time
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 
-from bench import ROOT, registry_cpu, write_section
+from bench import ROOT, publish, registry_cpu
 from replicator.localstack import LocalStack, Registry
 from replicator.oci.copy import ImageCopier
 from replicator.oci.reference import ImageRef
@@ -229,10 +229,7 @@ def main(argv: list[str] | None = None) -> int:
         f"- No-op (the target already holds the image): target registry requests "
         f"**ours {noop['ours']}**, skopeo {noop['skopeo']} (from the registry access log).",
     ]
-    text = "\n".join(lines)
-    print(text)
-    if not args.no_write:
-        write_section("copy", text + "\n\n" + NOTES)
+    publish("copy", lines, NOTES, write=not args.no_write)
     return 0
 
 

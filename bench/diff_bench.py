@@ -24,7 +24,7 @@ sys.path.insert(0, str(ROOT / "tests"))  # the seeding helper lives with the tes
 
 from doubles.seed import seed  # noqa: E402
 
-from bench import registry_cpu, write_section  # noqa: E402
+from bench import publish, registry_cpu  # noqa: E402
 from replicator.cli.diff import registries_for  # noqa: E402
 from replicator.config import Settings  # noqa: E402
 from replicator.filters import Filters  # noqa: E402
@@ -113,9 +113,7 @@ def main(argv: list[str] | None = None) -> int:
         f"| requests per tag, target | {best['dst_req_per_tag']:.3f} | <= 1.05 |",
         f"| drift found | {int(best['drift'])} | 0 |",
     ]
-    print("\n".join(lines))
-    if not args.no_write:
-        write_section("diff", "\n".join(lines) + "\n\n" + NOTES)
+    publish("diff", lines, NOTES, write=not args.no_write)
     return 0
 
 

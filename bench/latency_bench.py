@@ -22,16 +22,15 @@ import platform
 import statistics
 import sys
 import time
-from pathlib import Path
 
-from bench import ROOT, write_section
+from bench import ROOT, publish
 from bench.copy_bench import ours, run, skopeo
 from replicator.localstack import LocalStack
 from replicator.oci.reference import ImageRef
 from replicator.oci.registries import Registries
 from replicator.oci.testimages import push_test_image
 
-sys.path.insert(0, str(Path(ROOT) / "tests"))  # the proxy lives with the test doubles
+sys.path.insert(0, str(ROOT / "tests"))  # the proxy lives with the test doubles
 
 from doubles.faulty_proxy import Fault, FaultyProxy
 
@@ -92,10 +91,7 @@ def main(argv: list[str] | None = None) -> int:
         lines.append(
             f"| {kind}: requests to source / target | {a_src} / {a_dst} | {b_src} / {b_dst} | |"
         )
-    text = "\n".join(lines)
-    print(text)
-    if not args.no_write:
-        write_section("latency", text + "\n\n" + NOTES)
+    publish("latency", lines, NOTES, write=not args.no_write)
     return 0
 
 

@@ -32,7 +32,7 @@ from integration.worker_support import (  # noqa: E402
     worker_runtime,
 )
 
-from bench.diff_bench import write_section  # noqa: E402
+from bench import publish  # noqa: E402
 from replicator import triggers  # noqa: E402
 from replicator.api import percentile  # noqa: E402
 from replicator.config import StorageConnection  # noqa: E402
@@ -158,9 +158,7 @@ def main(argv: list[str] | None = None) -> int:
         f"| lag p50 / p95 / max (push to replicated) | {result['lag_p50']:.1f} / "
         f"{result['lag_p95']:.1f} / {result['lag_max']:.1f} s |",
     ]
-    print("\n".join(lines))
-    if not args.no_write:
-        write_section("load", "\n".join(lines) + "\n\n" + NOTES)
+    publish("load", lines, NOTES, write=not args.no_write)
     return 0 if ok else 1
 
 

@@ -186,7 +186,7 @@ class ImageCopier:
         every.append(manifest.digest)
         children = [str(child.get("digest")) for child in child_descriptors(manifest)]
         children = [d for d in dict.fromkeys(children) if d not in every]
-        found = self._each(self._missing_child(job), children)
+        found = self._each(lambda digest: self._missing_child(job, digest), children)
         for digest, child in zip(children, found, strict=True):
             if digest in every:
                 continue
@@ -197,14 +197,11 @@ class ImageCopier:
             self._collect(job, child, ordered, every)
         ordered.append(manifest)
 
-    def _missing_child(self, job: _Copy) -> Callable[[str], Manifest | None]:
-        def fetch(digest: str) -> Manifest | None:
-            """The child from the source, or None when the target already holds it."""
-            if job.target.head_manifest(job.dst(digest)) is not None:
-                return None
-            return job.source.get_manifest(job.src(digest))
-
-        return fetch
+    def _missing_child(self, job: _Copy, digest: str) -> Manifest | None:
+        """The child from the source, or None when the target already holds it."""
+        if job.target.head_manifest(job.dst(digest)) is not None:
+            return None
+        return job.source.get_manifest(job.src(digest))
 
     def _each(self, work: Callable[[T], R], items: list[T]) -> list[R]:
         """``work`` on every item, at most ``concurrency`` at once; results in order."""

@@ -33,6 +33,7 @@ import ssl
 import threading
 import time
 from collections.abc import Iterator
+from typing import NoReturn
 
 import httpx
 
@@ -202,10 +203,7 @@ class PooledTransport(httpx.BaseTransport):
             return conn.getresponse()
         except BaseException as exc:
             conn.close()
-            mapped = _mapped(exc, request, writing=writing)
-            if mapped is exc:
-                raise
-            raise mapped from exc
+            _raise_mapped(exc, request, writing=writing)
 
 
 class _Body(httpx.SyncByteStream):
@@ -233,10 +231,7 @@ class _Body(httpx.SyncByteStream):
             while chunk := self._response.read1(READ_CHUNK):
                 yield chunk
         except Exception as exc:
-            mapped = _mapped(exc, self._request, writing=False)
-            if mapped is exc:
-                raise
-            raise mapped from exc
+            _raise_mapped(exc, self._request, writing=False)
         if self._response.length:  # read1 meets the end of the stream quietly: say it
             raise httpx.RemoteProtocolError(
                 f"the connection closed {self._response.length} bytes before the end of the body",
@@ -295,6 +290,15 @@ def _server_closed(conn: http.client.HTTPConnection) -> bool:
         return bool(poller.poll(0))
     except (OSError, ValueError):
         return True
+
+
+def _raise_mapped(exc: BaseException, request: httpx.Request, *, writing: bool) -> NoReturn:
+    """Raise httpx's exception for a failure of ``http.client`` or the socket under it;
+    anything else (httpx's own, ours: a lying source mid-upload) as it is."""
+    mapped = _mapped(exc, request, writing=writing)
+    if mapped is exc:
+        raise exc
+    raise mapped from exc
 
 
 def _mapped(exc: BaseException, request: httpx.Request, *, writing: bool) -> BaseException:

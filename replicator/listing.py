@@ -20,13 +20,13 @@ from collections.abc import Callable, Iterable, Iterator
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from typing import Any, Protocol, TypeVar
-from urllib.parse import urljoin, urlsplit
 
 import httpx
 
 from replicator.errors import NotFoundError, RegistryError, TransientRegistryError
 from replicator.model import is_acr_host
 from replicator.oci.client import read_limited
+from replicator.oci.paging import UnreadListing, follow_pages
 from replicator.oci.reference import ImageRef
 from replicator.ports import Descriptor, TagEntry
 
@@ -44,6 +44,8 @@ T = TypeVar("T")
 
 class RegistryRequester(Protocol):
     """The slice of ``replicator.oci`` RegistryClient that listing needs."""
+
+    base: str  # the registry's origin, ``https://host[:port]``
 
     def request(
         self, method: str, path: str, *, scopes: Iterable[str] = (), stream: bool = False
@@ -125,7 +127,7 @@ class RegistryLister:
         if repositories is None:
             try:
                 repositories = list(self.list_repositories())
-            except _Unread as exc:
+            except (_Unread, RegistryError) as exc:
                 error = f"{self.registry}: the catalog: {exc}"
                 return Listing(self.registry, (), 0, (error,), frozenset({""}), self.requests)
         repos = sorted(r for r in set(repositories) if wanted is None or wanted(r))
@@ -200,23 +202,27 @@ class RegistryLister:
     def _pages(
         self, path: str, scopes: tuple[str, ...], *, missing_ok: bool = False
     ) -> Iterator[dict[str, Any]]:
-        """Each JSON page of a listing, following ``Link: rel="next"`` to the end."""
-        seen: set[str] = set()
-        next_path: str | None = path
-        while next_path and next_path not in seen:
-            if len(seen) >= self.max_pages:
-                raise _Unread(f"{self.registry}{path.split('?')[0]}: over {self.max_pages} pages")
-            seen.add(next_path)
-            response = self._retry(
-                f"GET {next_path}", functools.partial(self._get, next_path, scopes)
-            )
-            if response is None:
-                if missing_ok:
-                    return
-                raise _Unread(f"{self.registry}{path.split('?')[0]}: not found")
-            body = response.json()
-            yield body if isinstance(body, dict) else {}
-            next_path = _next_link(response)
+        """Each JSON page of a listing, following ``Link: rel="next"`` on the registry's
+        origin to the end (``replicator.oci.paging``)."""
+        what = f"{self.registry}{path.split('?')[0]}"
+
+        def fetch(page: str) -> httpx.Response | None:
+            response = self._retry(f"GET {page}", functools.partial(self._get, page, scopes))
+            if response is None and not missing_ok:
+                raise _Unread(f"{what}: not found")
+            return response
+
+        home = self.client.base
+        pages = follow_pages(path, fetch, home=home, what=what, max_pages=self.max_pages)
+        try:
+            for response in pages:
+                try:
+                    body = response.json()
+                except ValueError:
+                    raise _Unread(f"{what}: a page that is not JSON") from None
+                yield body if isinstance(body, dict) else {}
+        except UnreadListing as exc:
+            raise _Unread(str(exc)) from None
 
     def _get(self, path: str, scopes: tuple[str, ...]) -> httpx.Response | None:
         """One listing page, read whole only up to ``MAX_PAGE_BYTES`` (an endless answer is
@@ -272,18 +278,6 @@ class RegistryLister:
 def _chunked(tags: list[str], size: int = HEAD_CHUNK) -> Iterator[list[str]]:
     for start in range(0, len(tags), size):
         yield tags[start : start + size]
-
-
-def _next_link(response: httpx.Response) -> str | None:
-    """The next page as a path on the same registry (never another host)."""
-    url = response.links.get("next", {}).get("url")
-    if not url:
-        return None
-    parts = urlsplit(urljoin(response.request.url.path, url))  # relative to this page
-    path = parts.path + (f"?{parts.query}" if parts.query else "")
-    if not path.startswith("/") or path.startswith("//") or not path.isprintable():
-        raise _Unread(f"unusable next-page link {url[:100]!r}")
-    return path
 
 
 def _retry_after(value: str | None) -> float | None:

@@ -2,8 +2,10 @@
 
 Listed with the referrers API (``GET /v2/<name>/referrers/<digest>``) where a registry has
 it, else from the fallback tag ``<alg>-<hex>`` holding an OCI index of them (distribution
-spec 1.1, "referrers tag schema"). A registry with the API never answers that call 404,
-so a 404 means "no API" and is remembered per host.
+spec 1.1, "referrers tag schema"). Whether a registry has the API is learnt once per
+registry from the API itself, and only a 404 says it has not: a 403 or 5xx on one
+repository is that image's error, and a fallback tag is never written into a registry
+with the API. Pages are followed on the registry's own origin only, each read bounded.
 """
 
 from __future__ import annotations
@@ -12,11 +14,18 @@ import json
 from dataclasses import dataclass
 from typing import Any
 
-from replicator.errors import NotFoundError
-from replicator.oci.client import RegistryClient
+import httpx
+
+from replicator.errors import NotFoundError, PermanentRegistryError
+from replicator.oci.client import RegistryClient, read_limited
 from replicator.oci.manifests import OCI_INDEX, Manifest
+from replicator.oci.paging import UnreadListing, follow_pages
 from replicator.oci.reference import ImageRef
 from replicator.oci.registries import Registries
+from replicator.oci.transport import error_for
+
+MAX_PAGE_BYTES = 16 * 1024 * 1024  # an index of 10,000 referrers is about 3 MiB
+MAX_PAGES = 1_000
 
 
 def fallback_tag(digest: str) -> str:
@@ -60,24 +69,77 @@ def list_referrers(
 def _from_api(
     registries: Registries, client: RegistryClient, repository: str, digest: str
 ) -> Referrers | None:
-    path: str | None = f"/v2/{repository}/referrers/{digest}"
-    descriptors: list[dict[str, Any]] = []
-    while path:
+    """The referrers by the API, or None when the registry has no such API.
+
+    Only a 404 says "no referrers API" (distribution spec 1.1, "Listing Referrers": a
+    registry with the API MUST NOT answer 404, and a client receiving one falls back to
+    the tag schema). Any other refusal (403, 5xx), or an answer that is not an OCI index,
+    is this image's error and says nothing of the registry; a listing cut short (a link
+    off the registry's origin, a page over the bound) is reported unread.
+    """
+    reference = f"{repository}@{digest}"
+    what = f"referrers of {client.host}/{reference}"
+    absent: list[bool] = []  # the first page was a 404
+
+    def fetch(path: str) -> httpx.Response | None:
         response = client.request(
             "GET",
             path,
             headers={"Accept": OCI_INDEX},
             operation="GET referrers",
-            reference=f"{repository}@{digest}",
+            reference=reference,
+            stream=True,
         )
-        kind = response.headers.get("Content-Type", "").split(";", 1)[0]
-        if response.status_code != 200 or kind != OCI_INDEX:
-            registries.referrers_api[client.host] = False
-            return None
-        registries.referrers_api[client.host] = True
-        descriptors += [d for d in response.json().get("manifests") or [] if isinstance(d, dict)]
-        path = _next_link(response.headers.get("Link", ""))
+        try:
+            if response.status_code == 404 and path == first:
+                absent.append(True)
+                return None
+            return _page(response, what, reference)
+        finally:
+            response.close()
+
+    first = f"/v2/{repository}/referrers/{digest}"
+    descriptors: list[dict[str, Any]] = []
+    for page in follow_pages(first, fetch, home=client.base, what=what, max_pages=MAX_PAGES):
+        descriptors += _descriptors(page, what)
+    if absent:
+        if registries.referrers_api.get(client.host):
+            raise PermanentRegistryError(
+                f"{what}: HTTP 404 from a registry that has the referrers API",
+                status=404,
+                operation="GET referrers",
+                reference=reference,
+            )
+        registries.referrers_api[client.host] = False
+        return None
+    registries.referrers_api[client.host] = True
     return Referrers(tuple(descriptors))
+
+
+def _page(response: httpx.Response, what: str, reference: str) -> httpx.Response:
+    """One page of the referrers API, its body read bounded."""
+    status = response.status_code
+    if status != 200:
+        raise error_for(response, "GET referrers", reference)
+    kind = response.headers.get("Content-Type", "").split(";", 1)[0].strip()
+    if kind != OCI_INDEX:
+        raise UnreadListing(
+            f"{what}: answered {kind or 'no Content-Type'}, not an OCI index",
+            status=status,
+            operation="GET referrers",
+            reference=reference,
+        )
+    body = read_limited(response, what, limit=MAX_PAGE_BYTES, what="referrers listing")
+    return httpx.Response(status, headers=response.headers, content=body, request=response.request)
+
+
+def _descriptors(page: httpx.Response, what: str) -> list[dict[str, Any]]:
+    try:
+        body = page.json()
+    except ValueError:
+        raise UnreadListing(f"{what}: a page that is not JSON", reference=what) from None
+    found = body.get("manifests") if isinstance(body, dict) else None
+    return [d for d in found if isinstance(d, dict)] if isinstance(found, list) else []
 
 
 def _from_fallback(client: RegistryClient, repository: str, digest: str) -> Referrers:
@@ -88,13 +150,6 @@ def _from_fallback(client: RegistryClient, repository: str, digest: str) -> Refe
         return Referrers()
     found = [d for d in index.json.get("manifests") or [] if isinstance(d, dict)]
     return Referrers(tuple(found), index)
-
-
-def _next_link(header: str) -> str | None:
-    for part in header.split(","):
-        if 'rel="next"' in part and "<" in part:
-            return part[part.index("<") + 1 : part.index(">")]
-    return None
 
 
 def update_fallback(

@@ -22,10 +22,10 @@ from replicator.errors import (
     RegistryError,
 )
 from replicator.events import parse_event
-from replicator.listing import _next_link, _Unread
 from replicator.model import CopyJob
 from replicator.oci.auth import Authenticator, RegistryAuth, parse_challenge
 from replicator.oci.manifests import Manifest, blob_descriptors, children_of
+from replicator.oci.paging import UnreadListing, next_page
 from replicator.oci.reference import ImageRef
 from replicator.oci.transport import RetryPolicy
 
@@ -244,8 +244,8 @@ def test_link_headers_never_leave_the_registry(link: str) -> None:
     except (ValueError, TypeError):
         return  # not a header value httpx would ever receive
     try:
-        found = _next_link(response)
-    except _Unread:
+        found = next_page(response, "https://reg.test", "the catalog")
+    except UnreadListing:
         return  # a link that cannot be followed: the listing reports it as unread
     if found is not None:
         assert found.startswith("/") and not found.startswith("//"), found

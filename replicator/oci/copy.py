@@ -171,8 +171,8 @@ class ImageCopier:
     def _put(self, job: _Copy, manifest: Manifest) -> None:
         """PUT by digest; a manifest with a subject tells whether the target indexes referrers."""
         _, handled = job.target.push_manifest(job.dst(manifest.digest), manifest)
-        if manifest.subject is not None:
-            self.registries.referrers_api[job.target.host] = handled
+        if manifest.subject is not None and handled:  # no OCI-Subject: ask the API itself
+            self.registries.referrers_api[job.target.host] = True
         job.done.add(manifest.digest)
         job.tally.manifest()
 
@@ -243,7 +243,7 @@ class ImageCopier:
                 )
             if self.registries.referrers_api.get(job.target.host) is None:
                 list_referrers(self.registries, job.target, job.dst_repo, subject)  # probe
-            if self.registries.referrers_api.get(job.target.host) is not True:
+            if self.registries.referrers_api.get(job.target.host) is False:  # a 404: no API
                 update_fallback(job.target, job.dst_repo, subject, found)
 
         self._each(one, todo)

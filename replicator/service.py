@@ -120,7 +120,13 @@ def _push(runtime: Runtime, job: CopyJob, target: Target, attempt: int) -> JobRe
         digest=report.digest,
         attempts=attempt,
         bytes_copied=report.bytes_copied,
+        error=_fallback_note(report.extra),  # why a copy ran instead of an import, if so
     )
+
+
+def _fallback_note(extra: dict[str, str]) -> str | None:
+    notes = [extra[key] for key in ("fallback_reason", "referrers_fallback_reason") if key in extra]
+    return "; ".join(notes) or None
 
 
 def _defer(runtime: Runtime, job: CopyJob, due: datetime, attempt: int) -> JobResult:

@@ -1,29 +1,45 @@
 """The copy-strategy planner: ARM import or data-plane copy, per target, with a reason.
 
 ``auto`` imports where both ends are ACR (an ACR login server, or an ARM resource id
-configured for it) and the target has a ``resource_id``; it copies otherwise, and copies
-after an import error that a copy can overcome (``ImportUnavailableError``).
+configured for it) and the target has a ``resource_id``; it copies otherwise. It also
+copies, in the same job, when the import is refused for a reason a copy can overcome
+(``ImportUnavailableError``: no read on the source, no import right on the target, a
+network refusal, too many manifests): the report, and so the status row and the log, say
+why, and ``replication_fallbacks`` counts it. A refusal that holds for the whole target is
+remembered for a while (:class:`ImportVerdicts`), so later jobs copy at once instead of
+paying a refused ARM call each. ``import`` never falls back: the refusal is the job's
+permanent failure.
 """
 
 from __future__ import annotations
 
 import logging
+import threading
+from collections import OrderedDict
 from collections.abc import Callable
-from dataclasses import dataclass, replace
-from typing import TYPE_CHECKING
+from dataclasses import dataclass, field, replace
+from datetime import datetime, timedelta
+from typing import TYPE_CHECKING, Any
 
-from replicator.model import Strategy, is_acr_host
-from replicator.telemetry import span
+from replicator.acr.errors import TOO_MANY_MANIFESTS, ImportUnavailableError
+from replicator.config import Settings
+from replicator.model import Strategy, is_acr_host, utcnow
+from replicator.telemetry import record_fallback, span
 
 if TYPE_CHECKING:
-    from replicator.config import Settings
     from replicator.model import CopyJob, Target
+    from replicator.oci.reference import ImageRef
     from replicator.ports import Copier, CopyReport, Importer
 
 log = logging.getLogger(__name__)
 
 # (job, target, digest) -> (what the copy did, which path ran: "import" | "copy")
 Deliver = Callable[["CopyJob", "Target", str], tuple["CopyReport", str]]
+
+VERDICT_TTL = timedelta(minutes=15)
+VERDICT_LIMIT = 256  # targets remembered at most (a deployment has a handful)
+# Refusals that hold for one image only: never remembered for the whole target.
+_PER_IMAGE = frozenset({TOO_MANY_MANIFESTS})
 
 
 @dataclass(frozen=True)
@@ -36,6 +52,77 @@ class Choice:
     @property
     def imports(self) -> bool:
         return self.strategy is Strategy.IMPORT
+
+
+@dataclass(frozen=True)
+class Verdict:
+    """ "Import cannot work for this target", learnt from a refusal, until ``until``."""
+
+    target: str
+    reason: str  # one of replicator.acr.errors.FALLBACK_REASONS
+    detail: str  # the refusal, with the registry and the role that is missing
+    since: datetime
+    until: datetime
+
+    def to_dict(self) -> dict[str, str]:
+        return {
+            "target": self.target,
+            "reason": self.reason,
+            "detail": self.detail,
+            "since": self.since.isoformat(),
+            "until": self.until.isoformat(),
+        }
+
+
+class ImportVerdicts:
+    """Per target, the last "import cannot work here" verdict, for ``ttl``. In-process,
+    bounded to ``limit`` targets (the oldest goes first), safe across worker threads."""
+
+    def __init__(
+        self,
+        ttl: timedelta = VERDICT_TTL,
+        *,
+        limit: int = VERDICT_LIMIT,
+        clock: Callable[[], datetime] = utcnow,
+    ) -> None:
+        self.ttl = ttl
+        self.limit = limit
+        self.clock = clock
+        self._verdicts: OrderedDict[str, Verdict] = OrderedDict()
+        self._lock = threading.Lock()
+
+    def remember(self, target: str, error: ImportUnavailableError) -> Verdict | None:
+        """Keep ``error`` as the target's verdict, unless it holds for one image only."""
+        if error.reason in _PER_IMAGE:
+            return None
+        now = self.clock()
+        verdict = Verdict(target, error.reason, str(error)[:500], now, now + self.ttl)
+        with self._lock:
+            self._verdicts.pop(target, None)
+            self._verdicts[target] = verdict
+            while len(self._verdicts) > self.limit:
+                self._verdicts.popitem(last=False)
+        return verdict
+
+    def current(self, target: str) -> Verdict | None:
+        """The target's verdict if it still holds (an expired one is dropped)."""
+        now = self.clock()
+        with self._lock:
+            verdict = self._verdicts.get(target)
+            if verdict is not None and verdict.until <= now:
+                del self._verdicts[target]
+                return None
+            return verdict
+
+    def forget(self, target: str) -> None:
+        with self._lock:
+            self._verdicts.pop(target, None)
+
+    def snapshot(self) -> tuple[Verdict, ...]:
+        """Every verdict that still holds, oldest first."""
+        now = self.clock()
+        with self._lock:
+            return tuple(v for v in self._verdicts.values() if v.until > now)
 
 
 def source_is_acr(settings: Settings) -> bool:
@@ -54,6 +141,17 @@ def choose_strategy(settings: Settings, target: Target) -> Choice:
     return Choice(Strategy.IMPORT, "auto: both ends are ACR and the target has a resource_id")
 
 
+def planned_path(settings: Settings, target: Target, refusal: str | None = None) -> Choice:
+    """The path an image will take and why, given what is known to refuse an import
+    (``refusal``: a verdict's detail, or what doctor found; None when nothing refuses)."""
+    choice = choose_strategy(settings, target)
+    if not choice.imports or refusal is None:
+        return choice
+    if target.strategy is Strategy.IMPORT:
+        return Choice(Strategy.IMPORT, f"strategy import is configured, and it fails: {refusal}")
+    return Choice(Strategy.COPY, f"auto: copied over the data plane, import refused: {refusal}")
+
+
 def replicate_with_strategy(
     job: CopyJob,
     target: Target,
@@ -62,46 +160,99 @@ def replicate_with_strategy(
     importer: Importer | None,
     copier: Copier,
     settings: Settings | None = None,
+    verdicts: ImportVerdicts | None = None,
 ) -> tuple[CopyReport, str]:
     """Deliver one image to ``target``; returns the report and the path that ran."""
-    from replicator.acr.errors import ImportUnavailableError
-
     choice = _choice(job, target, settings)
     src = job.source_ref.with_digest(digest)
     dst = src.with_registry(target.login_server)
     if not choice.imports or importer is None:
         with span("copy", source=str(src), target=str(dst)):
             return copier.copy_image(src, dst), "copy"
+    known = verdicts.current(target.login_server) if verdicts is not None else None
+    if known is not None and target.strategy is Strategy.AUTO:
+        detail = f"import skipped until {known.until:%H:%M:%SZ}: {known.detail}"
+        return _fall_back(copier, src, dst, known.reason, detail), "copy"
     try:
         with span("import", source=str(src), target=str(dst)):
-            return importer.import_image(job, target, digest), "import"
+            report = importer.import_image(job, target, digest)
     except ImportUnavailableError as exc:
+        if verdicts is not None:
+            verdicts.remember(target.login_server, exc)
         if target.strategy is Strategy.IMPORT:
             raise
-        log.warning("import into %s cannot work (%s): copying over the data plane", dst, exc)
-        with span("copy", source=str(src), target=str(dst), fallback_from="import"):
-            report = copier.copy_image(src, dst)
-        extra = {**report.extra, "fallback_from": "import", "fallback_reason": str(exc)[:500]}
-        return _with_extra(report, extra), "copy"
+        return _fall_back(copier, src, dst, exc.reason, str(exc)), "copy"
+    if verdicts is not None:
+        verdicts.forget(target.login_server)
+    return report, "import"
 
 
-def deliverer(settings: Settings, *, importer: Importer | None, copier: Copier) -> Deliver:
-    """A ``Runtime.deliver`` that plans per target."""
+def _fall_back(
+    copier: Copier, src: ImageRef, dst: ImageRef, reason: str, detail: str
+) -> CopyReport:
+    log.warning(
+        "import into %s not used (%s): copying over the data plane: %s",
+        dst,
+        reason,
+        detail,
+        extra={"fallback_reason": reason, "target": dst.registry},
+    )
+    record_fallback(dst.registry, reason)
+    with span("copy", source=str(src), target=str(dst), fallback_from="import", reason=reason):
+        report = copier.copy_image(src, dst)
+    extra = {
+        **report.extra,
+        "fallback_from": "import",
+        "fallback_reason_code": reason,
+        "fallback_reason": f"copied, not imported ({reason}): {detail}"[:500],
+    }
+    return _with_extra(report, extra)
 
-    def deliver(job: CopyJob, target: Target, digest: str) -> tuple[CopyReport, str]:
+
+@dataclass
+class Planner:
+    """A ``Runtime.deliver`` that plans per target and remembers import verdicts."""
+
+    settings: Settings
+    importer: Importer | None
+    copier: Copier
+    verdicts: ImportVerdicts = field(default_factory=ImportVerdicts)
+
+    def __call__(self, job: CopyJob, target: Target, digest: str) -> tuple[CopyReport, str]:
         return replicate_with_strategy(
-            job, target, digest, importer=importer, copier=copier, settings=settings
+            job,
+            target,
+            digest,
+            importer=self.importer,
+            copier=self.copier,
+            settings=self.settings,
+            verdicts=self.verdicts,
         )
 
-    return deliver
+
+def deliverer(
+    settings: Settings,
+    *,
+    importer: Importer | None,
+    copier: Copier,
+    verdicts: ImportVerdicts | None = None,
+) -> Planner:
+    """A ``Runtime.deliver`` that plans per target."""
+    return Planner(settings, importer, copier, ImportVerdicts() if verdicts is None else verdicts)
+
+
+def import_verdicts(deliver: object) -> list[dict[str, str]]:
+    """The verdicts a runtime's ``deliver`` holds (for ``status``); none for another one."""
+    verdicts: Any = getattr(deliver, "verdicts", None)
+    if not isinstance(verdicts, ImportVerdicts):
+        return []
+    return [verdict.to_dict() for verdict in verdicts.snapshot()]
 
 
 def _choice(job: CopyJob, target: Target, settings: Settings | None) -> Choice:
-    if settings is not None:
-        return choose_strategy(settings, target)
-    from replicator.config import Settings as _Settings
-
-    return choose_strategy(_Settings(source=job.source, targets=(target,)), target)
+    if settings is None:
+        settings = Settings(source=job.source, targets=(target,))
+    return choose_strategy(settings, target)
 
 
 def _with_extra(report: CopyReport, extra: dict[str, str]) -> CopyReport:

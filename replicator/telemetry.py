@@ -13,6 +13,8 @@ Names emitted (App Insights ``customMetrics`` / ``dependencies`` / ``traces``):
 - ``replication_lag_seconds`` histogram {target, strategy}: source push -> available in DR
 - ``copy_duration_seconds`` histogram {target, strategy, outcome}
 - ``bytes_copied`` counter {target, strategy}
+- ``replication_fallbacks`` counter {target, reason, part=image|referrers}: an import not
+  used (refused, or known not to work) and copied over the data plane instead
 - ``drift_tags`` gauge {target, kind=missing|stale|extra}: last reconcile
 - ``queue_depth`` / ``poison_messages`` gauges
 - spans ``event``, ``replicate``, ``import``, ``copy``, ``referrers``; the W3C
@@ -63,6 +65,11 @@ class _Instruments:
             "copy_duration_seconds", unit="s", description="Time one job spent copying"
         )
         self.bytes = meter.create_counter("bytes_copied", unit="By", description="Bytes copied")
+        self.fallbacks = meter.create_counter(
+            "replication_fallbacks",
+            unit="{fallback}",
+            description="Imports not used (refused or known not to work): copied instead",
+        )
         self.drift: dict[tuple[str, str], int] = {}
         self.queue: dict[str, int] = {}
         meter.create_observable_gauge(
@@ -157,6 +164,12 @@ def record_job(result: JobResult, *, duration_seconds: float | None = None) -> N
         inst.bytes.add(result.bytes_copied, where)
     if duration_seconds is not None:
         inst.duration.record(max(0.0, duration_seconds), {**where, "outcome": outcome})
+
+
+def record_fallback(target: str, reason: str, *, part: str = "image") -> None:
+    """One import not used for ``target`` and copied instead; ``reason`` is one of
+    ``replicator.acr.errors.FALLBACK_REASONS``, ``part`` the image or only its referrers."""
+    _instruments().fallbacks.add(1, {"target": target, "reason": reason, "part": part})
 
 
 def record_drift(target: str, missing: int, stale: int, extra: int) -> None:

@@ -1,9 +1,15 @@
-"""Server-side replication through ARM ImportImage, then referrers over the data plane.
+"""Server-side replication through ARM ImportImage, referrers included.
 
-``AcrImporter.import_image`` pins the source by digest, tags the target as the job says
-(``Force``, so the DR tag mirrors the source), polls ARM at a short interval under an
-overall deadline, copies the image's referrers (ImportImage does not bring signatures or
-SBOMs), and confirms the digest the target now holds.
+``AcrImporter.import_image`` first reads the image in the *source* (pull is all that
+needs): it counts the manifests (more than ImportImage takes: refused before ARM is
+called, see ``import_plan``) and lists the referrers. It then imports the image pinned by
+digest, tagged as the job says (``Force``, so the DR tag mirrors the source), polling ARM
+at a short interval under an overall deadline; then each referrer (signatures, SBOMs and
+their own referrers: ImportImage does not bring them) by its own ImportImage by digest
+into the untagged repository, so an ``import`` target needs neither AcrPush nor a data
+plane the worker can reach. Under ``auto`` only, a referrer import refused for a reason a
+copy can overcome falls back to copying the referrers over the data plane. Last it
+confirms the digest the target now holds.
 """
 
 from __future__ import annotations
@@ -15,10 +21,19 @@ from typing import TYPE_CHECKING, Any, Protocol
 from azure.core.exceptions import HttpResponseError, ServiceRequestError, ServiceResponseError
 
 from replicator.acr.arm import RegistryId, management_client
-from replicator.acr.errors import ImportUnavailableError, classify
-from replicator.errors import InvalidReferenceError, PermanentRegistryError, TransientRegistryError
+from replicator.acr.errors import NOT_CONFIGURED, ImportUnavailableError, classify
+from replicator.acr.import_plan import ImportPlan, plan_import
+from replicator.errors import (
+    InvalidReferenceError,
+    NotFoundError,
+    PermanentRegistryError,
+    TransientRegistryError,
+)
 from replicator.identity import credential_for, identity_of
-from replicator.ports import CopyReport, ManifestReader
+from replicator.model import Strategy
+from replicator.oci.referrers import list_referrers
+from replicator.ports import CopyReport
+from replicator.telemetry import record_fallback, span
 
 if TYPE_CHECKING:
     from azure.core.credentials import TokenCredential
@@ -27,17 +42,15 @@ if TYPE_CHECKING:
 
     from replicator.config import Settings
     from replicator.model import CopyJob, Target
+    from replicator.oci.manifests import Manifest
     from replicator.oci.reference import ImageRef
+    from replicator.oci.registries import Registries
 
 log = logging.getLogger(__name__)
 
 
 class ReferrerCopier(Protocol):
     def copy_referrers(self, src: ImageRef, dst: ImageRef) -> int: ...
-
-
-class RegistryClients(Protocol):
-    def client(self, registry: str) -> ManifestReader: ...
 
 
 class AcrImporter:
@@ -50,7 +63,7 @@ class AcrImporter:
         *,
         source_credential: TokenCredential | None = None,
         copier: ReferrerCopier | None = None,
-        registries: RegistryClients | None = None,
+        registries: Registries | None = None,
         polling_interval: float = 1.0,
         deadline: float = 600,
         retry_total: int = 3,
@@ -91,22 +104,84 @@ class AcrImporter:
         src = job.source_ref.with_digest(digest)
         dst = src.with_registry(target.login_server)
         rid = _target_id(target)
-        parameters = self.parameters(job, digest)
+        plan = self.plan(src)
         started = time.monotonic()
-        self._run(rid, parameters, reference=str(dst))
+        self._run(rid, self.parameters(job, digest), reference=str(dst), target=target)
         log.info(
             "imported %s into %s in %.1fs", src, target.login_server, time.monotonic() - started
         )
-        referrers = self.copier.copy_referrers(src, dst) if self.copier is not None else 0
+        extra = {"strategy": "import"}
+        referrers = 0
+        if plan is not None and plan.referrers:
+            referrers, how = self._referrers(job, target, rid, plan)
+            extra.update(how)
         return CopyReport(
             digest=self._confirm(dst, digest),
-            manifests_copied=1,
+            manifests_copied=plan.manifests if plan is not None else 1,
             referrers_copied=referrers,
-            extra={"strategy": "import"},
+            extra=extra,
         )
 
-    def parameters(self, job: CopyJob, digest: str) -> ImportImageParameters:
-        """The request body: source by digest, target tag (or untagged repository), Force."""
+    def plan(self, src: ImageRef) -> ImportPlan | None:
+        """What importing ``src`` brings, read from the source (None without a client for
+        it: then the image alone is imported); too many manifests raise here."""
+        if self.registries is None:
+            return None
+        registries = self.registries
+        client = registries.client(src.registry)
+
+        def fetch(digest: str) -> Manifest:
+            return client.get_manifest(src.with_digest(digest))
+
+        def listed(subject: str) -> list[str]:
+            found = list_referrers(registries, client, src.repository, subject)
+            return [str(d.get("digest")) for d in found.descriptors]
+
+        return plan_import(str(src), fetch(str(src.digest)), fetch, listed)
+
+    def _referrers(
+        self, job: CopyJob, target: Target, rid: RegistryId, plan: ImportPlan
+    ) -> tuple[int, dict[str, str]]:
+        """Each referrer by its own import by digest; under ``auto``, a refusal a copy can
+        overcome copies the referrers over the data plane instead."""
+        src = job.source_ref.with_digest(plan.digest)
+        dst = src.with_registry(target.login_server)
+        imported = 0
+        with span("referrers", source=str(src), target=str(dst), count=len(plan.referrers)):
+            try:
+                for digest in plan.referrers:
+                    imported += self._import_referrer(job, rid, digest, target)
+            except ImportUnavailableError as exc:
+                if target.strategy is not Strategy.AUTO or self.copier is None:
+                    raise
+                log.warning(
+                    "importing the referrers of %s refused (%s): copying them over the "
+                    "data plane: %s",
+                    dst,
+                    exc.reason,
+                    exc,
+                )
+                record_fallback(target.login_server, exc.reason, part="referrers")
+                copied = self.copier.copy_referrers(src, dst)
+                reason = f"referrers copied, not imported ({exc.reason}): {exc}"[:500]
+                return imported + copied, {"referrers_fallback_reason": reason}
+        return imported, {"referrers": "import"}
+
+    def _import_referrer(self, job: CopyJob, rid: RegistryId, digest: str, target: Target) -> int:
+        parameters = self.parameters(job, digest, untagged=True)
+        reference = f"{target.login_server}/{job.repository}@{digest}"
+        try:
+            self._run(rid, parameters, reference=reference, target=target)
+        except NotFoundError:
+            log.warning("referrer %s of %s is listed but gone", digest, job.repository)
+            return 0
+        return 1
+
+    def parameters(
+        self, job: CopyJob, digest: str, *, untagged: bool = False
+    ) -> ImportImageParameters:
+        """The request body: source by digest, target tag (or, for a digest-only job or a
+        referrer, the untagged repository), Force."""
         from azure.mgmt.containerregistry.models import (
             ImportImageParameters,
             ImportMode,
@@ -128,14 +203,22 @@ class AcrImporter:
             source = ImportSource(
                 registry_uri=settings.source, source_image=image, credentials=credentials
             )
+        tag = None if untagged else job.tag
         return ImportImageParameters(
             source=source,
-            target_tags=[f"{job.repository}:{job.tag}"] if job.tag else None,
-            untagged_target_repositories=None if job.tag else [job.repository],
+            target_tags=[f"{job.repository}:{tag}"] if tag else None,
+            untagged_target_repositories=None if tag else [job.repository],
             mode=ImportMode.FORCE,
         )
 
-    def _run(self, rid: RegistryId, parameters: ImportImageParameters, *, reference: str) -> None:
+    def _run(
+        self,
+        rid: RegistryId,
+        parameters: ImportImageParameters,
+        *,
+        reference: str,
+        target: Target | None = None,
+    ) -> None:
         client = self.client(rid.subscription)
         try:
             poller = client.registries.begin_import_image(
@@ -143,7 +226,12 @@ class AcrImporter:
             )
             poller.result(timeout=self.deadline)
         except HttpResponseError as exc:
-            raise classify(exc, reference=reference) from exc
+            raise classify(
+                exc,
+                reference=reference,
+                source=self.settings.source,
+                target=target.login_server if target is not None else rid.name,
+            ) from exc
         except (ServiceRequestError, ServiceResponseError) as exc:
             raise TransientRegistryError(
                 f"ARM could not be reached: {exc}", operation="import", reference=reference
@@ -173,7 +261,7 @@ def _target_id(target: Target) -> RegistryId:
     if not target.resource_id:
         raise ImportUnavailableError(
             f"{target.login_server} has no resource_id: import needs the target's ARM id",
-            operation="import",
+            reason=NOT_CONFIGURED,
             reference=target.login_server,
         )
     try:
@@ -191,7 +279,7 @@ class AcrImporters:
         settings: Settings,
         *,
         copier: ReferrerCopier | None = None,
-        registries: RegistryClients | None = None,
+        registries: Registries | None = None,
         **importer_kwargs: Any,
     ) -> None:
         self.settings = settings
@@ -211,7 +299,7 @@ class AcrImporters:
                 raise ImportUnavailableError(
                     f"no Azure identity for {target.login_server}: import needs one "
                     "(REPLICATOR_IDENTITY / REPLICATOR_IDENTITIES)",
-                    operation="import",
+                    reason=NOT_CONFIGURED,
                     reference=target.login_server,
                 )
             found = AcrImporter(

@@ -1,6 +1,10 @@
 """What the ARM double's ImportImage does to the data: a plain-HTTP copy between local
 distribution registries of one image (an index with its children, their blobs), then the
-target tags. Referrers do not move: ImportImage does not bring them either."""
+target tags. Referrers do not move: ImportImage does not bring them either. A manifest
+imported by digest that has a ``subject`` (a referrer imported on its own) is listed
+among its subject's referrers, as ACR's referrers API lists every such manifest; the
+distribution registry behind the double has no referrers API, so the double keeps the
+subject's referrers tag index (distribution spec 1.1, "referrers tag schema")."""
 
 from __future__ import annotations
 
@@ -18,6 +22,9 @@ MANIFEST_TYPES = ",".join(
 )
 
 
+INDEX = "application/vnd.oci.image.index.v1+json"
+
+
 def copy_image(
     src_host: str, dst_host: str, image: str, tags: list[str], body: dict[str, Any]
 ) -> None:
@@ -30,6 +37,7 @@ def copy_image(
         ref = ref or "latest"
     with httpx.Client(timeout=30) as http:
         digest = _copy_manifest(http, src_host, dst_host, repo, ref)
+        _index_referrer(http, dst_host, repo, digest)
         targets = [t.partition(":") for t in tags] or [
             (r, "", "") for r in body.get("untaggedTargetRepositories") or [repo]
         ]
@@ -69,6 +77,36 @@ def _copy_manifest(
     )
     put.raise_for_status()
     return digest
+
+
+def _index_referrer(http: httpx.Client, host: str, repo: str, digest: str) -> None:
+    """Add ``digest`` to its subject's referrers tag index when it has a subject."""
+    got = http.get(
+        f"http://{host}/v2/{repo}/manifests/{digest}", headers={"Accept": MANIFEST_TYPES}
+    )
+    got.raise_for_status()
+    manifest = got.json()
+    subject = manifest.get("subject")
+    if not isinstance(subject, dict):
+        return
+    descriptor = {
+        "mediaType": got.headers["Content-Type"],
+        "digest": digest,
+        "size": len(got.content),
+    }
+    kind = manifest.get("artifactType") or (manifest.get("config") or {}).get("mediaType")
+    if kind:
+        descriptor["artifactType"] = kind
+    if manifest.get("annotations"):
+        descriptor["annotations"] = manifest["annotations"]
+    tag = str(subject["digest"]).replace(":", "-")
+    index_url = f"http://{host}/v2/{repo}/manifests/{tag}"
+    current = http.get(index_url, headers={"Accept": INDEX})
+    listed = current.json().get("manifests", []) if current.status_code == 200 else []
+    if any(d.get("digest") == digest for d in listed):
+        return
+    body = {"schemaVersion": 2, "mediaType": INDEX, "manifests": [*listed, descriptor]}
+    http.put(index_url, json=body, headers={"Content-Type": INDEX}).raise_for_status()
 
 
 def _copy_blob(

@@ -135,6 +135,23 @@ def test_bytes_and_copy_duration(captured: Captured) -> None:
     assert duration.attributes["outcome"] == "copied"
 
 
+def test_fallbacks_are_counted_by_target_reason_and_part(captured: Captured) -> None:
+    telemetry.record_fallback("a.azurecr.io", "source-read")
+    telemetry.record_fallback("a.azurecr.io", "source-read")
+    telemetry.record_fallback("a.azurecr.io", "network", part="referrers")
+    telemetry.record_fallback("b.azurecr.io", "too-many-manifests")
+
+    counts = {
+        (p.attributes["target"], p.attributes["reason"], p.attributes["part"]): p.value
+        for p in captured.points("replication_fallbacks")
+    }
+    assert counts == {
+        ("a.azurecr.io", "source-read", "image"): 2,
+        ("a.azurecr.io", "network", "referrers"): 1,
+        ("b.azurecr.io", "too-many-manifests", "image"): 1,
+    }
+
+
 def test_drift_and_queue_gauges_report_the_last_value(captured: Captured) -> None:
     telemetry.record_drift("a.azurecr.io", missing=3, stale=1, extra=0)
     telemetry.record_drift("b.azurecr.io", missing=0, stale=0, extra=2)

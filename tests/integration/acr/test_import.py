@@ -13,11 +13,18 @@ from doubles.seed import manifest_digest, seed
 from replicator.acr.errors import ImportUnavailableError
 from replicator.acr.importer import AcrImporter
 from replicator.config import Settings, load_settings
-from replicator.errors import NotFoundError, PermanentRegistryError, TransientRegistryError
+from replicator.errors import NotFoundError, TransientRegistryError
 from replicator.model import Action, CopyJob
 
 IMPORTER_ROLE = "Container Registry Data Importer and Data Reader"
 MANIFEST = "application/vnd.oci.image.manifest.v1+json"
+
+
+@pytest.fixture(autouse=True)
+def source_readable(pair: ArmPair) -> None:
+    """Same tenant, source by resource id: ARM also wants *read* on the source (the
+    importer role there, as infra/ grants it for import targets); AcrPull is not enough."""
+    pair.arm.assign(FUNCTION_MI, IMPORTER_ROLE, pair.source)
 
 
 def settings_for(pair: ArmPair, strategy: str = "import", **extra: str) -> Settings:
@@ -123,8 +130,10 @@ def _no_import_role(pair: ArmPair) -> None:
     pair.arm.assign(FUNCTION_MI, "AcrPull", pair.source)
 
 
-def _no_source_pull(pair: ArmPair) -> None:
+def _no_source_read(pair: ArmPair) -> None:
+    """AcrPull alone on the source: ARM answers 403 LinkedAuthorizationFailed."""
     pair.arm.roles.pop((FUNCTION_MI.object_id, pair.source.resource_id.lower()))
+    pair.arm.assign(FUNCTION_MI, "AcrPull", pair.source)
 
 
 def _private_source(pair: ArmPair) -> None:
@@ -134,14 +143,14 @@ def _private_source(pair: ArmPair) -> None:
 
 
 FAILURES = [
-    ("missing-import-role", _no_import_role, PermanentRegistryError, "AcrPush alone"),
+    ("missing-import-role", _no_import_role, ImportUnavailableError, "AcrPush alone"),
     (
         "throttled",
         lambda p: p.arm.fail_next.append("throttled"),
         TransientRegistryError,
         "throttled",
     ),
-    ("source-unauthorised", _no_source_pull, PermanentRegistryError, "AcrPull on the source"),
+    ("source-not-readable", _no_source_read, ImportUnavailableError, "read the source registry"),
     ("private-source", _private_source, ImportUnavailableError, "not allowed access"),
     ("internal", lambda p: p.arm.fail_next.append("internal"), TransientRegistryError, "Internal"),
 ]

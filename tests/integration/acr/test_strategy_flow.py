@@ -26,9 +26,14 @@ def registries() -> Iterator[Registries]:
         yield running
 
 
+IMPORTER_ROLE = "Container Registry Data Importer and Data Reader"
+
+
 @pytest.fixture
 def image(pair: ArmPair, registries: Registries) -> PushedImage:
-    """A two-platform index with an SBOM and a signature, in the source."""
+    """A two-platform index with an SBOM and a signature, in the source; the identity may
+    read the source (the importer role there: import by resource id needs it)."""
+    pair.arm.assign(FUNCTION_MI, IMPORTER_ROLE, pair.source)
     ref = ImageRef(pair.source.host, "team/app", "2.0")
     return push_test_image(registries, ref, referrers=True)
 
@@ -56,21 +61,28 @@ def deliver(
     return path, report.extra, len(found.descriptors) + len(child.descriptors)
 
 
-def test_import_then_referrers_over_the_data_plane(
+def test_import_brings_each_referrer_by_its_own_import_by_digest(
     pair: ArmPair,
     image: PushedImage,
     registries: Registries,
     importer_for: Callable[..., AcrImporter],
 ) -> None:
+    """No data-plane copier at all: the image and its referrers arrive by ImportImage."""
     settings = load_settings({**pair.env("import"), "IDENTITY_ENDPOINT": "set"})
-    copier = ImageCopier(registries)
-    importer = importer_for(settings, copier=copier)
+    importer = importer_for(settings, registries=registries)
     path, extra, referrers = deliver(pair, settings, image, registries, importer)
     assert path == "import"
-    assert extra == {"strategy": "import"}
+    assert extra == {"strategy": "import", "referrers": "import"}
     assert referrers == image.referrers == 2
     assert pair.target_digest("2.0") == image.digest
-    assert len(pair.arm.import_bodies) == 1
+    image_body, *referrer_bodies = pair.arm.import_bodies
+    assert image_body["targetTags"] == ["team/app:2.0"]
+    assert len(referrer_bodies) == 2
+    for body in referrer_bodies:
+        assert body["untaggedTargetRepositories"] == ["team/app"]
+        assert "targetTags" not in body
+        assert body["source"]["sourceImage"].startswith("team/app@sha256:")
+        assert body["mode"] == "Force"
 
 
 def test_auto_falls_back_to_copy_when_the_source_is_behind_a_private_endpoint(
@@ -108,19 +120,21 @@ def test_strategy_import_does_not_fall_back(
     assert pair.target_digest("2.0") is None
 
 
-def test_auto_without_import_rights_is_a_permanent_failure_not_a_copy(
+def test_auto_without_import_rights_copies_and_says_why(
     pair: ArmPair,
     image: PushedImage,
     registries: Registries,
     importer_for: Callable[..., AcrImporter],
 ) -> None:
-    from replicator.errors import PermanentRegistryError
-
     pair.arm.roles.pop((FUNCTION_MI.object_id, pair.target.resource_id.lower()))
     settings = load_settings({**pair.env("auto"), "IDENTITY_ENDPOINT": "set"})
     importer = importer_for(settings, copier=ImageCopier(registries))
-    with pytest.raises(PermanentRegistryError, match="Data Importer"):
-        deliver(pair, settings, image, registries, importer)
+    path, extra, referrers = deliver(pair, settings, image, registries, importer)
+    assert path == "copy"
+    assert extra["fallback_reason_code"] == "target-authorization"
+    assert "Data Importer and Data Reader" in extra["fallback_reason"]
+    assert referrers == 2
+    assert pair.target_digest("2.0") == image.digest
 
 
 def test_the_worker_wiring_imports_with_one_importer_per_target(

@@ -5,6 +5,16 @@ answers the registry's ``Www-Authenticate`` challenges for one host: basic crede
 or a bearer token per scope, cached until it expires and renewed on a 401. For ACR
 with an Azure credential the token comes from ``/oauth2/exchange`` then
 ``/oauth2/token``. Tokens and passwords never reach a log (``repr=False``).
+
+Credentials stay home. Entra access tokens and ACR refresh tokens go only to the
+registry's own ``/oauth2/exchange`` and ``/oauth2/token`` (for an ACR, always
+``https://<login server>/oauth2/...``, whatever realm a challenge names). Basic
+credentials go to the registry's origin and to a token realm on that origin or one the
+``RegistryAuth`` allows, never over plain HTTP to a host that is not loopback; a
+challenge naming any other realm is refused with one line, nothing sent. No header goes to
+a URL off the registry's origin (an upload ``Location`` elsewhere, a redirect: httpx drops
+``Authorization`` on a redirect to another origin). Token answers are read bounded; the
+token cache is an LRU.
 """
 
 from __future__ import annotations
@@ -17,6 +27,7 @@ import re
 import subprocess
 import threading
 import time
+from collections import OrderedDict
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -25,6 +36,9 @@ from typing import TYPE_CHECKING, Any
 import httpx
 
 from replicator.errors import PermanentRegistryError
+from replicator.model import is_acr_host
+from replicator.oci.paging import origin, same_origin
+from replicator.oci.reference import is_loopback
 from replicator.oci.transport import RetryPolicy, error_for, transport_error
 
 if TYPE_CHECKING:
@@ -32,7 +46,18 @@ if TYPE_CHECKING:
 
 log = logging.getLogger(__name__)
 
-ACR_SCOPE = "https://containerregistry.azure.net/.default"
+# The Entra audience of ACR's token exchange follows the registry's cloud, told by its
+# login server's suffix. Values as the public ACR clients use them (ratify-project/ratify
+# pkg/common/oras/authprovider/azure constants AADResource{Public,USGovernment,China}Cloud;
+# the Azure SDKs' ContainerRegistryAudience holds the ARM audiences of the same clouds,
+# accepted where a registry's azureADAuthenticationAsArmPolicy is enabled).
+ACR_AUDIENCE = "https://containerregistry.azure.net"
+ACR_AUDIENCES = {
+    ".azurecr.io": ACR_AUDIENCE,
+    ".azurecr.cn": "https://containerregistry.azure.cn",
+    ".azurecr.us": "https://containerregistry.azure.us",
+}
+ACR_SCOPE = f"{ACR_AUDIENCE}/.default"
 ACR_NULL_USER = "00000000-0000-0000-0000-000000000000"
 DEFAULT_TOKEN_SECONDS = 60.0
 EXPIRY_MARGIN = 30.0
@@ -40,6 +65,24 @@ HELPER_TIMEOUT = 60.0
 HELPER_TOKEN_USER = "<token>"  # noqa: S105 (Docker CLI: the secret is an identity token)
 _HELPER_NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]*")
 _PARAM = re.compile(r'([A-Za-z_]+)\s*=\s*(?:"((?:[^"\\]|\\.)*)"|([^\s,]+))')
+MAX_TOKEN_BYTES = 256 * 1024  # a token answer is a few KiB of JSON
+MAX_CACHED_TOKENS = 256  # scope sets per registry (one per repository and action set)
+# Registries whose token service is documented on another origin (Docker Hub: the token
+# realm is auth.docker.io, docs.docker.com "Token Authentication Specification").
+KNOWN_REALMS = {
+    "registry-1.docker.io": ("https://auth.docker.io",),
+    "index.docker.io": ("https://auth.docker.io",),
+    "docker.io": ("https://auth.docker.io",),
+}
+
+
+def acr_audience(login_server: str) -> str:
+    """The Entra audience for ``login_server``'s token exchange, from its cloud suffix."""
+    host = login_server.lower().partition(":")[0]
+    for suffix, audience in ACR_AUDIENCES.items():
+        if host.endswith(suffix):
+            return audience
+    return ACR_AUDIENCE
 
 
 _REPO_PATH = re.compile(r"^/v2/(.+?)/(?:manifests|blobs|tags|referrers)(?:/|$)")
@@ -65,19 +108,26 @@ class RegistryAuth:
     password: str = field(default="", repr=False)
     credential: TokenCredential | None = field(default=None, repr=False, compare=False)
     tenant: str | None = None
+    audience: str | None = None  # azure: the Entra audience (None: from the login server)
+    realms: tuple[str, ...] = ()  # token realm origins allowed besides the registry's own
 
     @classmethod
     def anonymous(cls) -> RegistryAuth:
         return cls()
 
     @classmethod
-    def basic(cls, username: str, password: str) -> RegistryAuth:
-        return cls("basic", username, password)
+    def basic(cls, username: str, password: str, realms: Iterable[str] = ()) -> RegistryAuth:
+        """Basic credentials; ``realms``: token service origins (``https://auth.example``)
+        on another origin than the registry's that may receive them."""
+        return cls("basic", username, password, realms=tuple(realms))
 
     @classmethod
-    def azure(cls, credential: TokenCredential, tenant: str | None = None) -> RegistryAuth:
-        """ACR: an Entra token exchanged for a registry refresh token, then access tokens."""
-        return cls("azure", credential=credential, tenant=tenant)
+    def azure(
+        cls, credential: TokenCredential, tenant: str | None = None, audience: str | None = None
+    ) -> RegistryAuth:
+        """ACR: an Entra token exchanged for a registry refresh token, then access tokens.
+        ``audience`` overrides the one the login server's cloud suffix gives."""
+        return cls("azure", credential=credential, tenant=tenant, audience=audience)
 
     @classmethod
     def refresh_token(cls, token: str) -> RegistryAuth:
@@ -197,26 +247,43 @@ class _Token:
 class Authenticator:
     """Answers one host's challenges; thread-safe; caches a bearer token per scope set."""
 
-    def __init__(self, host: str, auth: RegistryAuth, http: httpx.Client, retry: RetryPolicy):
+    def __init__(
+        self,
+        host: str,
+        auth: RegistryAuth,
+        http: httpx.Client,
+        retry: RetryPolicy,
+        *,
+        scheme: str | None = None,
+        max_tokens: int = MAX_CACHED_TOKENS,
+    ):
         self.host = host
         self.auth = auth
         self.http = http
         self.retry = retry
+        self.home = f"{scheme or ('http' if is_loopback(host) else 'https')}://{host}"
+        self.max_tokens = max(1, max_tokens)
         self._lock = threading.Lock()
         self._scheme: str | None = None
         self._params: dict[str, str] = {}
-        self._tokens: dict[tuple[str, ...], _Token] = {}
-        self._gates: dict[tuple[str, ...], threading.Lock] = {}
+        self._tokens: OrderedDict[tuple[str, ...], _Token] = OrderedDict()
+        self._gates: OrderedDict[tuple[str, ...], threading.Lock] = OrderedDict()
         self._refresh: _Token | None = None
         self.token_requests = 0
 
-    def headers(self, scopes: tuple[str, ...]) -> dict[str, str]:
-        """The Authorization header to send pre-emptively, if a challenge told us how."""
+    def headers(
+        self, scopes: tuple[str, ...], url: str | httpx.URL | None = None
+    ) -> dict[str, str]:
+        """The Authorization header to send pre-emptively, if a challenge told us how;
+        nothing for a ``url`` off the registry's origin."""
+        if url is not None and not same_origin(url, self.home):
+            return {}
         with self._lock:
             if self._scheme == "basic" and self.auth.kind == "basic":
                 return {"Authorization": _basic(self.auth.username, self.auth.password)}
             token = self._tokens.get(scopes)
             if self._scheme == "bearer" and token and token.expires > time.time():
+                self._tokens.move_to_end(scopes)
                 return {"Authorization": f"Bearer {token.value}"}
         return {}
 
@@ -232,7 +299,10 @@ class Authenticator:
 
         A bearer token is fetched on the first 401 and once more on the second (a cached
         token the registry refused, or one that was stale on arrival): renewed on 401.
+        A 401 from another origin than the registry's is not answered.
         """
+        if not same_origin(response.request.url, self.home):
+            return False
         scheme, params = parse_challenge(response.headers.get("WWW-Authenticate", ""))
         with self._lock:
             self._scheme, self._params = scheme, params
@@ -247,6 +317,8 @@ class Authenticator:
         """One fetch per scope set at a time: threads refused together share the new token."""
         with self._lock:
             gate = self._gates.setdefault(scopes, threading.Lock())
+            self._gates.move_to_end(scopes)
+            _trim(self._gates, self.max_tokens)
         with gate:
             with self._lock:
                 token = self._tokens.get(scopes)
@@ -255,21 +327,64 @@ class Authenticator:
             fetched = self._fetch(scopes)
             with self._lock:
                 self._tokens[scopes] = fetched
+                self._tokens.move_to_end(scopes)
+                _trim(self._tokens, self.max_tokens)
+
+    # -- where credentials may go -------------------------------------------------------
+    def _realm_refused(self, realm: str, why: str) -> PermanentRegistryError:
+        return PermanentRegistryError(
+            f"{self.host}: token realm {realm[:100]!r} {why}: no credentials sent there",
+            operation="token",
+            reference=self.host,
+        )
+
+    def _allowed_realm(self, realm: str) -> bool:
+        """A token realm that may receive this registry's basic credentials."""
+        try:
+            scheme, host, _ = origin(realm)
+        except (httpx.InvalidURL, ValueError, TypeError):
+            return False
+        if same_origin(realm, self.home):
+            return True
+        if scheme != "https" and not (scheme == "http" and is_loopback(host)):
+            return False  # never over plain HTTP to a host that is not loopback
+        allowed = (*self.auth.realms, *KNOWN_REALMS.get(self.host, ()))
+        if any(same_origin(realm, other) for other in allowed):
+            return True
+        # the local stack: a loopback registry's token service on another loopback port
+        return is_loopback(self.host) and is_loopback(host)
+
+    def _oauth2(self, realm: str) -> str:
+        """The origin of the token service that may receive Entra and ACR refresh tokens:
+        the registry's own (an ACR: always ``https://<login server>``)."""
+        if same_origin(realm, self.home):
+            return self.home
+        if is_acr_host(self.host) or not self._allowed_realm(realm):
+            raise self._realm_refused(realm, f"is not on {self.home}")
+        scheme, host, port = origin(realm)
+        return f"{scheme}://{_netloc(host, port)}"
 
     # -- token service ---------------------------------------------------------------
     def _fetch(self, scopes: tuple[str, ...]) -> _Token:
         realm, service = self._params["realm"], self._params.get("service", self.host)
         if self.auth.kind in {"azure", "refresh_token"}:
+            base = self._oauth2(realm)
             form = {
                 "grant_type": "refresh_token",
                 "service": service,
-                "refresh_token": self._refresh_token(realm, service),
+                "refresh_token": self._refresh_token(base, service),
             }
-            body = self._call("POST", realm, data={**form, "scope": " ".join(scopes)})
+            body = self._call(
+                "POST", f"{base}/oauth2/token", data={**form, "scope": " ".join(scopes)}
+            )
         else:
             params: list[tuple[str, str]] = [("service", service)]
             params += [("scope", s) for s in scopes]
-            auth = (self.auth.username, self.auth.password) if self.auth.kind == "basic" else None
+            auth = None
+            if self.auth.kind == "basic":
+                if not self._allowed_realm(realm):
+                    raise self._realm_refused(realm, f"is neither on {self.home} nor allowed")
+                auth = (self.auth.username, self.auth.password)
             body = self._call("GET", realm, params=params, auth=auth)
         value = body.get("token") or body.get("access_token")
         if not isinstance(value, str) or not value:
@@ -280,7 +395,7 @@ class Authenticator:
             )
         return _Token(value, _expiry(body, value))
 
-    def _refresh_token(self, realm: str, service: str) -> str:
+    def _refresh_token(self, base: str, service: str) -> str:
         if self.auth.kind == "refresh_token":
             return self.auth.password
         with self._lock:
@@ -288,12 +403,12 @@ class Authenticator:
                 return self._refresh.value
         credential = self.auth.credential
         assert credential is not None
-        entra = credential.get_token(ACR_SCOPE, tenant_id=self.auth.tenant).token
+        audience = (self.auth.audience or acr_audience(self.host)).removesuffix("/.default")
+        entra = credential.get_token(f"{audience}/.default", tenant_id=self.auth.tenant).token
         form = {"grant_type": "access_token", "service": service, "access_token": entra}
         if self.auth.tenant:
             form["tenant"] = self.auth.tenant
-        exchange = re.sub(r"/oauth2/token/?$", "/oauth2/exchange", realm)
-        body = self._call("POST", exchange, data=form)
+        body = self._call("POST", f"{base}/oauth2/exchange", data=form)
         value = body.get("refresh_token")
         if not isinstance(value, str) or not value:
             raise PermanentRegistryError(
@@ -306,17 +421,30 @@ class Authenticator:
             self._refresh = token
         return value
 
-    def _call(self, method: str, url: str, **kwargs: Any) -> dict[str, Any]:
+    def _call(
+        self, method: str, url: str, auth: tuple[str, str] | None = None, **kwargs: Any
+    ) -> dict[str, Any]:
+        """One token service call, its answer read bounded and never redirected."""
+
         def once() -> dict[str, Any]:
             self.token_requests += 1
+            from replicator.oci.client import read_limited  # client imports this module
+
+            request = self.http.build_request(method, url, **kwargs)
             try:
-                response = self.http.request(method, url, **kwargs)
+                response = self.http.send(request, auth=auth, stream=True, follow_redirects=False)
             except httpx.TransportError as exc:
                 raise transport_error(exc, "token", self.host) from None
-            if response.status_code != 200:
-                raise error_for(response, "token", self.host)
             try:
-                body = response.json()
+                if response.status_code != 200:
+                    raise error_for(response, "token", self.host)
+                content = read_limited(
+                    response, self.host, limit=MAX_TOKEN_BYTES, what="token answer"
+                )
+            finally:
+                response.close()
+            try:
+                body = json.loads(content)
             except ValueError:
                 body = None
             if not isinstance(body, dict):
@@ -328,6 +456,15 @@ class Authenticator:
             return body
 
         return self.retry.run(f"token for {self.host}", once)
+
+
+def _trim(cache: OrderedDict[Any, Any], size: int) -> None:
+    while len(cache) > size:
+        cache.popitem(last=False)
+
+
+def _netloc(host: str, port: int) -> str:
+    return f"[{host}]:{port}" if ":" in host else f"{host}:{port}"
 
 
 def _basic(username: str, password: str) -> str:

@@ -94,7 +94,7 @@ class RegistryClient:
         if not replayable:
             self.auth.ensure(scopes)  # a stream cannot be sent twice: no 401 round trip
         for round_ in range(3):
-            sent = {**(headers or {}), **self.auth.headers(scopes)}
+            sent = {**(headers or {}), **self.auth.headers(scopes, url)}  # none off-origin
             request = self.http.build_request(
                 method, url, params=params, headers=sent, content=content
             )

@@ -3,11 +3,14 @@
 Grammar from the distribution spec (``distribution/reference``): a repository is path
 components of lowercase alphanumerics joined by ``.``, ``_``, ``__`` or runs of ``-``,
 separated by ``/``; a tag is ``[A-Za-z0-9_][A-Za-z0-9_.-]{0,127}``; a digest is
-``algorithm:hex`` with sha256 (64 hex) or sha512 (128 hex).
+``algorithm:hex`` with sha256 (64 hex) or sha512 (128 hex). A registry is a host name or
+IPv4 address, or an IPv6 literal in brackets (RFC 3986 "IP-literal": ``[::1]:5000``), with
+an optional port.
 """
 
 from __future__ import annotations
 
+import ipaddress
 import re
 from dataclasses import dataclass
 
@@ -19,17 +22,39 @@ TAG_RE = re.compile(r"^[A-Za-z0-9_][A-Za-z0-9_.-]{0,127}$")
 DIGEST_RE = re.compile(r"^(?:sha256:[a-f0-9]{64}|sha512:[a-f0-9]{128})$")
 _HOST_LABEL = r"(?:[A-Za-z0-9]|[A-Za-z0-9][A-Za-z0-9-]*[A-Za-z0-9])"
 HOST_RE = re.compile(rf"^{_HOST_LABEL}(?:\.{_HOST_LABEL})*(?::[0-9]{{1,5}})?$")
+IPV6_HOST_RE = re.compile(r"^\[([0-9A-Fa-f:.]{2,45})\](?::([0-9]{1,5}))?$")
 MAX_REPOSITORY = 255
 
 
 def parse_registry(value: str) -> str:
-    """A registry login server, ``host`` or ``host:port``; lowercased."""
-    if not isinstance(value, str) or not HOST_RE.match(value):
+    """A registry login server, ``host``, ``host:port`` or ``[ipv6]:port``; lowercased (an
+    IPv6 literal in its compressed form, so one registry has one spelling)."""
+    if not isinstance(value, str):
         raise InvalidReferenceError(f"invalid registry host {value!r}")
-    _host, _, port = value.partition(":")
+    literal = IPV6_HOST_RE.match(value)
+    if literal:
+        try:
+            address = ipaddress.IPv6Address(literal.group(1))
+        except ValueError:
+            raise InvalidReferenceError(f"invalid IPv6 address in registry {value!r}") from None
+        port = literal.group(2) or ""
+        host = f"[{address.compressed}]"
+    elif HOST_RE.match(value):
+        host, _, port = value.lower().partition(":")
+    else:
+        raise InvalidReferenceError(f"invalid registry host {value!r}")
     if port and not 0 < int(port) < 65536:
         raise InvalidReferenceError(f"invalid port in registry host {value!r}")
-    return value.lower()
+    return f"{host}:{port}" if port else host
+
+
+def split_host(registry: str) -> tuple[str, str]:
+    """``(host, port)`` of a registry as ``parse_registry`` spells it (IPv6 unbracketed)."""
+    if registry.startswith("["):
+        host, _, rest = registry[1:].partition("]")
+        return host, rest.removeprefix(":")
+    host, _, port = registry.partition(":")
+    return host, port
 
 
 def parse_repository(value: str) -> str:
@@ -53,8 +78,17 @@ def parse_digest(value: str) -> str:
 
 
 def is_loopback(registry: str) -> bool:
-    host = registry.rsplit(":", 1)[0] if registry.count(":") == 1 else registry
-    return host in {"localhost", "127.0.0.1", "::1"} or host.startswith("127.")
+    """Whether ``registry`` (``host[:port]``, ``[ipv6][:port]``, or a bare host or IP
+    address as a URL names it) is on this machine: ``localhost``, 127/8 or ``::1``."""
+    host = registry.lower()
+    if host.startswith("[") or host.count(":") <= 1:
+        host = split_host(host)[0]
+    if host == "localhost":
+        return True
+    try:
+        return ipaddress.ip_address(host).is_loopback
+    except ValueError:
+        return False
 
 
 @dataclass(frozen=True, order=True)

@@ -78,11 +78,12 @@ class Registries:
             found = self._clients.get(host)
             if found is None:
                 auth = self.credentials(host) or RegistryAuth.anonymous()
+                scheme = "http" if self.plain_http(host) else "https"
                 found = RegistryClient(
                     host,
-                    scheme="http" if self.plain_http(host) else "https",
+                    scheme=scheme,
                     http=self.http,
-                    auth=Authenticator(host, auth, self.http, self.retry),
+                    auth=Authenticator(host, auth, self.http, self.retry, scheme=scheme),
                     retry=self.retry,
                 )
                 self._clients[host] = found

@@ -22,6 +22,8 @@ from azure.functions.queue import QueueMessage
 from azure.storage.queue import QueueClient
 
 from replicator.errors import StackError
+from replicator.provision import provisioned
+from replicator.queue import NEVER_EXPIRES
 
 log = logging.getLogger(__name__)
 HOST_JSON = Path(__file__).resolve().parent.parent / "host.json"
@@ -105,7 +107,11 @@ class QueueRunner:
                 dequeue_count,
                 exc,
             )
-            self.poison.send_message(content)
+            provisioned(  # the host creates <queue>-poison with its first message
+                lambda: self.poison.send_message(content, time_to_live=NEVER_EXPIRES),
+                self.poison.create_queue,
+                f"queue {self.poison.queue_name}",
+            )
             self.queue.delete_message(message)  # type: ignore[arg-type]
             self.stats.poisoned += 1
         else:
@@ -122,10 +128,14 @@ class QueueRunner:
 
     def run_once(self) -> int:
         """Receive one batch and run it; the number of messages run."""
-        batch = list(
-            self.queue.receive_messages(
-                max_messages=self.options.batch_size, visibility_timeout=RUN_LEASE_SECONDS
-            )
+        batch = provisioned(
+            lambda: list(
+                self.queue.receive_messages(
+                    max_messages=self.options.batch_size, visibility_timeout=RUN_LEASE_SECONDS
+                )
+            ),
+            self.queue.create_queue,
+            f"queue {self.queue.queue_name}",
         )
         if not batch:
             return 0

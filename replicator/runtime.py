@@ -9,7 +9,7 @@ from replicator.config import Settings
 from replicator.identity import registry_credentials
 from replicator.oci.copy import ImageCopier
 from replicator.oci.registries import Registries
-from replicator.queue import StorageJobQueue
+from replicator.queue import DEFAULT_RETRY, StorageJobQueue, StorageRetry
 from replicator.status import TableStatusStore
 from replicator.strategy import Deliver, choose_strategy, deliverer
 
@@ -31,8 +31,9 @@ class Runtime:
         self.registries.close()
 
 
-def build_runtime(settings: Settings) -> Runtime:
-    """Adapters for ``settings``; the storage connection must be configured."""
+def build_runtime(settings: Settings, *, storage_retry: StorageRetry = DEFAULT_RETRY) -> Runtime:
+    """Adapters for ``settings``; the storage connection must be configured.
+    ``storage_retry``: the storage SDKs' retry (tests pass one that does not sleep)."""
     from replicator.errors import ConfigError
 
     if settings.storage is None:
@@ -47,8 +48,8 @@ def build_runtime(settings: Settings) -> Runtime:
     return Runtime(
         settings=settings,
         registries=registries,
-        queue=StorageJobQueue(settings.storage),
-        status=TableStatusStore(settings.storage),
+        queue=StorageJobQueue(settings.storage, retry=storage_retry),
+        status=TableStatusStore(settings.storage, retry=storage_retry),
         copier=copier,
         deliver=deliverer(settings, importer=importer, copier=copier),
         importer=importer,

@@ -2,7 +2,10 @@
 
 One row per (repository, tag or digest, target), upserted by every job; Azure Table
 storage through ``azure-data-tables`` (Azurite locally). Keys may not hold ``/``, so the
-repository's slashes become ``:`` in the partition key.
+repository's slashes become ``:`` in the partition key. The table is created on first use
+when it does not exist (``replicator.provision``); a missing *row* stays a
+``ResourceNotFoundError`` inside this module only, and every other storage failure leaves
+it as a ``QueueUnavailableError``.
 """
 
 from __future__ import annotations
@@ -27,7 +30,8 @@ from azure.data.tables import TableClient, TableServiceClient, UpdateMode
 from replicator.config import StorageConnection
 from replicator.errors import QueueUnavailableError
 from replicator.model import STATUS_TABLE, CopyJob, JobResult, Outcome, utcnow
-from replicator.queue import storage_credential
+from replicator.provision import create_quietly, missing_container, provisioned
+from replicator.queue import DEFAULT_RETRY, StorageRetry, storage_credential
 
 RECONCILE_PARTITION = "_reconcile"
 MAX_ERROR_CHARS = 4000
@@ -41,16 +45,17 @@ def row_key(tag: str | None, digest: str, target: str) -> str:
     return f"{tag or '@' + digest}|{target}"
 
 
-def table_client(connection: StorageConnection, name: str = STATUS_TABLE) -> TableClient:
+def table_client(
+    connection: StorageConnection, name: str = STATUS_TABLE, retry: StorageRetry = DEFAULT_RETRY
+) -> TableClient:
     if connection.connection_string:
         return TableClient.from_connection_string(
-            connection.connection_string, name, retry_total=3, retry_backoff_factor=0.5
+            connection.connection_string, name, **retry.table_options()
         )
     service = TableServiceClient(
         str(connection.table_service_uri),
         credential=storage_credential(connection),
-        retry_total=3,
-        retry_backoff_factor=0.5,
+        **retry.table_options(),
     )
     return service.get_table_client(name)
 
@@ -97,25 +102,37 @@ class TableStatusStore:
 
     connection: StorageConnection
     name: str = STATUS_TABLE
+    retry: StorageRetry = DEFAULT_RETRY
     _client: TableClient | None = None
 
     @property
     def client(self) -> TableClient:
         if self._client is None:
-            self._client = table_client(self.connection, self.name)
+            self._client = table_client(self.connection, self.name, self.retry)
         return self._client
 
     def _call(self, what: str, fn: Any, *args: Any, **kwargs: Any) -> Any:
+        """One table call, creating the table first when it is missing. A missing row
+        (``ResourceNotFoundError``) and the conditional-write conflicts go back to this
+        module's callers; everything else becomes a ``QueueUnavailableError``."""
         try:
-            return fn(*args, **kwargs)
-        except (ResourceNotFoundError, ResourceExistsError, ResourceModifiedError):
+            return provisioned(
+                lambda: fn(*args, **kwargs), self.client.create_table, f"table {self.name}"
+            )
+        except ResourceNotFoundError as exc:
+            if missing_container(exc):  # still missing after creating it
+                raise QueueUnavailableError(f"status table {what} failed: {exc}") from exc
+            raise
+        except (ResourceExistsError, ResourceModifiedError):
             raise
         except AzureError as exc:
             raise QueueUnavailableError(f"status table {what} failed: {exc}") from exc
 
     def ensure(self) -> None:
-        with contextlib.suppress(ResourceExistsError):
-            self._call("create", self.client.create_table)
+        try:
+            create_quietly(self.client.create_table)
+        except AzureError as exc:
+            raise QueueUnavailableError(f"status table create failed: {exc}") from exc
 
     def record(self, result: JobResult) -> None:
         self._call("write", self.client.upsert_entity, _entity(result), mode=UpdateMode.REPLACE)
@@ -148,15 +165,16 @@ class TableStatusStore:
         if tag:
             query += " and Tag eq @tag"
             params["tag"] = tag
-        rows = self._call("query", self.client.query_entities, query, parameters=params)
+        rows = self._call(
+            "query", lambda: list(self.client.query_entities(query, parameters=params))
+        )
         return sorted((_plain(e) for e in rows), key=lambda r: str(r.get("target")))
 
     def since(self, when: datetime) -> list[dict[str, object]]:
+        params = {"when": when.astimezone(UTC)}
+        query = "ReplicatedAt ge @when"
         rows = self._call(
-            "query",
-            self.client.query_entities,
-            "ReplicatedAt ge @when",
-            parameters={"when": when.astimezone(UTC)},
+            "query", lambda: list(self.client.query_entities(query, parameters=params))
         )
         return [_plain(e) for e in rows]
 

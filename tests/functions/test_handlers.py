@@ -17,6 +17,7 @@ from replicator.config import load_settings
 from replicator.errors import QueueUnavailableError
 from replicator.localstack import Azurite, Registry, free_port
 from replicator.model import CopyJob
+from replicator.queue import NO_WAIT_RETRY
 from replicator.runtime import Runtime, build_runtime
 
 DIGEST = "sha256:" + "57" * 32
@@ -86,6 +87,8 @@ def test_bad_or_foreign_events_are_logged_and_dropped(
 
 
 def test_unreachable_queue_raises_so_event_grid_retries(fresh_azurite: Azurite) -> None:
+    """The storage SDK's retry is the one injected (here: one retry, no sleep), not a
+    hard-coded backoff: the queue sees exactly two attempts, then the event fails."""
     dead = fresh_azurite.connection_string.replace(str(fresh_azurite.queue_port), str(free_port()))
     settings = load_settings(
         {
@@ -95,7 +98,9 @@ def test_unreachable_queue_raises_so_event_grid_retries(fresh_azurite: Azurite) 
         },
         require_storage=True,
     )
-    rt = build_runtime(settings)
+    rt = build_runtime(settings, storage_retry=NO_WAIT_RETRY)
+    attempts: list[str] = []
+    rt.queue.request_hook = lambda request: attempts.append(request.http_request.method)
     triggers.use_runtime(rt)
     try:
         with pytest.raises(QueueUnavailableError):
@@ -103,6 +108,7 @@ def test_unreachable_queue_raises_so_event_grid_retries(fresh_azurite: Azurite) 
     finally:
         triggers.use_runtime(None)
         rt.close()
+    assert attempts == ["POST"] * (1 + NO_WAIT_RETRY.total)
 
 
 def test_malformed_queue_message_is_poisoned_not_raised(runtime: Runtime) -> None:

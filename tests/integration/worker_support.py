@@ -15,7 +15,7 @@ from replicator.localstack import Azurite, Registry
 from replicator.model import CopyJob, Target, utcnow
 from replicator.oci.reference import ImageRef
 from replicator.ports import CopyReport
-from replicator.queue import queue_client
+from replicator.queue import NO_WAIT_RETRY, queue_client
 from replicator.runtime import Runtime, build_runtime
 
 FAST = QueueOptions(
@@ -50,8 +50,10 @@ class Counting:
 
 @contextmanager
 def worker_runtime(
-    source: Registry, target: Registry, azurite: Azurite, **env: str
+    source: Registry, target: Registry, azurite: Azurite, *, provision: bool = True, **env: str
 ) -> Iterator[tuple[Runtime, Counting]]:
+    """A runtime on ``azurite`` whose storage retries do not sleep; ``provision=False``
+    leaves the queues and table to be created on first use, as in a fresh account."""
     settings = load_settings(
         {
             "REPLICATOR_SOURCE": source.host,
@@ -62,9 +64,10 @@ def worker_runtime(
         },
         require_storage=True,
     )
-    runtime = build_runtime(settings)
-    runtime.queue.ensure()
-    runtime.status.ensure()
+    runtime = build_runtime(settings, storage_retry=NO_WAIT_RETRY)
+    if provision:
+        runtime.queue.ensure()
+        runtime.status.ensure()
     runtime.busy_recheck_seconds = 1
     counting = Counting(runtime)
     triggers.use_runtime(runtime)
@@ -101,8 +104,8 @@ def runner(runtime: Runtime, options: QueueOptions = FAST) -> QueueRunner:
     storage = runtime.settings.storage
     assert isinstance(storage, StorageConnection)
     return QueueRunner(
-        queue_client(storage, runtime.queue.name),
-        queue_client(storage, runtime.queue.poison_name),
+        queue_client(storage, runtime.queue.name, retry=NO_WAIT_RETRY),
+        queue_client(storage, runtime.queue.poison_name, retry=NO_WAIT_RETRY),
         triggers.replicate,
         options,
     )

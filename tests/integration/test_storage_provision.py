@@ -1,0 +1,89 @@
+"""A fresh storage account (no queue, no table): the first event and the first job create
+what they need, and no raw ``ResourceNotFoundError`` reaches a log or a caller."""
+
+from __future__ import annotations
+
+import logging
+
+import azure.functions as func
+import pytest
+from azure.functions.queue import QueueMessage
+from worker_support import deliver_push, drain, worker_runtime
+
+from replicator import triggers
+from replicator.localstack import Azurite, Registry
+from replicator.model import CopyJob
+from replicator.oci.reference import ImageRef
+from replicator.oci.testimages import push_test_image
+
+RAW = ("ResourceNotFound", "QueueNotFound", "TableNotFound", "Traceback")
+
+
+def _queue_names(runtime: object) -> set[str]:
+    from azure.storage.queue import QueueServiceClient
+
+    service = QueueServiceClient.from_connection_string(
+        runtime.settings.storage.connection_string  # type: ignore[attr-defined]
+    )
+    return {q.name for q in service.list_queues()}
+
+
+def test_first_event_and_first_job_on_a_fresh_account(
+    registry_pair: tuple[Registry, Registry],
+    fresh_azurite: Azurite,
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    source, target = registry_pair
+    with (
+        caplog.at_level(logging.DEBUG, logger="replicator"),
+        worker_runtime(source, target, fresh_azurite, provision=False) as (runtime, _),
+    ):
+        assert _queue_names(runtime) == set()
+        ref = ImageRef(source.host, "team/app", "v1")
+        pushed = push_test_image(runtime.registries, ref)
+        deliver_push(ref, pushed.digest)  # the first event creates the jobs queue
+        assert "replication-jobs" in _queue_names(runtime)
+        stats = drain(runtime)  # the first job creates the status table
+        assert stats.succeeded == 1 and stats.poisoned == 0
+        (row,) = runtime.status.images("team/app", "v1")
+        assert row["outcome"] == "copied"
+    assert not [r for r in caplog.records if any(w in r.getMessage() for w in RAW)]
+
+
+def test_status_replay_and_poison_on_a_fresh_account(
+    registry_pair: tuple[Registry, Registry],
+    fresh_azurite: Azurite,
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    source, target = registry_pair
+    with (
+        caplog.at_level(logging.DEBUG, logger="replicator"),
+        worker_runtime(source, target, fresh_azurite, provision=False) as (runtime, _),
+    ):
+        answer = triggers.status(func.HttpRequest("GET", "/api/status", body=b"", params={}))
+        assert answer.status_code == 200, answer.get_body()
+        image = triggers.status(
+            func.HttpRequest("GET", "/api/status", body=b"", params={"repository": "team/app"})
+        )
+        assert image.status_code == 200, image.get_body()
+        replay = triggers.replay(func.HttpRequest("POST", "/api/replay", body=b"{}"))
+        assert replay.status_code == 200, replay.get_body()
+        triggers.replicate(QueueMessage(id="m1", body=b"not json", dequeue_count=1))  # type: ignore[no-untyped-call]
+        (poisoned,) = runtime.queue.client(runtime.queue.poison_name).peek_messages()
+        assert "not JSON" in poisoned.content
+        assert (
+            runtime.status.last_result(
+                CopyJob.from_dict(
+                    {
+                        "version": 1,
+                        "action": "push",
+                        "source": source.host,
+                        "target": target.host,
+                        "repository": "team/app",
+                        "digest": "sha256:" + "0" * 64,
+                    }
+                )
+            )
+            is None
+        )
+    assert not [r for r in caplog.records if any(w in r.getMessage() for w in RAW)]

@@ -72,6 +72,7 @@ class Settings:
     storage: StorageConnection | None = None
     untagged_delay_seconds: int = DEFAULT_UNTAGGED_DELAY
     identity: IdentitySettings = field(default_factory=IdentitySettings)  # replicator.identity
+    acr_audience: str | None = None  # None: each ACR's from its login server's cloud suffix
 
     def target(self, login_server: str) -> Target | None:
         for target in self.targets:
@@ -202,6 +203,21 @@ def parse_storage(env: Mapping[str, str], name: str) -> StorageConnection | None
     )
 
 
+def parse_audience(value: str, problems: list[str]) -> str | None:
+    """``REPLICATOR_ACR_AUDIENCE``: an https URL (``/.default`` may be written or not)."""
+    audience = value.strip().removesuffix("/.default").rstrip("/")
+    if not audience:
+        return None
+    parsed = urlparse(audience)
+    if parsed.scheme != "https" or not parsed.netloc or parsed.query or parsed.fragment:
+        problems.append(
+            "REPLICATOR_ACR_AUDIENCE must be an https:// audience, e.g. "
+            "https://containerregistry.azure.cn (China) or https://management.azure.com (ARM)"
+        )
+        return None
+    return audience
+
+
 def load_settings(env: Mapping[str, str], *, require_storage: bool = False) -> Settings:
     """Parse every CONTRACT setting; raise one ``ConfigError`` listing every problem."""
     problems: list[str] = []
@@ -272,6 +288,7 @@ def load_settings(env: Mapping[str, str], *, require_storage: bool = False) -> S
     except ValueError as exc:
         problems.append(f"REPLICATOR_UNTAGGED_DELAY: {exc}")
     identity = parse_identity_settings(env, problems)
+    acr_audience = parse_audience(env.get("REPLICATOR_ACR_AUDIENCE", ""), problems)
 
     if problems:
         raise ConfigError(problems)
@@ -289,4 +306,5 @@ def load_settings(env: Mapping[str, str], *, require_storage: bool = False) -> S
         storage=storage,
         untagged_delay_seconds=untagged_delay,
         identity=identity,
+        acr_audience=acr_audience,
     )

@@ -249,7 +249,8 @@ def registry_credentials(settings: Settings) -> Callable[[str], RegistryAuth | N
     """``Registries(credentials=...)``: the data-plane auth per host, one credential each.
 
     ACR registries get ``RegistryAuth.azure`` (the OCI engine exchanges the Entra token at
-    ``/oauth2/exchange``, naming the registry's tenant when it is another one); registries
+    ``/oauth2/exchange``, naming the registry's tenant when it is another one, for the
+    audience ``REPLICATOR_ACR_AUDIENCE`` names, else the login server's cloud's); registries
     with no identity get None (anonymous, or what the registry's challenge allows)."""
     from replicator.oci.auth import RegistryAuth
 
@@ -259,8 +260,11 @@ def registry_credentials(settings: Settings) -> Callable[[str], RegistryAuth | N
         if host not in cache:
             identity = identity_of(settings, host)
             credential = credential_from(settings.identity, identity)
+            audience = settings.acr_audience  # None: from the host's cloud suffix
             cache[host] = (
-                RegistryAuth.azure(credential, tenant=identity.tenant_id) if credential else None
+                RegistryAuth.azure(credential, tenant=identity.tenant_id, audience=audience)
+                if credential
+                else None
             )
         return cache[host]
 

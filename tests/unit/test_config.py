@@ -144,3 +144,31 @@ def test_plain_http_and_registries() -> None:
     assert settings.uses_plain_http("127.0.0.1:5001")
     assert not settings.uses_plain_http("dr.azurecr.io")
     assert settings.registries == {"src.azurecr.io", "dr.azurecr.io"}
+
+
+AUDIENCES = [
+    ("unset-follows-the-login-server", "", None),
+    ("china", "https://containerregistry.azure.cn", "https://containerregistry.azure.cn"),
+    (
+        "scope-form",
+        "https://containerregistry.azure.us/.default",
+        "https://containerregistry.azure.us",
+    ),
+    ("arm-audience", "https://management.azure.com/", "https://management.azure.com"),
+]
+
+
+@pytest.mark.parametrize(
+    ("value", "audience"), [a[1:] for a in AUDIENCES], ids=[a[0] for a in AUDIENCES]
+)
+def test_acr_audience_setting(value: str, audience: str | None) -> None:
+    settings = load_settings({**BASE, "REPLICATOR_ACR_AUDIENCE": value})
+    assert settings.acr_audience == audience
+
+
+@pytest.mark.parametrize(
+    "value", ["http://containerregistry.azure.cn", "containerregistry", "https://"]
+)
+def test_acr_audience_must_be_an_https_url(value: str) -> None:
+    with pytest.raises(ConfigError, match="REPLICATOR_ACR_AUDIENCE must be an https://"):
+        load_settings({**BASE, "REPLICATOR_ACR_AUDIENCE": value})

@@ -127,3 +127,70 @@ def test_every_problem_is_listed_at_once() -> None:
     with pytest.raises(ConfigError) as caught:
         load_settings({**BASE, **env})
     assert len(caught.value.problems) == 2
+
+
+class _Recording:
+    """A TokenCredential that records the scopes it is asked for."""
+
+    def __init__(self) -> None:
+        self.scopes: list[str] = []
+
+    def get_token(self, *scopes: str, **_: object) -> object:
+        from azure.core.credentials import AccessToken
+
+        self.scopes.extend(scopes)
+        return AccessToken("entra", 2**31)
+
+
+CLOUDS = [
+    ("public", "src.azurecr.io", "", "https://containerregistry.azure.net/.default"),
+    ("china", "src.azurecr.cn", "", "https://containerregistry.azure.cn/.default"),
+    ("us-gov", "src.azurecr.us", "", "https://containerregistry.azure.us/.default"),
+    (
+        "override",
+        "src.azurecr.cn",
+        "https://management.chinacloudapi.cn",
+        "https://management.chinacloudapi.cn/.default",
+    ),
+]
+
+
+@pytest.mark.parametrize(
+    ("source", "setting", "scope"), [c[1:] for c in CLOUDS], ids=[c[0] for c in CLOUDS]
+)
+def test_the_registry_token_audience_follows_the_cloud_or_the_setting(
+    source: str, setting: str, scope: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The Entra token exchanged at ``https://<login server>/oauth2/exchange`` is asked for
+    the audience of the registry's cloud (issue 13 item 12), unless the setting names one."""
+    import httpx
+
+    from replicator import identity
+    from replicator.oci.auth import Authenticator
+    from replicator.oci.transport import RetryPolicy
+
+    recording = _Recording()
+    monkeypatch.setattr(identity, "credential_from", lambda *_: recording)
+    env = {"REPLICATOR_SOURCE": source, "REPLICATOR_TARGETS": "dr.azurecr.io"}
+    settings = load_settings({**env, "REPLICATOR_ACR_AUDIENCE": setting})
+    auth = identity.registry_credentials(settings)(source)
+    assert auth is not None and auth.kind == "azure"
+    seen: list[str] = []
+
+    def token_service(request: httpx.Request) -> httpx.Response:
+        seen.append(str(request.url))
+        if request.url.path == "/oauth2/exchange":
+            return httpx.Response(200, json={"refresh_token": "r"})
+        return httpx.Response(200, json={"access_token": "a", "expires_in": 300})
+
+    with httpx.Client(transport=httpx.MockTransport(token_service)) as http:
+        authenticator = Authenticator(source, auth, http, RetryPolicy(attempts=1))
+        challenge = f'Bearer realm="https://{source}/oauth2/token",service="{source}"'
+        request = httpx.Request("GET", f"https://{source}/v2/a/tags/list")
+        assert authenticator.challenged(
+            httpx.Response(401, headers={"WWW-Authenticate": challenge}, request=request),
+            ("repository:a:pull",),
+            0,
+        )
+    assert recording.scopes == [scope]
+    assert seen[0] == f"https://{source}/oauth2/exchange"

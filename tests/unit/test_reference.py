@@ -71,3 +71,50 @@ def test_round_trip_and_helpers() -> None:
     assert ref.with_digest(None).reference == "v1"
     assert ref.with_registry("dr.azurecr.io").registry == "dr.azurecr.io"
     assert is_loopback("127.0.0.1:5000") and is_loopback("localhost") and not is_loopback("a.io")
+
+
+IPV6 = [
+    ("loopback-with-port", "[::1]:5000/team/app:v1", "[::1]:5000", True),
+    ("loopback-long-form", "[0:0:0:0:0:0:0:1]/app:v1", "[::1]", True),
+    ("global-uppercase", "[FD00::2]:443/app:v1", "[fd00::2]:443", False),
+]
+
+
+@pytest.mark.parametrize(
+    ("text", "registry", "loopback"), [c[1:] for c in IPV6], ids=[c[0] for c in IPV6]
+)
+def test_ipv6_literal_registries_parse_to_one_spelling(
+    text: str, registry: str, loopback: bool
+) -> None:
+    ref = ImageRef.parse(text)
+    assert ref.registry == registry
+    assert ref.repository in {"team/app", "app"} and ref.tag == "v1"
+    assert str(ImageRef.parse(str(ref))) == str(ref)
+    assert is_loopback(ref.registry) is loopback
+
+
+@pytest.mark.parametrize(
+    "registry",
+    ["[::1", "[::1]:", "[::1]:70000", "[zz::1]:5000", "::1:5000", "[fe80::1%eth0]:5000", "[]"],
+    ids=["unclosed", "empty-port", "port-range", "not-hex", "unbracketed", "zone-id", "empty"],
+)
+def test_bad_ipv6_registries_are_refused(registry: str) -> None:
+    with pytest.raises(InvalidReferenceError):
+        ImageRef.parse(f"{registry}/app:v1")
+
+
+@pytest.mark.parametrize(
+    ("host", "loopback"),
+    [
+        ("127.0.0.1:5000", True),
+        ("127.8.9.10", True),
+        ("localhost:1", True),
+        ("::1", True),
+        ("[::1]:5000", True),
+        ("127.example.com:5000", False),
+        ("192.0.2.2:5000", False),
+        ("[fd00::2]:5000", False),
+    ],
+)
+def test_loopback_is_told_by_address(host: str, loopback: bool) -> None:
+    assert is_loopback(host) is loopback

@@ -13,7 +13,7 @@ the source come in as functions.
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass
 
 from replicator.acr.errors import TOO_MANY_MANIFESTS, ImportUnavailableError
@@ -24,7 +24,8 @@ IMPORT_MANIFEST_BUDGET = MAX_IMPORT_MANIFESTS - 1  # the index may count: stay o
 MAX_REFERRER_DEPTH = 8  # referrers of referrers of ...: as deep as the data-plane copy goes
 
 Fetch = Callable[[str], Manifest]  # digest -> the source's manifest
-ListReferrers = Callable[[str], Iterable[str]]  # subject digest -> its referrers' digests
+# subject digest -> the descriptors of its referrers (``digest``, ``mediaType``)
+ListReferrers = Callable[[str], Iterable[Mapping[str, object]]]
 
 
 @dataclass(frozen=True)
@@ -36,6 +37,8 @@ class ImportPlan:
     manifests: int
     subjects: tuple[str, ...]  # the image's own manifests: the index and its children
     referrers: tuple[str, ...] = ()
+    # referrer indexes over the budget, with their manifest counts: no import for them
+    oversized: tuple[tuple[str, int], ...] = ()
 
 
 def count_manifests(top: Manifest, fetch: Fetch) -> tuple[int, tuple[str, ...]]:
@@ -70,26 +73,42 @@ def check_manifest_count(reference: str, count: int) -> None:
 def referrer_order(subjects: Iterable[str], listed: ListReferrers) -> tuple[str, ...]:
     """Every referrer of ``subjects``, recursively (to ``MAX_REFERRER_DEPTH``), once each,
     breadth first: a subject comes before its referrers."""
+    return tuple(referrer_descriptors(subjects, listed))
+
+
+def referrer_descriptors(
+    subjects: Iterable[str], listed: ListReferrers
+) -> dict[str, Mapping[str, object]]:
+    """``referrer_order`` with each referrer's descriptor, in that order."""
     seen = dict.fromkeys(subjects)
-    order: list[str] = []
+    order: dict[str, Mapping[str, object]] = {}
     level = list(seen)
     for _ in range(MAX_REFERRER_DEPTH):
         found: list[str] = []
         for subject in level:
-            for digest in listed(subject):
+            for descriptor in listed(subject):
+                digest = str(descriptor.get("digest"))
                 if digest not in seen:
                     seen[digest] = None
+                    order[digest] = descriptor
                     found.append(digest)
-        order += found
         level = found
         if not level:
             break
-    return tuple(order)
+    return order
 
 
 def plan_import(reference: str, top: Manifest, fetch: Fetch, listed: ListReferrers) -> ImportPlan:
     """The plan for importing ``top``: raises ``ImportUnavailableError`` (too many
-    manifests) before any referrer is listed."""
+    manifests) before any referrer is listed. A referrer that is an index is counted the
+    same way (each referrer is its own import); those over the budget are ``oversized``."""
     count, subjects = count_manifests(top, fetch)
     check_manifest_count(reference, count)
-    return ImportPlan(top.digest, count, subjects, referrer_order(subjects, listed))
+    referrers = referrer_descriptors(subjects, listed)
+    counted = (
+        (digest, count_manifests(fetch(digest), fetch)[0])
+        for digest, descriptor in referrers.items()
+        if descriptor.get("mediaType") in INDEX_TYPES
+    )
+    oversized = tuple((d, n) for d, n in counted if n > IMPORT_MANIFEST_BUDGET)
+    return ImportPlan(top.digest, count, subjects, tuple(referrers), oversized)

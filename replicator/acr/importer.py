@@ -22,7 +22,7 @@ from azure.core.exceptions import HttpResponseError, ServiceRequestError, Servic
 
 from replicator.acr.arm import RegistryId, management_client
 from replicator.acr.errors import NOT_CONFIGURED, ImportUnavailableError, classify
-from replicator.acr.import_plan import ImportPlan, plan_import
+from replicator.acr.import_plan import ImportPlan, check_manifest_count, plan_import
 from replicator.errors import (
     InvalidReferenceError,
     NotFoundError,
@@ -133,9 +133,8 @@ class AcrImporter:
         def fetch(digest: str) -> Manifest:
             return client.get_manifest(src.with_digest(digest))
 
-        def listed(subject: str) -> list[str]:
-            found = list_referrers(registries, client, src.repository, subject)
-            return [str(d.get("digest")) for d in found.descriptors]
+        def listed(subject: str) -> tuple[dict[str, Any], ...]:
+            return list_referrers(registries, client, src.repository, subject).descriptors
 
         return plan_import(str(src), fetch(str(src.digest)), fetch, listed)
 
@@ -149,6 +148,8 @@ class AcrImporter:
         imported = 0
         with span("referrers", source=str(src), target=str(dst), count=len(plan.referrers)):
             try:
+                for digest, count in plan.oversized:
+                    check_manifest_count(f"{src.registry}/{src.repository}@{digest}", count)
                 for digest in plan.referrers:
                     imported += self._import_referrer(job, rid, digest, target)
             except ImportUnavailableError as exc:

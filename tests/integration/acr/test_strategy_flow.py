@@ -2,22 +2,52 @@
 
 from __future__ import annotations
 
+import json
 from collections.abc import Callable, Iterator
 
 import pytest
 from doubles.arm import ArmPair
 from doubles.identity import FUNCTION_MI
+from opentelemetry.sdk.metrics import MeterProvider
+from opentelemetry.sdk.metrics.export import InMemoryMetricReader
 
+from replicator import telemetry
 from replicator.acr.errors import ImportUnavailableError
+from replicator.acr.import_plan import IMPORT_MANIFEST_BUDGET
 from replicator.acr.importer import AcrImporter
 from replicator.config import Settings, load_settings
+from replicator.errors import PermanentRegistryError
 from replicator.model import Action, CopyJob
 from replicator.oci.copy import ImageCopier
+from replicator.oci.manifests import OCI_INDEX, Manifest
 from replicator.oci.reference import ImageRef
-from replicator.oci.referrers import list_referrers
+from replicator.oci.referrers import Referrers, list_referrers, update_fallback
 from replicator.oci.registries import Registries
 from replicator.oci.testimages import PushedImage, push_test_image
 from replicator.strategy import replicate_with_strategy
+
+
+@pytest.fixture
+def captured() -> Iterator[InMemoryMetricReader]:
+    reader = InMemoryMetricReader()
+    provider = MeterProvider(metric_readers=[reader])
+    telemetry.use_providers(provider)
+    yield reader
+    telemetry.use_providers()
+    provider.shutdown()
+
+
+def fallbacks(reader: InMemoryMetricReader) -> list[tuple[str, str, int]]:
+    """(reason, part, count) of the ``replication_fallbacks`` counter."""
+    data = reader.get_metrics_data()
+    return [
+        (str(p.attributes["reason"]), str(p.attributes["part"]), int(p.value))
+        for r in (data.resource_metrics if data else ())
+        for s in r.scope_metrics
+        for m in s.metrics
+        if m.name == "replication_fallbacks"
+        for p in m.data.data_points
+    ]
 
 
 @pytest.fixture
@@ -90,6 +120,7 @@ def test_auto_falls_back_to_copy_when_the_source_is_behind_a_private_endpoint(
     image: PushedImage,
     registries: Registries,
     importer_for: Callable[..., AcrImporter],
+    captured: InMemoryMetricReader,
 ) -> None:
     pair.source.public_network_access = "Disabled"
     pair.source.private_endpoints = 1
@@ -103,6 +134,7 @@ def test_auto_falls_back_to_copy_when_the_source_is_behind_a_private_endpoint(
     assert referrers == 2
     assert pair.target_digest("2.0") == image.digest
     assert len(pair.arm.import_bodies) == 1  # import was tried once
+    assert fallbacks(captured) == [("network", "image", 1)]
 
 
 def test_strategy_import_does_not_fall_back(
@@ -172,3 +204,110 @@ def test_strategy_copy_never_calls_arm(
     assert referrers == 2
     assert pair.arm.import_bodies == []
     assert not [t for _, t in pair.arm.requests if "importImage" in t]
+
+
+def wide_image(
+    registries: Registries, host: str, platforms: int, tag: str | None = "2.0"
+) -> PushedImage:
+    """An index of ``platforms`` tiny images (``platforms + 1`` manifests with the index)."""
+    return push_test_image(
+        registries,
+        ImageRef(host, "team/app", tag),
+        platforms=tuple(f"linux/arch{i}" for i in range(platforms)),
+        layers=1,
+        layer_size=64,
+        referrers=False,
+    )
+
+
+def test_an_index_over_the_import_limit_is_copied_under_auto_without_asking_arm(
+    pair: ArmPair, registries: Registries, importer_for: Callable[..., AcrImporter]
+) -> None:
+    pair.arm.assign(FUNCTION_MI, IMPORTER_ROLE, pair.source)
+    wide = wide_image(registries, pair.source.host, platforms=IMPORT_MANIFEST_BUDGET)  # 50
+    settings = load_settings({**pair.env("auto"), "IDENTITY_ENDPOINT": "set"})
+    importer = importer_for(settings, registries=registries)
+    path, extra, _ = deliver(pair, settings, wide, registries, importer)
+    assert path == "copy"
+    assert extra["fallback_reason_code"] == "too-many-manifests"
+    assert "has 50 manifests" in extra["fallback_reason"]
+    assert pair.target_digest("2.0") == wide.digest
+    assert pair.arm.import_bodies == []
+
+
+def test_an_index_at_the_budget_imports(
+    pair: ArmPair, registries: Registries, importer_for: Callable[..., AcrImporter]
+) -> None:
+    pair.arm.assign(FUNCTION_MI, IMPORTER_ROLE, pair.source)
+    wide = wide_image(registries, pair.source.host, platforms=IMPORT_MANIFEST_BUDGET - 1)  # 49
+    settings = load_settings({**pair.env("auto"), "IDENTITY_ENDPOINT": "set"})
+    importer = importer_for(settings, registries=registries)
+    path, _, _ = deliver(pair, settings, wide, registries, importer)
+    assert path == "import"
+    assert len(pair.arm.import_bodies) == 1
+
+
+def test_an_index_over_the_import_limit_fails_at_once_under_import(
+    pair: ArmPair, registries: Registries, importer_for: Callable[..., AcrImporter]
+) -> None:
+    """A permanent failure with its reason (no retries, no poison), and no ARM call."""
+    pair.arm.assign(FUNCTION_MI, IMPORTER_ROLE, pair.source)
+    wide = wide_image(registries, pair.source.host, platforms=IMPORT_MANIFEST_BUDGET)
+    settings = load_settings({**pair.env("import"), "IDENTITY_ENDPOINT": "set"})
+    importer = importer_for(settings, registries=registries)
+    with pytest.raises(ImportUnavailableError, match="has 50 manifests") as caught:
+        deliver(pair, settings, wide, registries, importer)
+    assert isinstance(caught.value, PermanentRegistryError)
+    assert pair.arm.import_bodies == []
+    assert pair.target_digest("2.0") is None
+
+
+def push_referrer_index(registries: Registries, host: str, image: PushedImage) -> str:
+    """A referrer of ``image`` that is itself an index of 49 manifests (50 with itself)."""
+    client = registries.client(host)
+    parts = wide_image(registries, host, IMPORT_MANIFEST_BUDGET, tag=None)
+    listed = client.get_manifest(ImageRef(host, "team/app", digest=parts.digest)).json
+    body = {
+        "schemaVersion": 2,
+        "mediaType": OCI_INDEX,
+        "artifactType": "application/vnd.example.bundle",
+        "manifests": listed["manifests"],
+        "subject": {"mediaType": image.media_type, "digest": image.digest, "size": image.size},
+    }
+    manifest = Manifest.from_bytes(json.dumps(body).encode(), OCI_INDEX)
+    client.put_manifest(ImageRef(host, "team/app", digest=manifest.digest), manifest)
+    update_fallback(client, "team/app", image.digest, Referrers((manifest.descriptor(),)))
+    return manifest.digest
+
+
+def test_auto_copies_only_the_referrers_whose_import_is_refused(
+    pair: ArmPair,
+    image: PushedImage,
+    registries: Registries,
+    importer_for: Callable[..., AcrImporter],
+    captured: InMemoryMetricReader,
+) -> None:
+    big = push_referrer_index(registries, pair.source.host, image)
+    settings = load_settings({**pair.env("auto"), "IDENTITY_ENDPOINT": "set"})
+    importer = importer_for(settings, copier=ImageCopier(registries))
+    path, extra, referrers = deliver(pair, settings, image, registries, importer)
+    assert path == "import"  # the image itself went by import
+    assert len(pair.arm.import_bodies) == 1  # and no referrer import was tried
+    assert "has 50 manifests" in extra["referrers_fallback_reason"]
+    assert referrers == image.referrers + 1
+    target = registries.client(pair.target.host)
+    assert target.head_manifest(ImageRef(pair.target.host, "team/app", digest=big)) is not None
+    assert fallbacks(captured) == [("too-many-manifests", "referrers", 1)]
+
+
+def test_import_fails_when_a_referrer_cannot_be_imported(
+    pair: ArmPair,
+    image: PushedImage,
+    registries: Registries,
+    importer_for: Callable[..., AcrImporter],
+) -> None:
+    push_referrer_index(registries, pair.source.host, image)
+    settings = load_settings({**pair.env("import"), "IDENTITY_ENDPOINT": "set"})
+    importer = importer_for(settings, copier=ImageCopier(registries))
+    with pytest.raises(ImportUnavailableError, match="has 50 manifests"):
+        deliver(pair, settings, image, registries, importer)

@@ -38,8 +38,15 @@ def store(*manifests: Manifest) -> dict[str, Manifest]:
     return {m.digest: m for m in manifests}
 
 
-def no_referrers(_subject: str) -> list[str]:
+def no_referrers(_subject: str) -> list[dict[str, str]]:
     return []
+
+
+def listing(graph: dict[str, list[str]]) -> Any:
+    """A referrers listing from ``{subject: [referrer digests]}``."""
+    return lambda subject: [
+        {"digest": d, "mediaType": OCI_MANIFEST} for d in graph.get(subject, [])
+    ]
 
 
 def test_the_budget_stays_one_under_the_documented_limit() -> None:
@@ -82,7 +89,7 @@ def test_a_single_manifest_is_one() -> None:
 def test_too_many_manifests_are_refused_before_any_referrer_is_listed() -> None:
     listed: list[str] = []
 
-    def referrers(subject: str) -> list[str]:
+    def referrers(subject: str) -> list[dict[str, str]]:
         listed.append(subject)
         return []
 
@@ -98,26 +105,42 @@ def test_referrers_of_the_index_its_children_and_of_referrers_subjects_first() -
         "sbom": ["sig-sbom"],
         "sig-sbom": [],
     }
-    order = referrer_order(["idx", "amd64", "arm64"], lambda s: graph.get(s, []))
+    order = referrer_order(["idx", "amd64", "arm64"], listing(graph))
     assert order == ("sig-idx", "sbom", "sig-amd64", "sig-sbom")
 
 
 def test_referrer_chains_stop_at_the_depth_limit() -> None:
-    order = referrer_order(["d0"], lambda s: [f"d{int(s[1:]) + 1}"])
+    order = referrer_order(["d0"], lambda s: [{"digest": f"d{int(s[1:]) + 1}"}])
     assert len(order) == MAX_REFERRER_DEPTH
     assert order[-1] == f"d{MAX_REFERRER_DEPTH}"
 
 
 def test_a_cycle_of_referrers_ends() -> None:
-    assert referrer_order(["a"], lambda s: ["b"] if s == "a" else ["a"]) == ("b",)
+    assert referrer_order(["a"], listing({"a": ["b"], "b": ["a"]})) == ("b",)
 
 
 def test_the_plan_lists_the_image_and_its_referrers() -> None:
     amd64, arm64 = image(1), image(2)
     top = index([amd64, arm64])
     graph = {top.digest: ["sig"], amd64.digest: ["sbom"]}
-    plan = plan_import(REF, top, store().__getitem__, lambda s: graph.get(s, []))
+    plan = plan_import(REF, top, store().__getitem__, listing(graph))
     assert plan.digest == top.digest
     assert plan.manifests == 3
     assert plan.subjects == (top.digest, amd64.digest, arm64.digest)
     assert plan.referrers == ("sig", "sbom")
+    assert plan.oversized == ()
+
+
+def test_a_referrer_index_over_the_budget_is_marked_the_image_still_imports() -> None:
+    small = index([image(100), image(101)])
+    big = index([image(200 + i) for i in range(IMPORT_MANIFEST_BUDGET)])  # 50 with itself
+    top = index([image(1)])
+
+    def listed(subject: str) -> list[dict[str, str]]:
+        if subject != top.digest:
+            return []
+        return [{"digest": m.digest, "mediaType": OCI_INDEX} for m in (small, big)]
+
+    plan = plan_import(REF, top, store(small, big).__getitem__, listed)
+    assert plan.referrers == (small.digest, big.digest)
+    assert plan.oversized == ((big.digest, IMPORT_MANIFEST_BUDGET + 1),)

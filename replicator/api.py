@@ -22,6 +22,7 @@ from replicator.filters import Filters
 from replicator.model import utcnow
 from replicator.oci.reference import parse_registry, parse_repository, parse_tag
 from replicator.reconcile import Pacing, compare, enqueue, plan_jobs
+from replicator.strategy import import_verdicts
 
 if TYPE_CHECKING:
     from replicator.queue import StorageJobQueue
@@ -181,6 +182,7 @@ def _status(runtime: Runtime, params: Mapping[str, str], now: datetime) -> ApiRe
             "lastReconcile": runtime.status.last_reconcile(),
             "window": {"from": (now - STATUS_WINDOW).isoformat(), "to": now.isoformat()},
             "targets": target_summary(rows, targets),
+            "importVerdicts": import_verdicts(runtime.deliver),  # "import cannot work here"
         },
     )
 

@@ -3,6 +3,10 @@
 ``JsonServer`` runs a handler on a loopback port (HTTPS when given a ``trustme`` CA), in a
 thread, and stops on exit. ``TokenBook`` is the shared memory of issued tokens: the
 identity doubles write to it and the ARM double reads it, as Entra and ARM share trust.
+``RoleAssignments`` is Azure RBAC's memory of who holds which built-in role on which
+registry: the ARM double and the registry token service (``token_server.AcrExchange``)
+both decide from it, with the role table of ``replicator/acr/roles.json`` (the roles'
+published actions and data actions), as ARM and ACR's token endpoint share RBAC.
 """
 
 from __future__ import annotations
@@ -18,6 +22,8 @@ from typing import Any
 from urllib.parse import urlsplit
 
 import trustme
+
+from replicator.acr import roles
 
 # (method, path with query, headers, body) -> (status, headers, JSON body or None)
 Handler = Callable[[str, str, dict[str, str], bytes], tuple[int, dict[str, str], Any]]
@@ -48,6 +54,29 @@ class TokenBook:
     def lookup(self, token: str) -> tuple[Principal, str] | None:
         with self._lock:
             return self.issued.get(token)
+
+
+@dataclass
+class RoleAssignments:
+    """(principal object id, scope) -> role keys of ``roles.json``; scopes are resource ids."""
+
+    held: dict[tuple[str, str], set[str]] = field(default_factory=dict)
+    _lock: threading.Lock = field(default_factory=threading.Lock)
+
+    def assign(self, principal: Principal, role: str, scope: str) -> None:
+        """Grant a built-in role (key, name or id in the role table) on ``scope``."""
+        key = roles.role(role).key
+        with self._lock:
+            self.held.setdefault((principal.object_id, scope.lower()), set()).add(key)
+
+    def remove(self, principal: Principal, role: str, scope: str) -> None:
+        with self._lock:
+            self.held.get((principal.object_id, scope.lower()), set()).discard(roles.role(role).key)
+
+    def roles_of(self, principal: Principal, scope: str) -> tuple[roles.Role, ...]:
+        with self._lock:
+            keys = sorted(self.held.get((principal.object_id, scope.lower()), set()))
+        return tuple(roles.role(key) for key in keys)
 
 
 class _RequestHandler(BaseHTTPRequestHandler):

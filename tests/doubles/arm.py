@@ -3,7 +3,8 @@
 What it serves (shapes from the 2025-11-01 REST spec the SDK was generated from):
 - ``GET .../registries/{name}``: ``sku``, ``properties.loginServer``,
   ``publicNetworkAccess``, ``networkRuleBypassOptions``, ``networkRuleSet.defaultAction``,
-  ``anonymousPullEnabled``, ``privateEndpointConnections``, ``policies.exportPolicy``;
+  ``anonymousPullEnabled``, ``privateEndpointConnections``, ``policies.exportPolicy``,
+  ``roleAssignmentMode`` (``LegacyRegistryPermissions`` | ``AbacRepositoryPermissions``);
 - ``POST .../registries/{name}/importImage``: 202 with ``Location`` and
   ``Azure-AsyncOperation``; the operation polls ``InProgress`` ``polls`` times, then
   ``Succeeded`` or ``Failed`` with ARM's ``error`` body, and no ``Retry-After`` (so the
@@ -11,12 +12,22 @@ What it serves (shapes from the 2025-11-01 REST spec the SDK was generated from)
   and blobs move between the local distribution registries behind the login servers,
   and (like ImportImage) referrers do not;
 - ``GET {scope}/providers/Microsoft.Authorization/permissions``: the caller's actions
-  from its role assignments on the registry.
+  from its role assignments on the registry;
+- ``GET /subscriptions/{id}/providers/Microsoft.EventGrid/systemTopics``: the system
+  topics registered with ``topics`` (``properties.source``, ``topicType``, ``identity``).
 
-ARM checks what it checks in Azure: the bearer token (issued by the identity doubles for
-this ARM's audience), ``importImage/action`` on the target (403 ``AuthorizationFailed``),
-pull rights on the source, and the source's network rules. ``fail_next`` scripts what a
-real service cannot be made to do on demand (429 throttling, an internal failure).
+Authorization is decided from the role table only (``replicator/acr/roles.json``: the
+built-in roles' published actions and data actions) and ``RoleAssignments``, as ARM
+decides it:
+- every request: a bearer token the identity doubles issued for this ARM's audience;
+- ``GET`` a registry: ``registries/read`` on it, else 403 ``AuthorizationFailed``;
+- ``importImage``: ``importImage/action`` on the target, else 403 ``AuthorizationFailed``;
+  for a source named by resource id (same tenant) also ``read`` on the source, else 403
+  ``LinkedAuthorizationFailed`` with ARM's text (Azure/acr#237: AcrPull alone is refused
+  here); then, inside the operation, pull rights on the source in its role-assignment mode
+  (``Unauthorized`` as ACR answers) and the source's network rules.
+``fail_next`` scripts what a real service cannot be made to do on demand (429 throttling,
+an internal failure).
 """
 
 from __future__ import annotations
@@ -24,28 +35,20 @@ from __future__ import annotations
 import json
 import threading
 import uuid
+from collections.abc import Iterable
 from dataclasses import dataclass, field
 from typing import Any
 
 import httpx
 import trustme
 
-from doubles import JsonServer, Principal, Served, TokenBook, bearer, split
+from doubles import JsonServer, Principal, RoleAssignments, Served, TokenBook, bearer, split
 from doubles.registry_copy import copy_image
+from replicator.acr import roles
+from replicator.acr.roles import ABAC_MODE, IMPORT_ACTION, REGISTRY_READ
 
-IMPORT_ACTION = "Microsoft.ContainerRegistry/registries/importImage/action"
-READ_ACTION = "Microsoft.ContainerRegistry/registries/read"
-PULL_DATA = "Microsoft.ContainerRegistry/registries/repositories/content/read"
-ROLES: dict[str, dict[str, list[str]]] = {
-    "AcrPull": {"actions": [], "dataActions": [PULL_DATA]},
-    "AcrPush": {"actions": [], "dataActions": [PULL_DATA, PULL_DATA.replace("read", "write")]},
-    "Container Registry Data Importer and Data Reader": {
-        "actions": [IMPORT_ACTION, READ_ACTION],
-        "dataActions": [PULL_DATA],
-    },
-    "Reader": {"actions": ["*/read"], "dataActions": []},
-    "Contributor": {"actions": ["*"], "dataActions": []},
-}
+LEGACY_MODE = "LegacyRegistryPermissions"
+TOPICS_READ = "Microsoft.EventGrid/systemTopics/read"
 
 
 @dataclass
@@ -64,6 +67,11 @@ class FakeAcr:
     private_endpoints: int = 0
     export_enabled: bool = True
     tenant: str = "tenant-home"
+    role_assignment_mode: str = LEGACY_MODE
+
+    @property
+    def abac(self) -> bool:
+        return self.role_assignment_mode == ABAC_MODE
 
     @property
     def resource_id(self) -> str:
@@ -98,6 +106,7 @@ class FakeAcr:
                 "policies": {
                     "exportPolicy": {"status": "enabled" if self.export_enabled else "disabled"}
                 },
+                "roleAssignmentMode": self.role_assignment_mode,
             },
         }
 
@@ -122,7 +131,8 @@ class ArmDouble(Served):
     book: TokenBook
     ca: trustme.CA
     registries: dict[str, FakeAcr] = field(default_factory=dict)
-    roles: dict[tuple[str, str], set[str]] = field(default_factory=dict)  # (oid, scope) -> roles
+    assignments: RoleAssignments = field(default_factory=RoleAssignments)
+    topics: list[dict[str, Any]] = field(default_factory=list)  # Event Grid system topics
     polls: int = 1
     fail_next: list[str] = field(default_factory=list)  # "throttled" | "internal"
     import_bodies: list[dict[str, Any]] = field(default_factory=list)
@@ -131,25 +141,44 @@ class ArmDouble(Served):
     server: JsonServer | None = None
     _lock: threading.Lock = field(default_factory=threading.Lock)
 
+    @property
+    def roles(self) -> dict[tuple[str, str], set[str]]:
+        """(object id, lower-case scope) -> role keys: the assignments, to edit in place."""
+        return self.assignments.held
+
     def add(self, registry: FakeAcr) -> FakeAcr:
         self.registries[registry.name.lower()] = registry
         return registry
 
     def assign(self, principal: Principal, role: str, registry: FakeAcr) -> None:
-        self.roles.setdefault((principal.object_id, registry.resource_id.lower()), set()).add(role)
+        """Grant a built-in role (key, name or id of the role table) on a registry."""
+        self.assignments.assign(principal, role, registry.resource_id)
+
+    def grant(self, principal: Principal, granted: Iterable[roles.Role], registry: FakeAcr) -> None:
+        """Grant roles as infra/ does (``roles.grants(...)``)."""
+        for role in granted:
+            self.assign(principal, role.key, registry)
+
+    def held(self, principal: Principal, registry: FakeAcr) -> tuple[roles.Role, ...]:
+        return self.assignments.roles_of(principal, registry.resource_id)
 
     def permissions(self, principal: Principal, registry: FakeAcr) -> list[dict[str, list[str]]]:
-        names = self.roles.get((principal.object_id, registry.resource_id.lower()), set())
-        return [{**ROLES[name], "notActions": [], "notDataActions": []} for name in sorted(names)]
+        """ARM's permissions answer: one entry per role, its published permission block."""
+        return [
+            {
+                "actions": list(r.actions),
+                "notActions": list(r.not_actions),
+                "dataActions": list(r.data_actions),
+                "notDataActions": list(r.not_data_actions),
+            }
+            for r in self.held(principal, registry)
+        ]
 
     def allowed(self, principal: Principal, registry: FakeAcr, action: str) -> bool:
-        import fnmatch
+        return roles.any_allows(self.held(principal, registry), action)
 
-        for permission in self.permissions(principal, registry):
-            for pattern in permission["actions"] + permission["dataActions"]:
-                if fnmatch.fnmatch(action.lower(), pattern.lower()):
-                    return True
-        return False
+    def may_pull(self, principal: Principal, registry: FakeAcr) -> bool:
+        return roles.permits(self.held(principal, registry), "pull", abac=registry.abac)
 
     # -- HTTP -------------------------------------------------------------------------
     def handle(
@@ -168,19 +197,15 @@ class ArmDouble(Served):
             return _error(401, "InvalidAuthenticationToken", "The access token is invalid.")
         principal = found[0]
         parts = path.strip("/").split("/")
+        if method == "GET" and parts[2:] == ["providers", "Microsoft.EventGrid", "systemTopics"]:
+            return self._topics(principal, parts[1])
         registry = self._registry(parts)
         if registry is None:
             return _error(404, "ResourceNotFound", f"The Resource '{path}' was not found.")
         tail = parts[8:]
         if method == "GET" and not tail:
-            if not self.allowed(principal, registry, READ_ACTION):
-                return _error(
-                    403,
-                    "AuthorizationFailed",
-                    f"The client '{principal.client_id}' with object id '{principal.object_id}' "
-                    f"does not have authorization to perform action '{READ_ACTION}' over scope "
-                    f"'{registry.resource_id}' or the scope is invalid.",
-                )
+            if not self.allowed(principal, registry, REGISTRY_READ):
+                return _unauthorized(principal, REGISTRY_READ, registry.resource_id)
             return 200, {}, registry.to_json()
         if method == "GET" and tail == ["providers", "Microsoft.Authorization", "permissions"]:
             return 200, {}, {"value": self.permissions(principal, registry)}
@@ -231,12 +256,16 @@ class ArmDouble(Served):
                 },
             )
         if not self.allowed(principal, target, IMPORT_ACTION):
+            return _unauthorized(principal, IMPORT_ACTION, target.resource_id)
+        linked = self._by_id((body.get("source") or {}).get("resourceId") or "")
+        if linked is not None and not self.allowed(principal, linked, REGISTRY_READ):
             return _error(
                 403,
-                "AuthorizationFailed",
-                f"The client '{principal.client_id}' with object id '{principal.object_id}' "
-                f"does not have authorization to perform action '{IMPORT_ACTION}' over scope "
-                f"'{target.resource_id}' or the scope is invalid.",
+                "LinkedAuthorizationFailed",
+                f"The client '{principal.client_id}' with object id '{principal.object_id}' has "
+                f"permission to perform action '{IMPORT_ACTION}' on scope '{target.resource_id}';"
+                " however, it does not have permission to perform action 'read' on the linked "
+                f"scope(s) '{linked.resource_id}' or the linked scope(s) are invalid.",
             )
         error = self._run_import(principal, target, body)
         op_id = f"registries-{uuid.uuid4()}"
@@ -283,14 +312,7 @@ class ArmDouble(Served):
             'Unauthorized {"errors":[{"code":"UNAUTHORIZED","message":"authentication required"}]}'
         )
         if source.get("resourceId"):
-            registry = next(
-                (
-                    r
-                    for r in self.registries.values()
-                    if r.resource_id.lower() == source["resourceId"].lower()
-                ),
-                None,
-            )
+            registry = self._by_id(source["resourceId"])
             if registry is None:
                 return None, "Source registry resource not found"
             if registry.restricted and registry.bypass != "AzureServices":
@@ -298,7 +320,7 @@ class ArmDouble(Served):
                     None,
                     f"denied: client with IP '10.0.0.1' is not allowed access ({registry.name})",
                 )
-            if not self.allowed(principal, registry, PULL_DATA):
+            if not self.may_pull(principal, registry):
                 return None, unauthorised
             return registry.host, None
         uri = source.get("registryUri", "")
@@ -314,9 +336,50 @@ class ArmDouble(Served):
         found = self.book.lookup(password)
         if registry.anonymous_pull and not password:
             return registry.host, None
-        if found is None or not self.allowed(found[0], registry, PULL_DATA):
+        if found is None or not self.may_pull(found[0], registry):
             return None, unauthorised
         return registry.host, None
+
+    def _by_id(self, resource_id: str) -> FakeAcr | None:
+        wanted = resource_id.lower()
+        return next((r for r in self.registries.values() if r.resource_id.lower() == wanted), None)
+
+    def _topics(self, principal: Principal, subscription: str) -> tuple[int, dict[str, str], Any]:
+        """List Event Grid system topics of a subscription: needs ``systemTopics/read``
+        there (held on the subscription scope, or Reader's ``*/read``)."""
+        scope = f"/subscriptions/{subscription}"
+        if not roles.any_allows(self.assignments.roles_of(principal, scope), TOPICS_READ):
+            return _unauthorized(principal, TOPICS_READ, scope)
+        listed = [t for t in self.topics if t["id"].lower().startswith(scope.lower() + "/")]
+        return 200, {}, {"value": listed}
+
+    def add_topic(self, name: str, source: FakeAcr, resource_group: str = "rg-events") -> None:
+        self.topics.append(
+            {
+                "id": (
+                    f"/subscriptions/{source.subscription}/resourceGroups/{resource_group}"
+                    f"/providers/Microsoft.EventGrid/systemTopics/{name}"
+                ),
+                "name": name,
+                "type": "Microsoft.EventGrid/systemTopics",
+                "location": "westeurope",
+                "properties": {
+                    "source": source.resource_id,
+                    "topicType": "Microsoft.ContainerRegistry.Registries",
+                    "provisioningState": "Succeeded",
+                },
+            }
+        )
+
+
+def _unauthorized(principal: Principal, action: str, scope: str) -> tuple[int, dict[str, str], Any]:
+    return _error(
+        403,
+        "AuthorizationFailed",
+        f"The client '{principal.client_id}' with object id '{principal.object_id}' does not "
+        f"have authorization to perform action '{action}' over scope '{scope}' or the scope "
+        "is invalid.",
+    )
 
 
 def _error(status: int, code: str, message: str) -> tuple[int, dict[str, str], Any]:

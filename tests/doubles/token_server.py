@@ -10,6 +10,15 @@ refresh token), so both flows run against a real registry.
 Knobs: ``users`` (basic credentials the GET flow requires), ``entra_tokens`` (Entra access
 tokens the exchange accepts), ``expired_next`` (how many coming tokens are already expired
 while their ``expires_in`` says otherwise), ``fail_next`` (503s to answer first).
+
+With ``acr`` (an ``AcrExchange``) the service stands in for an Azure container registry:
+the exchange takes the Entra tokens the identity doubles issued for the registry's
+audience, and the access token carries only the actions the principal's roles on that
+registry allow, decided by ``replicator/acr/roles.py`` from the published role
+definitions in the registry's role-assignment mode (pull with AcrPull, AcrPush or the
+importer role; push with AcrPush; on ABAC registries only the Repository roles and, for
+the catalog, Catalog Lister). The real registry behind then refuses what the token lacks,
+as ACR does ([OAUTH] Azure/acr docs/AAD-OAuth.md: the token's ``access`` claim).
 """
 
 from __future__ import annotations
@@ -34,7 +43,46 @@ from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import ec, rsa
 from cryptography.x509.oid import NameOID
 
+from doubles import Principal, RoleAssignments, TokenBook
+from replicator.acr import roles
+
 ISSUER = "acr-replicator-test-issuer"
+ACR_AUDIENCE = "https://containerregistry.azure.net"
+_OPERATIONS: dict[str, roles.Operation] = {"pull": "pull", "push": "push", "delete": "delete"}
+
+
+@dataclass
+class AcrExchange:
+    """What an Azure container registry knows at its token endpoints: who an Entra token
+    speaks for (``TokenBook``) and what that principal may do there (``RoleAssignments`` on
+    ``registry_id``, read through the role table in the registry's mode)."""
+
+    book: TokenBook
+    assignments: RoleAssignments
+    registry_id: str
+    abac: bool = False
+    audiences: frozenset[str] = frozenset({ACR_AUDIENCE})
+
+    def principal(self, entra_token: str) -> Principal | None:
+        found = self.book.lookup(entra_token)
+        if found is None or found[1] not in self.audiences:
+            return None
+        return found[0]
+
+    def held(self, principal: Principal) -> tuple[roles.Role, ...]:
+        return self.assignments.roles_of(principal, self.registry_id)
+
+    def allowed(self, principal: Principal, kind: str, actions: list[str]) -> list[str]:
+        """The requested actions of one scope that the principal's roles permit."""
+        held = self.held(principal)
+        if kind == "registry":  # registry:catalog:*
+            return actions if roles.permits(held, "catalog", abac=self.abac) else []
+        wanted = list(_OPERATIONS) if "*" in actions else actions
+        return [
+            a
+            for a in wanted
+            if a in _OPERATIONS and roles.permits(held, _OPERATIONS[a], abac=self.abac)
+        ]
 
 
 @dataclass
@@ -50,6 +98,8 @@ class TokenService:
     requests: list[str] = field(default_factory=list)
     issued: list[str] = field(default_factory=list)
     refresh_tokens: set[str] = field(default_factory=set)
+    acr: AcrExchange | None = None
+    owners: dict[str, Principal] = field(default_factory=dict)  # refresh token -> principal
     port: int = 0
     _lock: threading.Lock = field(default_factory=threading.Lock)
 
@@ -91,7 +141,7 @@ class TokenService:
         }
 
     # -- tokens ---------------------------------------------------------------------------
-    def token(self, scopes: list[str]) -> str:
+    def token(self, scopes: list[str], principal: Principal | None = None) -> str:
         now = int(time.time())
         with self._lock:
             expired = self.expired_next > 0
@@ -99,8 +149,11 @@ class TokenService:
         access = []
         for scope in scopes:
             kind, _, rest = scope.partition(":")
-            name, _, actions = rest.rpartition(":")
-            access.append({"type": kind, "name": name, "actions": actions.split(",")})
+            name, _, listed = rest.rpartition(":")
+            actions = listed.split(",")
+            if self.acr is not None:
+                actions = self.acr.allowed(principal, kind, actions) if principal else []
+            access.append({"type": kind, "name": name, "actions": actions})
         claims = {
             "iss": ISSUER,
             "sub": "tester",
@@ -153,16 +206,23 @@ class TokenService:
         return 200, {}, {"token": self.token(query.get("scope", [])), "expires_in": self.lifetime}
 
     def _exchange(self, form: dict[str, str]) -> tuple[int, dict[str, str], Any]:
-        if (
-            form.get("grant_type") != "access_token"
-            or form.get("access_token") not in self.entra_tokens
-        ):
+        if form.get("grant_type") != "access_token":
+            return 401, {}, {"error": "invalid Entra token"}
+        principal = None
+        if self.acr is not None:
+            principal = self.acr.principal(form.get("access_token", ""))
+            # A principal without any role on the registry is refused at the exchange.
+            if principal is None or not self.acr.held(principal):
+                return 401, {}, {"error": "invalid Entra token"}
+        elif form.get("access_token") not in self.entra_tokens:
             return 401, {}, {"error": "invalid Entra token"}
         if form.get("service") != self.service:
             return 400, {}, {"error": "wrong service"}
         refresh = "refresh-" + secrets.token_hex(8)
         with self._lock:
             self.refresh_tokens.add(refresh)
+            if principal is not None:
+                self.owners[refresh] = principal
         return 200, {}, {"refresh_token": refresh}
 
     def _refresh(self, form: dict[str, str]) -> tuple[int, dict[str, str], Any]:
@@ -172,7 +232,10 @@ class TokenService:
         ):
             return 401, {}, {"error": "invalid refresh token"}
         scopes = form.get("scope", "").split()
-        return 200, {}, {"access_token": self.token(scopes), "expires_in": self.lifetime}
+        with self._lock:
+            principal = self.owners.get(form["refresh_token"])
+        token = self.token(scopes, principal)
+        return 200, {}, {"access_token": token, "expires_in": self.lifetime}
 
 
 class _Handler(BaseHTTPRequestHandler):

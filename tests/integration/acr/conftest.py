@@ -13,6 +13,7 @@ from doubles.arm import ArmDouble, ArmPair, FakeAcr
 from doubles.identity import FED_APP, FUNCTION_MI, USER_MI, App, EntraDouble, ManagedIdentityDouble
 from doubles.seed import seed
 
+from replicator.acr import roles
 from replicator.acr.importer import AcrImporter
 from replicator.config import Settings
 from replicator.identity import credential_for
@@ -67,13 +68,16 @@ IMPORTER_ROLE = "Container Registry Data Importer and Data Reader"
 def pair(
     arm: ArmDouble, managed_identity: ManagedIdentityDouble, stack: LocalStack
 ) -> Iterator[ArmPair]:
-    """Premium ACRs, the function's identity allowed to import into the target and to pull
-    from the source; ``team/app:1.0`` (seed variant 1) in the source."""
+    """Premium ACRs, the function's identity holding what infra/ grants for one target on
+    strategy ``auto`` (the role table's matrix: the importer role on both, AcrPull on the
+    source, AcrPush on the target); ``team/app:1.0`` (seed variant 1) in the source."""
     src, dst = stack.start_registry(), stack.start_registry()
     source = arm.add(FakeAcr("contososrc", src.host))
     target = arm.add(FakeAcr("contosodr", dst.host))
-    arm.assign(FUNCTION_MI, IMPORTER_ROLE, target)
-    arm.assign(FUNCTION_MI, "AcrPull", source)
+    arm.grant(FUNCTION_MI, roles.source_grants(["auto"], abac=False), source)
+    arm.grant(
+        FUNCTION_MI, roles.target_grants(strategy="auto", delete_policy="keep", abac=False), target
+    )
     seed(src.host, [("team/app", "1.0", 1)])
     yield ArmPair(arm, source, target)
     src.stop()

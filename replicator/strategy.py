@@ -21,8 +21,16 @@ from dataclasses import dataclass, field, replace
 from datetime import datetime, timedelta
 from typing import TYPE_CHECKING, Any
 
-from replicator.acr.errors import TOO_MANY_MANIFESTS, ImportUnavailableError
+from replicator.acr.errors import (
+    SOURCE_READ,
+    TARGET_AUTHORIZATION,
+    TOO_MANY_MANIFESTS,
+    ImportUnavailableError,
+    source_read_hint,
+    target_role_hint,
+)
 from replicator.config import Settings
+from replicator.identity import identity_of
 from replicator.model import Strategy, is_acr_host, utcnow
 from replicator.telemetry import record_fallback, span
 
@@ -150,6 +158,35 @@ def planned_path(settings: Settings, target: Target, refusal: str | None = None)
     if target.strategy is Strategy.IMPORT:
         return Choice(Strategy.IMPORT, f"strategy import is configured, and it fails: {refusal}")
     return Choice(Strategy.COPY, f"auto: copied over the data plane, import refused: {refusal}")
+
+
+@dataclass(frozen=True)
+class Refusal:
+    """Why ARM would refuse an import, foreseen from the identity's permissions."""
+
+    reason: str  # one of replicator.acr.errors.FALLBACK_REASONS
+    detail: str
+
+
+def foreseen_refusal(
+    settings: Settings,
+    target: Target,
+    *,
+    can_import: bool | None,
+    can_read_source: bool | None,
+) -> Refusal | None:
+    """For doctor: the refusal an import into ``target`` would meet, from what the
+    identity may do (``None``: not known). Read on the source matters only where the
+    source is named by resource id (same tenant); across tenants ARM pulls with the token."""
+    by_id = (
+        bool(settings.source_resource_id)
+        and not identity_of(settings, settings.source).cross_tenant
+    )
+    if by_id and can_read_source is False:
+        return Refusal(SOURCE_READ, source_read_hint(settings.source))
+    if can_import is False:
+        return Refusal(TARGET_AUTHORIZATION, target_role_hint(target.login_server))
+    return None
 
 
 def replicate_with_strategy(

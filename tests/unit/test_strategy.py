@@ -25,6 +25,7 @@ from replicator.strategy import (
     ImportVerdicts,
     choose_strategy,
     deliverer,
+    foreseen_refusal,
     import_verdicts,
     planned_path,
     replicate_with_strategy,
@@ -297,3 +298,18 @@ def test_planned_path_says_which_path_and_why() -> None:
     failing = planned_path(settings, pinned, "no read on contososrc")
     assert failing.strategy is Strategy.IMPORT
     assert "it fails: no read on contososrc" in failing.reason
+
+
+def test_foreseen_refusal_for_doctor() -> None:
+    target = Target(DR, RID)
+    same_tenant = Settings(source=SOURCE, targets=(target,), source_resource_id=SRC_RID)
+    no_read = foreseen_refusal(same_tenant, target, can_import=True, can_read_source=False)
+    assert no_read is not None and no_read.reason == SOURCE_READ
+    assert f"source registry {SOURCE}" in no_read.detail
+    no_import = foreseen_refusal(same_tenant, target, can_import=False, can_read_source=True)
+    assert no_import is not None and no_import.reason == TARGET_AUTHORIZATION
+    assert f"target registry {DR}" in no_import.detail
+    assert foreseen_refusal(same_tenant, target, can_import=True, can_read_source=True) is None
+    assert foreseen_refusal(same_tenant, target, can_import=None, can_read_source=None) is None
+    by_uri = Settings(source=SOURCE, targets=(target,))  # no resource id: ARM reads nothing
+    assert foreseen_refusal(by_uri, target, can_import=True, can_read_source=False) is None

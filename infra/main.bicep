@@ -67,8 +67,23 @@ param lagP95ThresholdSeconds int = 900
 @description('Where alerts are mailed; empty: alerts fire without an action group.')
 param alertEmail string = ''
 
-@description('The deploying user, granted data access to the storage account (azd: AZURE_PRINCIPAL_ID).')
+@description('The deploying principal, granted data access to the storage account (azd: AZURE_PRINCIPAL_ID).')
 param principalId string = ''
+
+@description('Its type: User, ServicePrincipal or Group (azd: AZURE_PRINCIPAL_TYPE); empty: ARM infers it.')
+@allowed(['', 'User', 'ServicePrincipal', 'Group'])
+param principalType string = ''
+
+@description('Role-assignment mode of the source registry: rbac ("RBAC Registry Permissions") or abac ("RBAC Registry + ABAC Repository Permissions", roleAssignmentMode AbacRepositoryPermissions). It picks the roles granted there; doctor reports the real one.')
+@allowed(['rbac', 'abac'])
+param sourceRoleAssignmentMode string = 'rbac'
+
+@description('Role-assignment mode of the targets (rbac or abac), unless targetRoleAssignmentModes names one.')
+@allowed(['rbac', 'abac'])
+param targetRoleAssignmentMode string = 'rbac'
+
+@description('Per target: {"<target ARM id>": "rbac" | "abac"}, overriding targetRoleAssignmentMode.')
+param targetRoleAssignmentModes object = {}
 
 param tags object = {}
 
@@ -91,11 +106,31 @@ var identities = crossTenant
   ? { '${source}': { mode: 'federated', tenant_id: sourceTenantId, client_id: sourceAppId } }
   : {}
 
-// Role ids (built-in roles, the same in every tenant).
-var acrPullRoleId = '7f951dda-4ed3-4680-a7ca-43fe172d538d'
-var acrPushRoleId = '8311e382-0749-4cb8-b61a-304f252e45ec'
-var acrDeleteRoleId = 'c2f4ef07-c644-48eb-af81-4b1b4947fb11'
-var acrImporterRoleId = '577a9874-89fd-4f24-9dbd-b5034d0ad23a' // Container Registry Data Importer and Data Reader
+// The role table (built-in roles with their published actions, and the grant matrix:
+// strategy x delete policy x role-assignment mode -> role keys), shared with the code,
+// doctor and the test doubles. Only indexed here: no role id is written in Bicep. Branches
+// are indexed with brackets ('import' is a Bicep keyword).
+var roleTable = loadJsonContent('../replicator/acr/roles.json')
+var grantMatrix = roleTable.matrix
+var deletesPropagate = toLower(trim(deletePolicy)) != 'keep'
+// The paths the targets take (import, copy), from their strategies.
+var targetPaths = flatten(map(targetList, target => grantMatrix.strategies[target.?strategy ?? 'auto']))
+var sourceGrants = grantMatrix.source[sourceRoleAssignmentMode]
+var sourceRoleKeys = union(
+  sourceGrants['always'],
+  contains(targetPaths, 'import') ? sourceGrants['import'] : [],
+  contains(targetPaths, 'copy') ? sourceGrants['copy'] : []
+)
+var targetGrants = map(targetList, target => {
+  paths: grantMatrix.strategies[target.?strategy ?? 'auto']
+  grants: grantMatrix.target[targetRoleAssignmentModes[?target.?resource_id ?? ''] ?? targetRoleAssignmentMode]
+})
+var targetRoleKeys = map(targetGrants, target => union(
+  target.grants['always'],
+  contains(target.paths, 'import') ? target.grants['import'] : [],
+  contains(target.paths, 'copy') ? target.grants['copy'] : [],
+  deletesPropagate ? target.grants['delete'] : []
+))
 
 resource rg 'Microsoft.Resources/resourceGroups@2024-03-01' = {
   name: !empty(resourceGroupName) ? resourceGroupName : '${abbrs.resourcesResourceGroups}${environmentName}'
@@ -133,7 +168,16 @@ module storage 'modules/storage.bicep' = {
     location: location
     tags: allTags
     principalId: identity.outputs.principalId
-    userPrincipalId: principalId
+  }
+}
+
+module deployerRoles 'modules/deployer-roles.bicep' = if (!empty(principalId)) {
+  name: 'deployer-roles'
+  scope: rg
+  params: {
+    storageAccountName: storage.outputs.name
+    principalId: principalId
+    principalType: principalType
   }
 }
 
@@ -170,20 +214,24 @@ module functionApp 'modules/functionapp.bicep' = {
   }
 }
 
-// Same tenant: AcrPull on the source. Across tenants the source's owner grants AcrPull
-// to the federated app in their tenant (docs/deploy.md), which no deployment here can do.
+// Same tenant, on the source: the importer role when a target imports (import by resource
+// id needs read there, or ARM answers LinkedAuthorizationFailed), AcrPull when a target is
+// copied to (on ABAC registries: Repository Reader, and Catalog Lister to list). Across
+// tenants the source's owner grants AcrPull (Repository Reader on ABAC) to the federated
+// app in their tenant (docs/deploy.md), which no deployment here can do.
 module sourceRoles 'modules/registry-roles.bicep' = if (!crossTenant) {
   name: 'roles-source'
   scope: resourceGroup(sourceParts[2], sourceParts[4])
   params: {
     registryName: sourceName
     principalId: identity.outputs.principalId
-    roleIds: [acrPullRoleId]
+    roleKeys: sourceRoleKeys
   }
 }
 
-// Each target: the import role for ImportImage, AcrPush for the data-plane copy (auto needs
-// both), AcrDelete only when deletes propagate.
+// Each target: the importer role when it imports, AcrPush when it is copied to (an import
+// target gets none: its referrers come by import too), AcrDelete only when deletes
+// propagate; on ABAC registries the Repository Writer/Contributor and Catalog Lister roles.
 module targetRoles 'modules/registry-roles.bicep' = [
   for (target, i) in targetList: if (!empty(target.?resource_id ?? '')) {
     name: 'roles-target-${i}'
@@ -191,11 +239,7 @@ module targetRoles 'modules/registry-roles.bicep' = [
     params: {
       registryName: last(split(target.resource_id, '/'))
       principalId: identity.outputs.principalId
-      roleIds: concat(
-        (target.?strategy ?? 'auto') != 'copy' ? [acrImporterRoleId] : [],
-        (target.?strategy ?? 'auto') != 'import' ? [acrPushRoleId] : [],
-        deletePolicy != 'keep' ? [acrDeleteRoleId] : []
-      )
+      roleKeys: targetRoleKeys[i]
     }
   }
 ]
@@ -238,3 +282,4 @@ output APPLICATIONINSIGHTS_NAME string = monitoring.outputs.applicationInsightsN
 output REPLICATOR_SOURCE string = source
 output REPLICATOR_SOURCE_RESOURCE_ID string = sourceRegistryResourceId
 output REPLICATOR_CROSS_TENANT bool = crossTenant
+output REPLICATOR_SOURCE_ROLES array = crossTenant ? [] : map(sourceRoleKeys, key => roleTable.roles[key].name)

@@ -1,7 +1,14 @@
 // Roles for the function's identity on one registry (deployed into the registry's group).
+// Roles are named by their keys in the role table, replicator/acr/roles.json, whose grant
+// matrix main.bicep reads; their ids come from the same table.
 param registryName string
 param principalId string
-param roleIds array
+
+@description('Keys of roles in replicator/acr/roles.json (for example importer, acrPush).')
+param roleKeys array
+
+var roleTable = loadJsonContent('../../replicator/acr/roles.json')
+var roleIds = map(roleKeys, key => roleTable.roles[key].id)
 
 resource registry 'Microsoft.ContainerRegistry/registries@2023-07-01' existing = {
   name: registryName
@@ -13,8 +20,10 @@ resource assignments 'Microsoft.Authorization/roleAssignments@2022-04-01' = [
     scope: registry
     properties: {
       principalId: principalId
-      principalType: 'ServicePrincipal'
+      principalType: 'ServicePrincipal' // a managed identity
       roleDefinitionId: subscriptionResourceId('Microsoft.Authorization/roleDefinitions', roleId)
     }
   }
 ]
+
+output roleIds array = roleIds

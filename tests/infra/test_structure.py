@@ -19,17 +19,15 @@ from bicep_tree import (
     resource_type,
     string_value,
     text,
+    walk,
 )
 from tree_sitter import Node
 
 from replicator import model, telemetry
 
-# Built-in role ids, checked against Microsoft's built-in roles list and public templates.
+# Built-in role ids outside the registry role table (storage, monitoring), checked against
+# Microsoft's built-in roles list; the registry roles come from replicator/acr/roles.json.
 ROLE_IDS = {
-    "acrPullRoleId": "7f951dda-4ed3-4680-a7ca-43fe172d538d",
-    "acrPushRoleId": "8311e382-0749-4cb8-b61a-304f252e45ec",
-    "acrDeleteRoleId": "c2f4ef07-c644-48eb-af81-4b1b4947fb11",
-    "acrImporterRoleId": "577a9874-89fd-4f24-9dbd-b5034d0ad23a",
     "storageQueueDataContributorRoleId": "974c5e8b-45b9-4653-ba55-5f855dd0fb88",
     "storageTableDataContributorRoleId": "0a9a7e1f-b9d0-4cc4-a60d-0319b160aaa3",
     "storageBlobDataOwnerRoleId": "b7e6dc6d-f1e8-4753-8033-0f276bb0955b",
@@ -77,9 +75,19 @@ def test_role_ids_are_named_variables_with_the_built_in_ids() -> None:
     assert found == ROLE_IDS
 
 
+def assignment_property(props: Node, key: str) -> Node | None:
+    """``key`` of a role assignment's properties: an object, or a ``union(...)`` of objects."""
+    if props.type == "object":
+        return object_property(props, key)
+    for node in walk(props):
+        if node.type == "object" and (found := object_property(node, key)) is not None:
+            return found
+    return None
+
+
 def test_role_assignments_use_guid_names_and_variable_role_ids() -> None:
     seen = list(role_assignments())
-    assert len(seen) >= 3
+    assert len(seen) >= 4
     for where, node in seen:
         obj = body(node)
         name = object_property(obj, "name")
@@ -88,12 +96,35 @@ def test_role_assignments_use_guid_names_and_variable_role_ids() -> None:
         assert text(name).startswith("guid("), where
         props = object_property(obj, "properties")
         assert props is not None, where
-        role = object_property(props, "roleDefinitionId")
+        role = assignment_property(props, "roleDefinitionId")
         assert role is not None, where
         assert not GUID.search(text(role)), f"{where}: literal role id, use a named variable"
-        principal_type = object_property(props, "principalType")
+        principal_type = assignment_property(props, "principalType")
         assert principal_type is not None, where
-        assert string_value(principal_type) in {"ServicePrincipal", "User"}, where
+        if where.startswith("modules/deployer-roles.bicep"):
+            assert string_value(principal_type) is None, f"{where}: principalType is a parameter"
+        elif where.startswith("modules/storage.bicep:userAssignments"):
+            continue  # unreachable: main.bicep gives storage no user (the next test)
+        else:
+            assert string_value(principal_type) == "ServicePrincipal", where  # managed identity
+
+
+def test_the_deploying_principal_type_is_a_parameter_or_inferred() -> None:
+    """Item 8 of issue 13: a hard-coded 'User' fails `azd up` from CI (a service principal)
+    with UnmatchedPrincipalType; empty: the property is omitted and ARM infers it."""
+    main = load("main.bicep")
+    modules = main.declarations("module")
+    storage_params = object_property(body(modules["storage"]), "params")
+    assert storage_params is not None
+    assert object_property(storage_params, "userPrincipalId") is None
+    deployer = object_property(body(modules["deployerRoles"]), "params")
+    assert deployer is not None
+    assert text(object_property(deployer, "principalType") or deployer) == "principalType"
+    assert "''" in text(main.declarations("parameter")["principalType"])
+    roles_module = load("modules/deployer-roles.bicep")
+    assert "empty(principalType) ? {} : { principalType: principalType }" in text(roles_module.root)
+    given = json.loads((INFRA / "main.parameters.json").read_text())["parameters"]
+    assert given["principalType"] == {"value": "${AZURE_PRINCIPAL_TYPE=}"}
 
 
 def test_every_contract_setting_is_wired() -> None:

@@ -185,3 +185,68 @@ def test_token_service_outage_is_retried(
         _copy_in(registries, registry, target, "team/app")
     assert service.requests[:2] == ["GET /oauth2/token"] * 2
     assert slept[:2] == [0.0, 0.0]  # Retry-After: 0 honoured
+
+
+def test_the_token_cache_is_bounded_least_recently_used_out() -> None:
+    """Issue 14 item 7: a long-lived worker sees many repositories; the tokens kept per
+    registry are bounded, the least recently used dropped first (and fetched again)."""
+    import httpx
+
+    from replicator.oci.auth import Authenticator
+    from replicator.oci.transport import RetryPolicy
+
+    fetched: list[str] = []
+
+    def token_service(request: httpx.Request) -> httpx.Response:
+        fetched.append(request.url.params["scope"])
+        return httpx.Response(200, json={"token": f"t-{len(fetched)}", "expires_in": 300})
+
+    challenge = 'Bearer realm="https://reg.example/token",service="reg.example"'
+    request = httpx.Request("GET", "https://reg.example/v2/a/tags/list")
+    refused = httpx.Response(401, headers={"WWW-Authenticate": challenge}, request=request)
+    scopes = [(f"repository:r{i}:pull",) for i in range(4)]
+    with httpx.Client(transport=httpx.MockTransport(token_service)) as http:
+        auth = Authenticator(
+            "reg.example", RegistryAuth.anonymous(), http, RetryPolicy(), max_tokens=2
+        )
+        assert auth.challenged(refused, scopes[0], 0)
+        auth.ensure(scopes[1])
+        assert auth.headers(scopes[0])  # r0 used again: r1 is now the oldest
+        auth.ensure(scopes[2])  # evicts r1
+        assert auth.headers(scopes[0]) and auth.headers(scopes[2])
+        assert auth.headers(scopes[1]) == {}
+        auth.ensure(scopes[1])  # fetched again
+    assert fetched == [
+        "repository:r0:pull",
+        "repository:r1:pull",
+        "repository:r2:pull",
+        "repository:r1:pull",
+    ]
+
+
+def test_no_authorization_for_a_url_off_the_registrys_origin() -> None:
+    import httpx
+
+    from replicator.oci.auth import Authenticator
+    from replicator.oci.transport import RetryPolicy
+
+    request = httpx.Request("GET", "https://reg.example/v2/")
+    basic = httpx.Response(401, headers={"WWW-Authenticate": 'Basic realm="r"'}, request=request)
+    with httpx.Client() as http:
+        auth = Authenticator("reg.example", RegistryAuth.basic(USER, PASSWORD), http, RetryPolicy())
+        assert auth.challenged(basic, (), 0)
+        assert auth.headers((), "https://reg.example/v2/a/blobs/uploads/1")
+        assert auth.headers((), "https://reg.example:443/v2/")  # the same origin, spelt out
+        for elsewhere in (
+            "https://storage.example/blob",
+            "http://reg.example/v2/",  # another scheme
+            "https://reg.example:8443/v2/",  # another port
+            "https://reg.example.evil/v2/",
+        ):
+            assert auth.headers((), elsewhere) == {}, elsewhere
+        foreign = httpx.Request("GET", "https://storage.example/blob")
+        assert not auth.challenged(
+            httpx.Response(401, headers={"WWW-Authenticate": 'Basic realm="x"'}, request=foreign),
+            (),
+            0,
+        )

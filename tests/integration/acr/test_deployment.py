@@ -1,0 +1,271 @@
+"""The deployment, end to end (issue 13 "Done when"): the roles exactly as infra/ grants
+them for its default configuration, loaded into the strict ARM double, and a push of a
+signed multi-platform index going through the worker's own path (Event Grid handler ->
+Azurite queue -> ``triggers.replicate`` -> ``service.replicate`` -> the runtime's planner).
+
+- Under ``auto`` with infra's grants the image lands in DR by import, and its referrers
+  too, each by its own ImportImage by digest: digest for digest, listed in DR.
+- With only AcrPull on the source (what infra granted before issue 13, and what a source
+  owner may still grant), ARM answers LinkedAuthorizationFailed: the job copies instead,
+  the status row says why, status shows the verdict, and the next job asks ARM no more.
+"""
+
+from __future__ import annotations
+
+import json
+import re
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+
+import pytest
+from doubles.arm import ArmDouble, ArmPair, FakeAcr
+from doubles.identity import FUNCTION_MI, ManagedIdentityDouble
+from integration.worker_support import drain
+
+from replicator import triggers
+from replicator.acr import roles
+from replicator.api import handle_status
+from replicator.config import load_settings
+from replicator.demo import push_event
+from replicator.localstack import Azurite, LocalStack
+from replicator.model import utcnow
+from replicator.oci.reference import ImageRef
+from replicator.oci.referrers import list_referrers
+from replicator.oci.testimages import PushedImage, push_test_image
+from replicator.runtime import Runtime, build_runtime
+
+ROOT = Path(__file__).resolve().parents[3]
+MAIN_BICEP = ROOT / "infra" / "main.bicep"
+PARAMETERS = ROOT / "infra" / "main.parameters.json"
+
+
+def bicep_default(name: str) -> str:
+    """The default of ``param <name> string = '<default>'`` in infra/main.bicep."""
+    found = re.search(rf"^param {name} string = '([^']*)'", MAIN_BICEP.read_text(), re.M)
+    assert found, f"infra/main.bicep has no string parameter {name} with a default"
+    return found.group(1)
+
+
+def azd_default(name: str) -> str | None:
+    """The default azd substitutes for ``name`` in main.parameters.json (``${VAR=default}``),
+    or None when the parameter is not there."""
+    entry = json.loads(PARAMETERS.read_text())["parameters"].get(name)
+    if entry is None:
+        return None
+    found = re.fullmatch(r"\$\{[A-Z_]+=([^}]*)\}", str(entry["value"]))
+    assert found, f"main.parameters.json: {name} has no default"
+    return found.group(1)
+
+
+@dataclass(frozen=True)
+class Deployed:
+    """infra/'s default configuration, as the deployment would get it."""
+
+    strategy: str
+    delete_policy: str
+    source_abac: bool
+    target_abac: bool
+
+    @classmethod
+    def read(cls) -> Deployed:
+        values = {}
+        for name in (
+            "targetStrategy",
+            "deletePolicy",
+            "sourceRoleAssignmentMode",
+            "targetRoleAssignmentMode",
+        ):
+            value = bicep_default(name)
+            azd = azd_default(name)
+            assert azd in (None, value), f"{name}: azd's default {azd!r}, Bicep's {value!r}"
+            values[name] = value
+        return cls(
+            values["targetStrategy"],
+            values["deletePolicy"],
+            values["sourceRoleAssignmentMode"] == "abac",
+            values["targetRoleAssignmentMode"] == "abac",
+        )
+
+    def source_roles(self) -> tuple[roles.Role, ...]:
+        return roles.grants(
+            "source",
+            strategy=self.strategy,
+            delete_policy=self.delete_policy,
+            abac=self.source_abac,
+        )
+
+    def target_roles(self) -> tuple[roles.Role, ...]:
+        return roles.grants(
+            "target",
+            strategy=self.strategy,
+            delete_policy=self.delete_policy,
+            abac=self.target_abac,
+        )
+
+
+DEPLOYED = Deployed.read()
+
+
+@pytest.fixture
+def deployment(
+    arm: ArmDouble, managed_identity: ManagedIdentityDouble, stack: LocalStack
+) -> Iterator[ArmPair]:
+    """Two ACRs known to ARM; the function's identity holds what infra/ grants, nothing
+    more (the role-assignment mode of each as the Bicep default says)."""
+    src, dst = stack.start_registry(), stack.start_registry()
+    mode = {True: roles.ABAC_MODE, False: "LegacyRegistryPermissions"}
+    source = arm.add(
+        FakeAcr("contososrc", src.host, role_assignment_mode=mode[DEPLOYED.source_abac])
+    )
+    target = arm.add(
+        FakeAcr("contosodr", dst.host, role_assignment_mode=mode[DEPLOYED.target_abac])
+    )
+    arm.grant(FUNCTION_MI, DEPLOYED.source_roles(), source)
+    arm.grant(FUNCTION_MI, DEPLOYED.target_roles(), target)
+    yield ArmPair(arm, source, target)
+    src.stop()
+    dst.stop()
+
+
+@pytest.fixture
+def worker(deployment: ArmPair, fresh_azurite: Azurite) -> Iterator[Runtime]:
+    """The runtime the function app builds from its app settings, as infra/ writes them."""
+    env = {
+        **deployment.env(DEPLOYED.strategy),
+        "REPLICATOR_DELETE_POLICY": DEPLOYED.delete_policy,
+        "AzureWebJobsStorage": fresh_azurite.connection_string,
+        "IDENTITY_ENDPOINT": "set",  # the managed identity double's endpoint is in os.environ
+    }
+    runtime = build_runtime(load_settings(env, require_storage=True))
+    runtime.queue.ensure()
+    runtime.status.ensure()
+    triggers.use_runtime(runtime)
+    try:
+        yield runtime
+    finally:
+        triggers.use_runtime(None)
+        runtime.close()
+
+
+def push_signed_index(runtime: Runtime, host: str, tag: str) -> tuple[ImageRef, PushedImage]:
+    """A two-platform index with an SBOM (on the index) and a signature (on a platform)."""
+    ref = ImageRef(host, "team/app", tag)
+    return ref, push_test_image(runtime.registries, ref, referrers=True)
+
+
+def push_event_from(pair: ArmPair, ref: ImageRef, image: PushedImage) -> None:
+    """ACR's ImagePushed event as its system topic delivers it: the topic is the source
+    registry's resource id (reference section 1)."""
+    import azure.functions as func
+
+    sample = push_event(ref, image.digest, image.media_type, image.size, utcnow())
+    triggers.on_registry_event(
+        func.EventGridEvent(
+            id=sample.id,
+            data=sample.get_json(),
+            topic=pair.source.resource_id,
+            subject=sample.subject,
+            event_type=sample.event_type,
+            event_time=sample.event_time,
+            data_version=sample.data_version,
+        )
+    )
+
+
+def referrers_of(runtime: Runtime, host: str, subject: str) -> set[str]:
+    client = runtime.registries.client(host)
+    return set(list_referrers(runtime.registries, client, "team/app", subject).digests)
+
+
+def assert_in_dr(runtime: Runtime, pair: ArmPair, ref: ImageRef, image: PushedImage) -> None:
+    """Digest for digest: the tag, every platform, and each subject's referrers listed."""
+    dr = runtime.registries.client(pair.target.host)
+    assert pair.target_digest(str(ref.tag)) == image.digest
+    for digest in (*image.manifests, *image.referrer_digests):
+        found = dr.head_manifest(ImageRef(pair.target.host, "team/app", digest=digest))
+        assert found is not None and found.digest == digest
+    for subject in (image.digest, *image.manifests):
+        assert referrers_of(runtime, pair.target.host, subject) == referrers_of(
+            runtime, pair.source.host, subject
+        )
+    listed = referrers_of(runtime, pair.target.host, image.digest) | referrers_of(
+        runtime, pair.target.host, image.manifests[0]
+    )
+    assert listed == set(image.referrer_digests) and len(listed) == image.referrers == 2
+
+
+def row_of(runtime: Runtime, tag: str) -> dict[str, object]:
+    (row,) = runtime.status.images("team/app", tag)
+    return row
+
+
+def test_infra_defaults_grant_import_and_copy_roles_on_both_registries() -> None:
+    """What the two tests below load into ARM: auto, the importer role on both registries
+    (import by resource id reads the source), AcrPull on the source, AcrPush on the target."""
+    assert (DEPLOYED.strategy, DEPLOYED.delete_policy) == ("auto", "keep")
+    assert not DEPLOYED.source_abac and not DEPLOYED.target_abac
+    importer = roles.role("importer")
+    assert {r.key for r in DEPLOYED.source_roles()} == {"importer", "acrPull"}
+    assert {r.key for r in DEPLOYED.target_roles()} == {"importer", "acrPush"}
+    assert importer.allows(roles.IMPORT_ACTION) and importer.allows(roles.REGISTRY_READ)
+
+
+def test_a_signed_index_lands_in_dr_by_import_with_its_referrers(
+    deployment: ArmPair, worker: Runtime
+) -> None:
+    ref, image = push_signed_index(worker, deployment.source.host, "2.0")
+    push_event_from(deployment, ref, image)
+    stats = drain(worker)
+    assert (stats.succeeded, stats.poisoned) == (1, 0)
+
+    row = row_of(worker, "2.0")
+    assert (row["outcome"], row["strategy"]) == ("imported", "import")
+    assert not row["lastError"]
+    assert_in_dr(worker, deployment, ref, image)
+    image_import, *referrer_imports = deployment.arm.import_bodies
+    assert image_import["source"] == {
+        "resourceId": deployment.source.resource_id,
+        "sourceImage": f"team/app@{image.digest}",
+    }
+    assert image_import["targetTags"] == ["team/app:2.0"]
+    assert sorted(b["source"]["sourceImage"] for b in referrer_imports) == sorted(
+        f"team/app@{d}" for d in image.referrer_digests
+    )
+    assert all(b["untaggedTargetRepositories"] == ["team/app"] for b in referrer_imports)
+    assert handle_status(worker, {}).body["importVerdicts"] == []
+
+
+def test_with_only_acrpull_on_the_source_it_lands_by_copy_and_the_row_says_why(
+    deployment: ArmPair, worker: Runtime
+) -> None:
+    deployment.arm.roles[(FUNCTION_MI.object_id, deployment.source.resource_id.lower())] = {
+        "acrPull"
+    }
+    ref, image = push_signed_index(worker, deployment.source.host, "2.0")
+    push_event_from(deployment, ref, image)
+    stats = drain(worker)
+    assert (stats.succeeded, stats.poisoned) == (1, 0)
+
+    row = row_of(worker, "2.0")
+    assert (row["outcome"], row["strategy"]) == ("copied", "copy")
+    why = str(row["lastError"])
+    assert why.startswith("copied, not imported (source-read): ")
+    assert "cannot read the source registry contososrc" in why
+    assert "'Container Registry Data Importer and Data Reader'" in why
+    assert "LinkedAuthorizationFailed" in why
+    assert_in_dr(worker, deployment, ref, image)
+    assert len(deployment.arm.import_bodies) == 1  # the refused import, nothing else
+
+    (verdict,) = handle_status(worker, {}).body["importVerdicts"]
+    assert (verdict["target"], verdict["reason"]) == (deployment.target.host, "source-read")
+
+    # the next push is copied at once: no refused ARM call per job
+    ref2, image2 = push_signed_index(worker, deployment.source.host, "2.1")
+    push_event_from(deployment, ref2, image2)
+    assert drain(worker).succeeded == 1
+    assert len(deployment.arm.import_bodies) == 1
+    later = row_of(worker, "2.1")
+    assert later["strategy"] == "copy"
+    assert "import skipped until" in str(later["lastError"])
+    assert_in_dr(worker, deployment, ref2, image2)

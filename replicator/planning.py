@@ -3,12 +3,15 @@
 ``plan(source, target, filters, delete_policy)`` compares ``repository:tag -> digest`` on
 both sides: a tag only in the source is *missing*, a tag at another digest is *stale*, a
 tag only in the target is *extra*. Extras are always reported; they become delete jobs
-only when the delete policy propagates deletes. ``jobs_for`` turns a plan into jobs.
+only when the delete policy propagates deletes. An extra whose digest the source still
+holds under another tag is also *retagged*: its job untags (never deletes by digest), and
+for a target that refuses tag deletes it gets no job at all (reported, not re-queued).
+``jobs_for`` turns a plan into jobs.
 """
 
 from __future__ import annotations
 
-from collections.abc import Iterable
+from collections.abc import Collection, Iterable
 from dataclasses import dataclass
 
 from replicator.config import DeletePolicy, Settings
@@ -42,6 +45,7 @@ class Plan:
     missing: tuple[DriftEntry, ...] = ()
     stale: tuple[DriftEntry, ...] = ()
     extra: tuple[DriftEntry, ...] = ()
+    retagged: tuple[DriftEntry, ...] = ()  # extras whose digest the source holds elsewhere
     in_step: int = 0  # tags present on both sides at the same digest
     delete_extra: bool = False  # the delete policy propagates deletes
     source: str = ""  # registries the plan was made for ("" = the configured ones)
@@ -82,8 +86,10 @@ def plan(
 ) -> Plan:
     """Compare the two listings, under the filters. A digest that one side could not tell
     (``None``) counts as different: the worker checks again before copying anything."""
-    have = _index(source_entries, filters)
+    source_list = list(source_entries)
+    have = _index(source_list, filters)
     want = _index(target_entries, filters)
+    held = {(e.repository, e.digest) for e in source_list if e.digest is not None}
     missing: list[DriftEntry] = []
     stale: list[DriftEntry] = []
     in_step = 0
@@ -97,10 +103,12 @@ def plan(
         else:
             in_step += 1
     extra = [DriftEntry(r, t, None, d) for (r, t), d in want.items() if (r, t) not in have]
+    retagged = [e for e in extra if (e.repository, e.target_digest) in held]
     return Plan(
         missing=tuple(sorted(missing)),
         stale=tuple(sorted(stale)),
         extra=tuple(sorted(extra)),
+        retagged=tuple(sorted(retagged)),
         in_step=in_step,
         delete_extra=delete_policy.deletes,
         source=source,
@@ -109,11 +117,17 @@ def plan(
 
 
 def jobs_for(
-    plan: Plan, settings: Settings, origin: str, *, target: str | None = None
+    plan: Plan,
+    settings: Settings,
+    origin: str,
+    *,
+    target: str | None = None,
+    untag_refused: Collection[str] = (),
 ) -> list[CopyJob]:
     """A push job per missing or stale tag (and a delete job per extra when the policy
     propagates deletes) for ``target``, else the plan's target, else every configured one.
-    Entries whose digest is unknown get no job: the next run will see them again."""
+    Entries whose digest is unknown get no job: the next run will see them again; nor do
+    retagged extras on a target in ``untag_refused`` (it refuses tag deletes)."""
     source = plan.source or settings.source
     chosen = target or plan.target
     targets = [chosen] if chosen else [t.login_server for t in settings.targets]
@@ -125,8 +139,9 @@ def jobs_for(
             jobs.append(_job(Action.PUSH, source, login_server, entry, entry.source_digest, origin))
         if not plan.delete_extra:
             continue
+        skip = set(plan.retagged) if login_server in untag_refused else set()
         for entry in plan.extra:
-            if entry.target_digest is not None:
+            if entry.target_digest is not None and entry not in skip:
                 jobs.append(
                     _job(Action.DELETE, source, login_server, entry, entry.target_digest, origin)
                 )

@@ -150,9 +150,30 @@ def enqueue(
     return sent
 
 
-def plan_jobs(report: ReconcileReport, settings: Settings, origin: str) -> list[CopyJob]:
+class UntagVerdicts(Protocol):
+    def untag_refused(self, target: str) -> str | None: ...
+
+
+def refusing_untag(verdicts: UntagVerdicts | None, report: ReconcileReport) -> frozenset[str]:
+    """The planned targets known to refuse tag deletes (their retagged extras get no job)."""
+    if verdicts is None or not report.targets:
+        return frozenset()
+    return frozenset(d.target for d in report.targets if verdicts.untag_refused(d.target))
+
+
+def plan_jobs(
+    report: ReconcileReport,
+    settings: Settings,
+    origin: str,
+    *,
+    untag_refused: frozenset[str] = frozenset(),
+) -> list[CopyJob]:
     """The jobs of every planned target, interleaved by target so each one progresses."""
-    per_target = [jobs_for(d.plan, settings, origin) for d in report.targets if d.plan]
+    per_target = [
+        jobs_for(d.plan, settings, origin, untag_refused=untag_refused)
+        for d in report.targets
+        if d.plan
+    ]
     jobs: list[CopyJob] = []
     for row in range(max((len(j) for j in per_target), default=0)):
         jobs.extend(j[row] for j in per_target if row < len(j))
@@ -171,18 +192,26 @@ def run_reconcile(
     filters = Filters(settings.include, settings.exclude)
     targets = [t.login_server for t in settings.targets]
     report = compare(runtime.registries, settings.source, targets, filters, settings)
-    jobs = plan_jobs(report, settings, "reconcile")
+    refused = refusing_untag(runtime.status, report)
+    jobs = plan_jobs(report, settings, "reconcile", untag_refused=refused)
     sent = enqueue(runtime.queue, jobs, pacing, sleep)
     report = replace(report, enqueued=sent, jobs=tuple(jobs))
     runtime.status.record_reconcile(report.drift(), sent)
+    kept = {d.target: len(d.plan.retagged) for d in report.targets if d.plan}
+    kept = {
+        t: n for t, n in kept.items() if n and (t in refused or not settings.delete_policy.deletes)
+    }
     log.log(
         logging.WARNING if report.errors else logging.INFO,
-        "reconcile %s: %d source tags; drift %s; %d jobs enqueued; %d listing errors%s",
+        "reconcile %s: %d source tags; drift %s; %d jobs enqueued; %d listing errors%s%s",
         settings.source,
         report.source_tags,
         report.drift(),
         sent,
         len(report.errors),
         f" (first: {report.errors[0]})" if report.errors else "",
+        f"; extra tags left in place (source holds their digest, target keeps them): {kept}"
+        if kept
+        else "",
     )
     return report

@@ -3,7 +3,11 @@
 Safety rules, in order: only the configured source and targets are ever touched; the tag
 is resolved in the source *now*, so an old job never sets a DR tag back to an older
 image; nothing is deleted in the DR registry unless the delete policy says so, and then
-only when the source still lacks the digest when the job runs.
+only when the source still lacks the digest when the job runs. A DR tag the source lost
+while it still holds the digest under another tag is *untagged* (``replicator.acr.tags``),
+never deleted by digest (that would remove the source-held tag as well); a registry that
+refuses tag deletes leaves the tag, the refusal is remembered per target and reconcile
+reports the tag instead of queueing it again.
 """
 
 from __future__ import annotations
@@ -12,6 +16,7 @@ import logging
 import time
 from datetime import datetime, timedelta
 
+from replicator.acr.tags import delete_tag
 from replicator.errors import PermanentRegistryError, TransientRegistryError
 from replicator.model import Action, CopyJob, JobResult, Outcome, Target, utcnow
 from replicator.runtime import Runtime
@@ -144,8 +149,15 @@ def _delete(runtime: Runtime, job: CopyJob, attempt: int) -> JobResult:
     if policy.mode == "propagate-after" and job.not_before is None:
         due = utcnow() + timedelta(seconds=policy.delay_seconds)
         return _defer(runtime, job.evolve(not_before=due), due, attempt)
+    source = runtime.registries.client(job.source)
+    if job.tag is not None and source.head_manifest(job.source_ref.with_digest(None)):
+        return JobResult(
+            job, Outcome.DELETE_SKIPPED, attempts=attempt, error="the source has the tag again"
+        )
     ref = job.source_ref.with_tag(None)
-    if runtime.registries.client(job.source).head_manifest(ref) is not None:
+    if source.head_manifest(ref) is not None:
+        if job.tag is not None:
+            return _untag(runtime, job, attempt)
         return JobResult(
             job, Outcome.DELETE_SKIPPED, attempts=attempt, error="the source has it again"
         )
@@ -154,3 +166,18 @@ def _delete(runtime: Runtime, job: CopyJob, attempt: int) -> JobResult:
     if dst.head_manifest(dst_ref) is not None:
         dst.delete_manifest(dst_ref)
     return JobResult(job, Outcome.DELETED, digest=job.digest, attempts=attempt)
+
+
+def _untag(runtime: Runtime, job: CopyJob, attempt: int) -> JobResult:
+    """The source lost the tag but holds the digest under another one: remove the DR tag
+    only. A registry that refuses tag deletes keeps it; the refusal is remembered."""
+    assert job.tag is not None
+    client = runtime.registries.client(job.target)
+    done = delete_tag(client, job.target, job.repository, job.tag)
+    if done.refused:
+        runtime.status.record_untag_refused(job.target, done.refused)
+        reason = f"{done.refused}; the tag stays (the source holds {job.digest} under another tag)"
+        return JobResult(
+            job, Outcome.DELETE_SKIPPED, strategy="untag", attempts=attempt, error=reason
+        )
+    return JobResult(job, Outcome.DELETED, strategy="untag", digest=job.digest, attempts=attempt)

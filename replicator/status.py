@@ -199,7 +199,30 @@ class TableStatusStore:
             "enqueued": int(entity.get("Enqueued", 0)),
         }
 
+    def record_untag_refused(self, target: str, reason: str) -> None:
+        """Remember that ``target`` refuses tag deletes (reconcile stops queueing them)."""
+        entity = {
+            "PartitionKey": UNTAG_PARTITION,
+            "RowKey": target,
+            "Reason": reason[:MAX_ERROR_CHARS],
+            "RefusedAt": utcnow(),
+        }
+        self._call("write", self.client.upsert_entity, entity, mode=UpdateMode.REPLACE)
 
+    def untag_refused(self, target: str, *, now: datetime | None = None) -> str | None:
+        """Why ``target`` refused a tag delete, if it did within ``UNTAG_VERDICT_TTL`` (after
+        that one more untag is tried: the registry may have been upgraded)."""
+        try:
+            entity = self._call("read", self.client.get_entity, UNTAG_PARTITION, target)
+        except ResourceNotFoundError:
+            return None
+        if (now or utcnow()) - entity["RefusedAt"] > UNTAG_VERDICT_TTL:
+            return None
+        return str(entity.get("Reason") or "refuses tag deletes")
+
+
+UNTAG_PARTITION = "_untag"
+UNTAG_VERDICT_TTL = timedelta(days=1)
 CLAIM_PARTITION = "_claim"
 CLAIM_LEASE = timedelta(minutes=10)
 

@@ -5,6 +5,13 @@ this double does what ACR does: ``GET /acr/v1/_catalog`` and
 ``GET /acr/v1/<repo>/_manifests`` in pages of at most ``max_page`` items (whatever ``n``
 asks), ordered by name, with ``Link: </acr/v1/...?last=...&n=...>; rel="next"``; 404
 ``NAME_UNKNOWN`` for an unknown repository; and scripted 429s with ``Retry-After``.
+
+It also untags as ACR does: ``DELETE /acr/v1/{name}/_tags/{reference}``, built from the
+operation ``ContainerRegistry_DeleteTag`` of the ACR data-plane spec (azure-rest-api-specs
+``specification/containerregistry/data-plane/Azure.ContainerRegistry/stable/2021-07-01/
+containerregistry.json``): 202 "The tag is deleted", 404 "The tag was not found" (the spec
+names no error code: the distribution-spec codes ``NAME_UNKNOWN`` / ``MANIFEST_UNKNOWN`` are
+used). Only the tag goes: the manifest stays, with its other tags, or untagged.
 """
 
 from __future__ import annotations
@@ -30,17 +37,19 @@ class AcrListingDouble:
     requests: list[str] = field(default_factory=list)
     _lock: threading.Lock = field(default_factory=threading.Lock)
 
-    def answer(self, target: str) -> tuple[int, dict[str, str], Any]:
+    def answer(self, target: str, method: str = "GET") -> tuple[int, dict[str, str], Any]:
         url = urlsplit(target)
         query = {k: v[-1] for k, v in parse_qs(url.query).items()}
         with self._lock:
-            self.requests.append(target)
+            self.requests.append(target if method == "GET" else f"{method} {target}")
             left = self.throttle.get(url.path, 0)
             if left:
                 self.throttle[url.path] = left - 1
                 return 429, {"Retry-After": self.retry_after}, _error("TOOMANYREQUESTS")
         if url.path == "/v2/":
             return 200, {}, {}
+        if method == "DELETE":
+            return self._delete_tag(url.path)
         if url.path == "/acr/v1/_catalog":
             names = sorted(self.repositories)
             page, link = self._page(url.path, names, query, key=lambda n: n)
@@ -56,6 +65,20 @@ class AcrListingDouble:
             page, link = self._page(url.path, items, query, key=lambda m: m["digest"])
             return 200, link, {"registry": "double", "imageName": repository, "manifests": page}
         return 404, {}, _error("NOT_FOUND")
+
+    def _delete_tag(self, path: str) -> tuple[int, dict[str, str], Any]:
+        repository, sep, tag = path.removeprefix("/acr/v1/").partition("/_tags/")
+        if not path.startswith("/acr/v1/") or not sep or not tag:
+            return 404, {}, _error("NOT_FOUND")
+        with self._lock:
+            manifests = self.repositories.get(repository)
+            if manifests is None:
+                return 404, {}, _error("NAME_UNKNOWN")
+            for digest, tags in manifests.items():
+                if tag in tags:
+                    manifests[digest] = [t for t in tags if t != tag]  # type: ignore[index]
+                    return 202, {}, None
+        return 404, {}, _error("MANIFEST_UNKNOWN")
 
     def _page(
         self, path: str, items: list[Any], query: Mapping[str, str], key: Any
@@ -80,8 +103,14 @@ def serve(double: AcrListingDouble) -> Iterator[str]:
 
     class Handler(BaseHTTPRequestHandler):
         def do_GET(self) -> None:
-            status, headers, body = double.answer(self.path)
-            data = json.dumps(body).encode()
+            self._answer("GET")
+
+        def do_DELETE(self) -> None:
+            self._answer("DELETE")
+
+        def _answer(self, method: str) -> None:
+            status, headers, body = double.answer(self.path, method)
+            data = json.dumps(body).encode() if body is not None else b""
             self.send_response(status)
             for name, value in {**headers, "Content-Type": "application/json"}.items():
                 self.send_header(name, value)

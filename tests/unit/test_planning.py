@@ -188,3 +188,38 @@ def test_enqueue_paces_ten_thousand_jobs_in_batches_and_spreads_visibility() -> 
     per_minute = Counter(delays)
     assert max(per_minute.values()) <= Pacing().jobs_per_minute
     assert len({job_id for job_id, _ in queue.sent}) == 10_000
+
+
+@pytest.mark.parametrize(
+    ("source", "target", "retagged"),
+    [
+        ([e("app:v1", A)], [e("app:v1", A), e("app:old", A)], ["app:old"]),
+        ([e("app:v1", A)], [e("app:v1", A), e("app:old", B)], []),
+        ([e("other:v1", A)], [e("app:old", A)], []),  # another repository's digest
+        ([], [e("app:old", A)], []),
+    ],
+    ids=["source-holds-digest", "digest-gone", "other-repository", "empty-source"],
+)
+def test_plan_marks_extras_whose_digest_the_source_still_holds(
+    source: list[TagEntry], target: list[TagEntry], retagged: list[str]
+) -> None:
+    made = plan(source, target, Filters(), PROPAGATE)
+    assert [f"{x.repository}:{x.tag}" for x in made.retagged] == retagged
+    assert set(made.retagged) <= set(made.extra)
+
+
+def test_jobs_for_leaves_retagged_extras_of_a_target_refusing_untag() -> None:
+    made = plan(
+        [e("app:v1", A)],
+        [e("app:v1", A), e("app:old", A), e("app:gone", B)],
+        Filters(),
+        PROPAGATE,
+        target="dr1.example.io",
+    )
+    untag = jobs_for(made, SETTINGS, "reconcile")
+    assert sorted((j.action, j.tag) for j in untag) == [
+        (Action.DELETE, "gone"),
+        (Action.DELETE, "old"),
+    ]
+    refused = jobs_for(made, SETTINGS, "reconcile", untag_refused={"dr1.example.io"})
+    assert [(j.action, j.tag) for j in refused] == [(Action.DELETE, "gone")]

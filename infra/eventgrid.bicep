@@ -1,11 +1,29 @@
 // Event Grid: the system topic on the source registry and its subscription to the
-// on_registry_event function. Deployed into the source registry's resource group by the
-// azd postdeploy hook (infra/hooks/postdeploy.sh), after the code is deployed and indexed:
-// Event Grid refuses a destination function that does not exist yet.
+// on_registry_event function. Deployed by the azd postdeploy hook (infra/hooks/
+// postdeploy.sh), after the code is deployed and indexed (Event Grid refuses a destination
+// function that does not exist yet), into the resource group of the source's existing
+// system topic, or of the source when it has none. Only one system topic may exist per
+// source: an existing one is kept (name, location, tags), and its identities are merged
+// with the replicator's, which writes the dead letters; the ones it had stay.
 targetScope = 'resourceGroup'
 
-@description('Name of the source registry (in this resource group).')
+@description('Name of the source registry (seeds the name of a new topic).')
 param sourceRegistryName string
+
+@description('ARM id of the source registry (the topic\'s source; any resource group).')
+param sourceRegistryId string
+
+@description('Name of the source\'s existing system topic (in this resource group); empty: create one.')
+param topicName string = ''
+
+@description('The existing topic has a system-assigned identity: keep it.')
+param keepSystemAssignedIdentity bool = false
+
+@description('User-assigned identities already on the existing topic, kept: {"<identity id>": {}}.')
+param otherUserAssignedIdentities object = {}
+
+@description('Tags of the existing topic, kept.')
+param topicTags object = {}
 
 @description('Region of the source registry: a system topic lives where its source does.')
 param location string = resourceGroup().location
@@ -67,22 +85,18 @@ var excludeFilter = empty(excludeRepositoryPrefixes)
       }
     ]
 
-resource registry 'Microsoft.ContainerRegistry/registries@2023-07-01' existing = {
-  name: sourceRegistryName
-}
-
 resource systemTopic 'Microsoft.EventGrid/systemTopics@2022-06-15' = {
-  name: '${abbrs.eventGridSystemTopics}${resourceToken}'
+  name: empty(topicName) ? '${abbrs.eventGridSystemTopics}${resourceToken}' : topicName
   location: location
-  tags: tags
+  tags: union(topicTags, tags)
   identity: {
-    type: 'UserAssigned'
-    userAssignedIdentities: {
+    type: keepSystemAssignedIdentity ? 'SystemAssigned, UserAssigned' : 'UserAssigned'
+    userAssignedIdentities: union(otherUserAssignedIdentities, {
       '${identityId}': {}
-    }
+    })
   }
   properties: {
-    source: registry.id
+    source: sourceRegistryId
     topicType: 'Microsoft.ContainerRegistry.Registries'
   }
 }

@@ -10,7 +10,8 @@
     ├── StackError                  the local stack could not start (says what to do)
     └── RegistryError(status, operation, reference)
         ├── TransientRegistryError  429, 5xx, timeouts, resets: retry with backoff
-        │   └── QueueUnavailableError  the jobs queue or status table cannot be reached
+        │   ├── QueueUnavailableError  the jobs queue or status table cannot be reached
+        │   └── DeferRequested      a wait too long to sleep: put the job back, delayed
         └── PermanentRegistryError  401/403/404, unsupported media type, digest mismatch
             ├── NotFoundError       the manifest or blob does not exist
             └── DigestMismatchError content does not match its digest (a lying source)
@@ -78,6 +79,29 @@ class TransientRegistryError(RegistryError):
 
 class QueueUnavailableError(TransientRegistryError):
     """The jobs queue or the status table cannot be reached."""
+
+
+class DeferRequested(TransientRegistryError):
+    """A registry (or the fleet's pacer) asked to wait longer than a worker should sleep:
+    the job goes back on the queue, visible again after ``delay_seconds``."""
+
+    def __init__(
+        self,
+        message: str,
+        *,
+        delay_seconds: float,
+        status: int | None = None,
+        operation: str = "",
+        reference: str = "",
+    ) -> None:
+        self.delay_seconds = max(0.0, float(delay_seconds))
+        super().__init__(
+            message,
+            status=status,
+            operation=operation,
+            reference=reference,
+            retry_after=self.delay_seconds,
+        )
 
 
 class PermanentRegistryError(RegistryError):

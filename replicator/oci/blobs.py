@@ -43,7 +43,17 @@ class BlobCopy:
 def copy_blob(
     registries: Registries, job: BlobCopy, progress: Progress | None = None
 ) -> BlobResult:
-    """Skip what the target has, mount what it holds elsewhere, stream the rest."""
+    """Skip what the target has, mount what it holds elsewhere, stream the rest.
+
+    One retry budget for the whole blob: its idempotent steps (the HEAD, starting an
+    upload, the source GET) are retried where they fail, and the whole attempt (a new
+    upload session, the source read again) only when the stream broke or its PUT failed,
+    every retry drawn from the same budget (``RetryPolicy.operation``)."""
+    with registries.retry.operation(f"copy blob {job.digest}"):
+        return _copy_blob(registries, job, progress)
+
+
+def _copy_blob(registries: Registries, job: BlobCopy, progress: Progress | None) -> BlobResult:
     target = job.target
     if target.head_blob(job.dst_repo, job.digest) is not None:
         registries.saw_blob(target.host, job.dst_repo, job.digest)

@@ -21,16 +21,24 @@ from replicator.oci.manifests import ACCEPT, MAX_MANIFEST_BYTES, Manifest
 from replicator.oci.reference import ImageRef
 from replicator.oci.transport import (
     RetryPolicy,
+    bounded_error,
+    error_body,
     error_codes,
     error_for,
     expect,
     is_transient_status,
+    read_limited,
+    retry_after,
     transport_error,
 )
 from replicator.ports import Descriptor
 
+__all__ = ["RegistryClient", "read_limited", "scopes_for"]
+
 Body = bytes | Iterable[bytes] | None
 UNSEEN_BLOB = "MANIFEST_BLOB_UNKNOWN"
+MAX_BODY_BYTES = MAX_MANIFEST_BYTES  # a body read whole (not streamed): upload answers, pings
+MAX_REDIRECTS = 5
 
 
 class RegistryClient:
@@ -98,24 +106,47 @@ class RegistryClient:
             request = self.http.build_request(
                 method, url, params=params, headers=sent, content=content
             )
-            self.requests += 1
-            try:
-                response = self.http.send(request, stream=stream, follow_redirects=method == "GET")
-            except httpx.TransportError as exc:
-                raise transport_error(exc, operation, reference) from None
+            response = self._exchange(request, operation, reference)
             if (
                 response.status_code == 401
                 and replayable
                 and self.auth.challenged(response, scopes, round_)
             ):
-                response.close()
                 continue
             break
-        if is_transient_status(response.status_code):
-            error = error_for(response, operation, reference)
-            response.close()
-            raise error
+        status = response.status_code
+        if is_transient_status(status):
+            if status == 429:
+                self.retry.throttled(self.host, method, retry_after(response))
+            raise error_for(response, operation, reference)
+        if not stream and status < 400:
+            try:
+                body = read_limited(response, reference, limit=MAX_BODY_BYTES, what=operation)
+            finally:
+                response.close()
+            return _with_body(response, body)
         return response
+
+    def _exchange(self, request: httpx.Request, operation: str, reference: str) -> httpx.Response:
+        """One request, streamed; a GET follows redirects (ACR sends blobs to storage)
+        without reading their bodies whole; an error answer comes back read bounded."""
+        for _ in range(MAX_REDIRECTS + 1):
+            self.retry.before_request(self.host, request.method)
+            self.requests += 1
+            try:
+                response = self.http.send(request, stream=True, follow_redirects=False)
+            except httpx.TransportError as exc:
+                raise transport_error(exc, operation, reference) from None
+            following = response.next_request if request.method == "GET" else None
+            if following is None:
+                return bounded_error(response) if response.status_code >= 400 else response
+            error_body(response)  # read a few KiB at most, then let the connection go
+            request = following  # httpx drops Authorization when the origin changes
+        raise PermanentRegistryError(
+            f"{operation} {reference}: more than {MAX_REDIRECTS} redirects",
+            operation=operation,
+            reference=reference,
+        )
 
     # -- manifests ------------------------------------------------------------------------
     def head_manifest(self, ref: ImageRef) -> Descriptor | None:
@@ -293,35 +324,17 @@ class RegistryClient:
         """Nothing of its own: the ``Registries`` owns the connection pool."""
 
 
-def read_limited(
-    response: httpx.Response,
-    reference: str,
-    *,
-    limit: int = MAX_MANIFEST_BYTES,
-    what: str = "manifest",
-) -> bytes:
-    """The body of a streamed response, refused before reading when it declares more than
-    ``limit`` bytes and cut off as soon as it sends more (an endless answer)."""
-    operation = f"GET {what}"
-    declared = int(response.headers.get("Content-Length") or 0)
-    if declared > limit:
-        raise PermanentRegistryError(
-            f"{what} {reference} is {declared} bytes, over the {limit} byte limit",
-            operation=operation,
-            reference=reference,
-        )
-    chunks: list[bytes] = []
-    total = 0
-    try:
-        for chunk in response.iter_bytes():
-            total += len(chunk)
-            if total > limit:
-                raise PermanentRegistryError(
-                    f"{what} {reference} exceeds the {limit} byte limit",
-                    operation=operation,
-                    reference=reference,
-                )
-            chunks.append(chunk)
-    except httpx.TransportError as exc:
-        raise transport_error(exc, operation, reference) from None
-    return b"".join(chunks)
+def _with_body(response: httpx.Response, body: bytes) -> httpx.Response:
+    """A response read (bounded) whole, for callers that asked for no stream."""
+    headers = [
+        (k, v)
+        for k, v in response.headers.multi_items()
+        if k.lower() not in ("content-encoding", "transfer-encoding")
+    ]
+    return httpx.Response(
+        response.status_code,
+        headers=headers,
+        content=body,
+        request=response.request,
+        extensions=response.extensions,
+    )

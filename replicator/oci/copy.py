@@ -13,6 +13,7 @@ learns whether the registry has the referrers API), and the referrers themselves
 
 from __future__ import annotations
 
+import contextvars
 import logging
 import threading
 from collections.abc import Callable
@@ -208,8 +209,10 @@ class ImageCopier:
         workers = min(self.concurrency, len(items))
         if workers <= 1:
             return [work(item) for item in items]
+        # each item in a copy of this thread's context: an open retry budget carries over
+        runs = [(contextvars.copy_context(), item) for item in items]
         with ThreadPoolExecutor(workers, thread_name_prefix="copy") as pool:
-            return list(pool.map(work, items))
+            return list(pool.map(lambda run: run[0].run(work, run[1]), runs))
 
     def _copy_blobs(self, job: _Copy, blobs: dict[str, int]) -> None:
         if not blobs:

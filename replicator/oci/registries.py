@@ -1,8 +1,20 @@
-"""``Registries``: one ``RegistryClient`` per host, sharing one httpx client and its
-connection pool (``replicator.oci.pool``).
+"""``Registries``: one ``RegistryClient`` and one small ``httpx.Client`` per registry host.
 
-One per process (or job batch). It also remembers what it learnt about each registry:
-which repositories were seen holding a blob (for cross-repository mounts) and whether a
+One per process (or job batch). Each registry gets its own httpx client with httpx's own
+transport (``bench/RESULTS.md``, ``## transport``, says why this and not urllib3):
+
+- at most ``max_connections`` connections to each registry: per registry, not in all,
+  because a blob copy holds its source connection while it uploads to the target, so with
+  one limit for both, blobs copied at once could hold every connection and wait for each
+  other. A small pool per registry also keeps httpcore's pool bookkeeping small;
+- proxies from ``HTTP_PROXY``/``HTTPS_PROXY``/``ALL_PROXY``/``NO_PROXY`` as httpx reads
+  them, each proxy transport with the same limits (``NO_PROXY`` alone changes nothing);
+- TLS as httpx makes it (certifi, ``SSL_CERT_FILE``, or the ``verify`` given);
+- OpenTelemetry: Azure Monitor's distro instruments httpx's transport, so every registry
+  request is a dependency span in Application Insights.
+
+It also remembers what it learnt about each registry: which repositories were seen holding
+a blob (for cross-repository mounts; an LRU of ``MAX_BLOB_HOMES`` digests) and whether a
 registry answers the referrers API.
 """
 
@@ -10,15 +22,14 @@ from __future__ import annotations
 
 import ssl
 import threading
+from collections import OrderedDict
 from collections.abc import Callable
 from types import TracebackType
-from urllib.request import getproxies
 
 import httpx
 
 from replicator.oci.auth import Authenticator, RegistryAuth, docker_config_auth
 from replicator.oci.client import RegistryClient
-from replicator.oci.pool import PooledTransport
 from replicator.oci.reference import is_loopback
 from replicator.oci.transport import RetryPolicy
 
@@ -26,6 +37,8 @@ __all__ = ["Registries", "RegistryAuth", "RegistryClient", "docker_config_auth"]
 
 DEFAULT_TIMEOUT = httpx.Timeout(connect=10.0, read=120.0, write=120.0, pool=300.0)
 USER_AGENT = "acr-replicator"
+MAX_BLOB_HOMES = 100_000  # digests remembered per process (a few MiB at most)
+HOMES_PER_BLOB = 8
 
 
 def _anonymous(host: str) -> RegistryAuth | None:
@@ -33,7 +46,7 @@ def _anonymous(host: str) -> RegistryAuth | None:
 
 
 class Registries:
-    """Clients per host; a context manager that closes the pool."""
+    """Clients per host; a context manager that closes their connections."""
 
     def __init__(
         self,
@@ -45,33 +58,40 @@ class Registries:
         max_connections: int = 64,
         verify: bool | ssl.SSLContext = True,
         transport: httpx.BaseTransport | None = None,
+        max_blob_homes: int = MAX_BLOB_HOMES,
     ) -> None:
         self.plain_http = plain_http
         self.credentials = credentials
         self.retry = retry or RetryPolicy()
-        # Our transport (``replicator.oci.pool``) limits connections per registry. Behind a
-        # proxy named in the environment (``HTTPS_PROXY``...), which ours does not speak,
-        # httpx's own transport: its limit is one for all registries, where blob copies
-        # holding a source connection while they wait for a target one could take every
-        # connection, so there the callers' thread pools are the only bound.
-        proxied = transport is None and bool(getproxies())
-        limits = httpx.Limits(
-            max_connections=None if proxied else max_connections,
-            max_keepalive_connections=max_connections,
+        self.timeout = timeout
+        self.limits = httpx.Limits(
+            max_connections=max_connections, max_keepalive_connections=max_connections
         )
-        if transport is None and not proxied:
-            transport = PooledTransport(verify=verify, limits=limits)
-        self.http = httpx.Client(
-            timeout=timeout,
-            limits=limits,
-            verify=verify,
-            headers={"User-Agent": USER_AGENT},
-            transport=transport,
-        )
+        self.verify = verify
+        self.transport = transport  # tests: an ``httpx.MockTransport`` for every registry
+        self.max_blob_homes = max(1, max_blob_homes)
+        self._http: dict[str, httpx.Client] = {}
         self._clients: dict[str, RegistryClient] = {}
         self._lock = threading.Lock()
-        self._blob_homes: dict[tuple[str, str], list[str]] = {}
+        self._blob_homes: OrderedDict[tuple[str, str], list[str]] = OrderedDict()
         self.referrers_api: dict[str, bool] = {}
+
+    def http_client(self, host: str) -> httpx.Client:
+        """The httpx client (and connection pool) of one registry host."""
+        with self._lock:
+            return self._http_client(host)
+
+    def _http_client(self, host: str) -> httpx.Client:
+        found = self._http.get(host)
+        if found is None:
+            found = self._http[host] = httpx.Client(
+                timeout=self.timeout,
+                limits=self.limits,
+                verify=self.verify,
+                headers={"User-Agent": USER_AGENT, "Accept-Encoding": "identity"},
+                transport=self.transport,
+            )
+        return found
 
     def client(self, host: str) -> RegistryClient:
         with self._lock:
@@ -79,11 +99,12 @@ class Registries:
             if found is None:
                 auth = self.credentials(host) or RegistryAuth.anonymous()
                 scheme = "http" if self.plain_http(host) else "https"
+                http = self._http_client(host)
                 found = RegistryClient(
                     host,
                     scheme=scheme,
-                    http=self.http,
-                    auth=Authenticator(host, auth, self.http, self.retry, scheme=scheme),
+                    http=http,
+                    auth=Authenticator(host, auth, http, self.retry, scheme=scheme),
                     retry=self.retry,
                 )
                 self._clients[host] = found
@@ -92,10 +113,14 @@ class Registries:
     # -- what we learnt ------------------------------------------------------------------
     def saw_blob(self, host: str, repository: str, digest: str) -> None:
         with self._lock:
-            homes = self._blob_homes.setdefault((host, digest), [])
+            key = (host, digest)
+            homes = self._blob_homes.setdefault(key, [])
+            self._blob_homes.move_to_end(key)
             if repository not in homes:
                 homes.append(repository)
-                del homes[:-8]
+                del homes[:-HOMES_PER_BLOB]
+            while len(self._blob_homes) > self.max_blob_homes:
+                self._blob_homes.popitem(last=False)
 
     def blob_homes(self, host: str, digest: str) -> list[str]:
         with self._lock:
@@ -103,7 +128,10 @@ class Registries:
 
     # -- lifetime --------------------------------------------------------------------------
     def close(self) -> None:
-        self.http.close()
+        with self._lock:
+            clients, self._http = list(self._http.values()), {}
+        for client in clients:
+            client.close()
 
     def __enter__(self) -> Registries:
         return self

@@ -262,6 +262,7 @@ class Authenticator:
         self.http = http
         self.retry = retry
         self.home = f"{scheme or ('http' if is_loopback(host) else 'https')}://{host}"
+        self._basic_ok = not _plain_to_remote(self.home)  # no secret in clear text off-host
         self.max_tokens = max(1, max_tokens)
         self._lock = threading.Lock()
         self._scheme: str | None = None
@@ -279,7 +280,7 @@ class Authenticator:
         if url is not None and not same_origin(url, self.home):
             return {}
         with self._lock:
-            if self._scheme == "basic" and self.auth.kind == "basic":
+            if self._scheme == "basic" and self.auth.kind == "basic" and self._basic_ok:
                 return {"Authorization": _basic(self.auth.username, self.auth.password)}
             token = self._tokens.get(scopes)
             if self._scheme == "bearer" and token and token.expires > time.time():
@@ -307,6 +308,14 @@ class Authenticator:
         with self._lock:
             self._scheme, self._params = scheme, params
         if scheme == "basic":
+            if self.auth.kind == "basic" and not self._basic_ok:
+                raise PermanentRegistryError(
+                    f"{self.host}: basic credentials are never sent over plain HTTP to a host "
+                    "that is not loopback (use https)",
+                    status=401,
+                    operation="authenticate",
+                    reference=self.host,
+                )
             return self.auth.kind == "basic" and round_ == 0
         if scheme != "bearer" or "realm" not in params or round_ >= 2:
             return False
@@ -344,10 +353,10 @@ class Authenticator:
             scheme, host, _ = origin(realm)
         except (httpx.InvalidURL, ValueError, TypeError):
             return False
+        if scheme not in {"http", "https"} or _plain_to_remote(realm):
+            return False  # never over plain HTTP to a host that is not loopback
         if same_origin(realm, self.home):
             return True
-        if scheme != "https" and not (scheme == "http" and is_loopback(host)):
-            return False  # never over plain HTTP to a host that is not loopback
         allowed = (*self.auth.realms, *KNOWN_REALMS.get(self.host, ()))
         if any(same_origin(realm, other) for other in allowed):
             return True
@@ -357,6 +366,8 @@ class Authenticator:
     def _oauth2(self, realm: str) -> str:
         """The origin of the token service that may receive Entra and ACR refresh tokens:
         the registry's own (an ACR: always ``https://<login server>``)."""
+        if not self._basic_ok:
+            raise self._realm_refused(realm, f"is plain HTTP off this machine ({self.home})")
         if same_origin(realm, self.home):
             return self.home
         if is_acr_host(self.host) or not self._allowed_realm(realm):
@@ -456,6 +467,12 @@ class Authenticator:
             return body
 
         return self.retry.run(f"token for {self.host}", once)
+
+
+def _plain_to_remote(url: str) -> bool:
+    """Whether ``url`` is plain HTTP to a host that is not loopback."""
+    scheme, host, _ = origin(url)
+    return scheme != "https" and not is_loopback(host)
 
 
 def _trim(cache: OrderedDict[Any, Any], size: int) -> None:

@@ -250,3 +250,42 @@ def test_no_authorization_for_a_url_off_the_registrys_origin() -> None:
             (),
             0,
         )
+
+
+def test_no_secret_goes_over_plain_http_to_a_host_that_is_not_loopback() -> None:
+    """A registry spoken to over plain HTTP (REPLICATOR_PLAIN_HTTP) off this machine gets
+    no basic credentials and no Entra token; nor does a plain-HTTP token realm."""
+    import httpx
+
+    from replicator.oci.auth import Authenticator
+    from replicator.oci.transport import RetryPolicy
+
+    sent: list[str] = []
+
+    def network(request: httpx.Request) -> httpx.Response:
+        sent.append(str(request.url))
+        return httpx.Response(200, json={"token": "t", "refresh_token": "r"})
+
+    def refused(url: str, challenge: str) -> httpx.Response:
+        request = httpx.Request("GET", url)
+        return httpx.Response(401, headers={"WWW-Authenticate": challenge}, request=request)
+
+    basic = RegistryAuth.basic(USER, PASSWORD, realms=["http://auth.lan"])
+    entra = RegistryAuth.azure(EntraCredential("entra"))  # type: ignore[arg-type]
+    with httpx.Client(transport=httpx.MockTransport(network)) as http:
+        mirror = Authenticator("mirror.lan:5000", basic, http, RetryPolicy(), scheme="http")
+        with pytest.raises(PermanentRegistryError, match="never sent over plain HTTP"):
+            mirror.challenged(refused("http://mirror.lan:5000/v2/", 'Basic realm="m"'), (), 0)
+        assert mirror.headers((), "http://mirror.lan:5000/v2/") == {}
+        secure = Authenticator("reg.example", basic, http, RetryPolicy())
+        plain_realm = 'Bearer realm="http://auth.lan/token",service="s"'
+        with pytest.raises(PermanentRegistryError, match="no credentials sent there"):
+            secure.challenged(refused("https://reg.example/v2/", plain_realm), ("s",), 0)
+        same_host = 'Bearer realm="http://reg.example/token",service="s"'
+        with pytest.raises(PermanentRegistryError, match="no credentials sent there"):
+            secure.challenged(refused("https://reg.example/v2/", same_host), ("s",), 0)
+        plain = Authenticator("mirror.lan:5000", entra, http, RetryPolicy(), scheme="http")
+        own = 'Bearer realm="http://mirror.lan:5000/oauth2/token",service="m"'
+        with pytest.raises(PermanentRegistryError, match="plain HTTP off this machine"):
+            plain.challenged(refused("http://mirror.lan:5000/v2/", own), ("s",), 0)
+    assert sent == []

@@ -277,3 +277,70 @@ def test_every_registry_request_is_a_dependency_span(registry: Registry) -> None
         s.attributes.get("http.response.status_code") or s.attributes.get("http.status_code")
         for s in spans
     ] == [404, 404, 404]
+
+
+CONFIGURED = """
+import json, os
+from opentelemetry import trace
+from opentelemetry.sdk.trace.export import SimpleSpanProcessor
+from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
+from replicator import telemetry
+from replicator.oci.reference import ImageRef
+from replicator.oci.registries import Registries
+telemetry.configure_telemetry({"APPLICATIONINSIGHTS_CONNECTION_STRING": os.environ["CS"]})
+exporter = InMemorySpanExporter()
+trace.get_tracer_provider().add_span_processor(SimpleSpanProcessor(exporter))
+host = os.environ["REGISTRY"]
+with Registries() as registries, telemetry.span("copy") as parent:  # as the worker does
+    client = registries.client(host)
+    client.head_manifest(ImageRef(host, "spans/app", "v1"))
+    client.head_blob("spans/app", "sha256:" + "0" * 64)
+    client.head_blob("spans/app", "sha256:" + "1" * 64)
+    sent = client.requests
+spans = [s for s in exporter.get_finished_spans() if s.kind == trace.SpanKind.CLIENT]
+parent_id = parent.get_span_context().span_id
+print(json.dumps({
+    "sent": sent,
+    "spans": [dict(s.attributes) for s in spans],
+    "children": [s.parent is not None and s.parent.span_id == parent_id for s in spans],
+}), flush=True)
+os._exit(0)  # skip the exporter's flush to an endpoint that is not there
+"""
+
+
+def test_configured_telemetry_gives_a_dependency_span_per_registry_request(
+    registry: Registry, tmp_path: Path
+) -> None:
+    """As the worker runs: ``configure_telemetry`` (Azure Monitor's distro) instruments
+    httpx, and each registry request becomes one client span under the job's span (none
+    with the old hand-written transport, which httpx's instrumentation never saw)."""
+    import json
+    import subprocess
+    import sys
+
+    env = {
+        **os.environ,
+        "CS": "InstrumentationKey=00000000-0000-0000-0000-000000000000;"
+        "IngestionEndpoint=http://127.0.0.1:9/",
+        "TMPDIR": str(tmp_path),
+        "REGISTRY": registry.host,
+        # every span kept: the distro's default sampler keeps about 5 traces a second,
+        # by its own clock (Application Insights' sampling, not what is tested here)
+        "OTEL_TRACES_SAMPLER": "always_on",
+    }
+    root = Path(__file__).resolve().parents[3]
+    out = subprocess.run(
+        [sys.executable, "-c", CONFIGURED],
+        cwd=root,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+    assert out.returncode == 0, out.stderr[-2000:]
+    seen = json.loads(out.stdout.strip().splitlines()[-1])
+    assert seen["sent"] == 3
+    urls = [s.get("url.full") or s.get("http.url") for s in seen["spans"]]
+    assert len(urls) == 3
+    assert all(str(u).startswith(f"{registry.url}/v2/spans/app/") for u in urls)
+    assert seen["children"] == [True] * 3  # under the job's span, sampled with it

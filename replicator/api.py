@@ -4,6 +4,11 @@ Handlers in ``triggers.py`` pass the raw body or query and turn the ``ApiRespons
 an ``HttpResponse``. Bodies are validated strictly (size, JSON object, known keys, types,
 names); a registry that is not the configured source or one of the configured targets is
 refused with 400, so these endpoints can never be pointed at another host.
+
+An HTTP function must answer within 230 s, so a resync of more than one tag makes no
+registry request: it answers 202 with a plan id and the plan runs from its own queue
+(``replicator.plans``); ``GET /api/status?plan=<id>`` follows it. One tag
+(``repository`` and ``tag``) is still resynced at once.
 """
 
 from __future__ import annotations
@@ -15,17 +20,15 @@ from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import TYPE_CHECKING, Any
 
-from azure.core.exceptions import ResourceNotFoundError
-
 from replicator.errors import InvalidReferenceError, QueueUnavailableError, RegistryError
 from replicator.filters import Filters
 from replicator.model import utcnow
 from replicator.oci.reference import parse_registry, parse_repository, parse_tag
-from replicator.reconcile import Pacing, compare, enqueue, plan_jobs
+from replicator.plans import PLAN_ID, PlanRequest, submit_plan
+from replicator.reconcile import Pacing, compare, enqueue, plan_jobs, refusing_untag
 from replicator.strategy import import_verdicts
 
 if TYPE_CHECKING:
-    from replicator.queue import StorageJobQueue
     from replicator.runtime import Runtime
 
 log = logging.getLogger(__name__)
@@ -108,8 +111,10 @@ def _guarded(call: Any) -> ApiResponse:
 
 
 def handle_resync(runtime: Runtime, body: bytes) -> ApiResponse:
-    """``{"repository"?, "tag"?, "target"?, "dry_run"?}``: 202 with what was enqueued, or
-    200 with the plan for a dry run. Nothing given means the whole registry."""
+    """``{"repository"?, "tag"?, "target"?, "dry_run"?}``. One tag (repository and tag):
+    resynced at once, 202 with what was enqueued (200 with the plan for a dry run).
+    Anything wider (a repository, or nothing: the whole registry): 202 with a plan id at
+    once, before any registry request; the plan runs from ``replication-plans``."""
     return _guarded(lambda: _resync(runtime, body))
 
 
@@ -121,6 +126,30 @@ def _resync(runtime: Runtime, body: bytes) -> ApiResponse:
     dry_run = data.get("dry_run", False)
     if not isinstance(dry_run, bool):
         raise BadRequest("dry_run must be true or false")
+    if tag and not repository:
+        raise BadRequest("tag needs repository")
+    if repository and tag:
+        return _resync_tag(runtime, source, targets, repository, tag, dry_run)
+    request = PlanRequest(source, tuple(targets), repository=repository, dry_run=dry_run)
+    submit_plan(runtime, request)
+    log.info("resync %s: plan %s queued", repository or "*", request.plan_id)
+    return ApiResponse(
+        202,
+        {
+            "plan": request.plan_id,
+            "state": "queued",
+            "status": f"/api/status?plan={request.plan_id}",
+            "source": source,
+            "targets": targets,
+            "repository": repository,
+            "dry_run": dry_run,
+        },
+    )
+
+
+def _resync_tag(
+    runtime: Runtime, source: str, targets: list[str], repository: str, tag: str, dry_run: bool
+) -> ApiResponse:
     settings = runtime.settings
     report = compare(
         runtime.registries,
@@ -128,8 +157,8 @@ def _resync(runtime: Runtime, body: bytes) -> ApiResponse:
         targets,
         Filters(settings.include, settings.exclude),
         settings,
-        repositories=[repository] if repository else None,
-        allows=(lambda _r, t: t == tag) if tag else None,
+        repositories=[repository],
+        allows=lambda _r, t: t == tag,
     )
     plans = {d.target: d.plan.to_dict() if d.plan else None for d in report.targets}
     answer: dict[str, Any] = {
@@ -141,10 +170,11 @@ def _resync(runtime: Runtime, body: bytes) -> ApiResponse:
     }
     if dry_run:
         return ApiResponse(200, {**answer, "dry_run": True, "plans": plans})
-    jobs = plan_jobs(report, settings, "resync")
+    refused = refusing_untag(runtime.status, report)
+    jobs = plan_jobs(report, settings, "resync", untag_refused=refused)
     sent = enqueue(runtime.queue, jobs, Pacing(batch=500, pause_seconds=0.1))
     listed = [_job_summary(j.to_dict()) for j in jobs[:MAX_LISTED_JOBS]]
-    log.info("resync %s: %d jobs enqueued, drift %s", repository or "*", sent, report.drift())
+    log.info("resync %s:%s: %d jobs enqueued, drift %s", repository, tag, sent, report.drift())
     return ApiResponse(202, {**answer, "dry_run": False, "enqueued": sent, "jobs": listed})
 
 
@@ -162,9 +192,11 @@ def handle_status(
 
 
 def _status(runtime: Runtime, params: Mapping[str, str], now: datetime) -> ApiResponse:
-    unknown = sorted(set(params) - {"repository", "tag", "code"})  # code: the function key
+    unknown = sorted(set(params) - {"repository", "tag", "plan", "code"})  # code: function key
     if unknown:
         raise BadRequest(f"unknown parameter(s): {', '.join(unknown)[:200]}")
+    if "plan" in params:
+        return _plan_status(runtime, params["plan"])
     repository = _name(params, "repository", parse_repository) if params.get("repository") else None
     tag = _name(params, "tag", parse_tag) if params.get("tag") else None
     if tag and not repository:
@@ -178,7 +210,8 @@ def _status(runtime: Runtime, params: Mapping[str, str], now: datetime) -> ApiRe
     return ApiResponse(
         200,
         {
-            "queue": {"depth": _depth(queue, None), "poison": _depth(queue, queue.poison_name)},
+            "queue": {"depth": queue.depth(), "poison": queue.depth(queue.poison_name)},
+            "plans": {"depth": runtime.plans.depth()},
             "lastReconcile": runtime.status.last_reconcile(),
             "window": {"from": (now - STATUS_WINDOW).isoformat(), "to": now.isoformat()},
             "targets": target_summary(rows, targets),
@@ -187,15 +220,15 @@ def _status(runtime: Runtime, params: Mapping[str, str], now: datetime) -> ApiRe
     )
 
 
-def _depth(queue: StorageJobQueue, name: str | None) -> int:
-    """A queue's approximate length; 0 for a queue not created yet (the host creates the
-    poison queue with its first message)."""
-    try:
-        return queue.depth(name)
-    except QueueUnavailableError as exc:
-        if isinstance(exc.__cause__, ResourceNotFoundError):
-            return 0
-        raise
+def _plan_status(runtime: Runtime, plan_id: str) -> ApiResponse:
+    """A resync plan's row: state, drift and job counts, errors, and for a finished dry
+    run the blob holding the full plan (``blob``)."""
+    if not PLAN_ID.match(plan_id):
+        raise BadRequest("plan must be a plan id (32 hex digits)")
+    row = runtime.status.plan(plan_id)
+    if row is None:
+        return _error(404, f"no plan {plan_id}")
+    return ApiResponse(200, row)
 
 
 def target_summary(

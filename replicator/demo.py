@@ -9,6 +9,7 @@ until the queue is empty; then the DR copy is checked manifest for manifest, byt
 
 from __future__ import annotations
 
+import json
 import sys
 import uuid
 from dataclasses import dataclass
@@ -18,15 +19,15 @@ from typing import TextIO
 import azure.functions as func
 
 from replicator import triggers
-from replicator.config import load_settings
-from replicator.localrun import QueueRunner
+from replicator.config import StorageConnection, load_settings
+from replicator.localrun import runner_for
 from replicator.localstack import LocalStack
 from replicator.model import utcnow
 from replicator.oci.manifests import blobs_of, children_of
 from replicator.oci.reference import ImageRef
 from replicator.oci.registries import Registries
 from replicator.oci.testimages import push_test_image
-from replicator.queue import queue_client
+from replicator.plans import PLANS_QUEUE
 from replicator.runtime import Runtime, build_runtime
 
 INDEX_MEDIA_TYPE = "application/vnd.oci.image.index.v1+json"
@@ -137,11 +138,7 @@ def _flow(runtime: Runtime, out: TextIO) -> int:
     )
     storage = settings.storage
     assert storage is not None
-    runner = QueueRunner(
-        queue_client(storage, runtime.queue.name),
-        queue_client(storage, runtime.queue.poison_name),
-        triggers.replicate,
-    )
+    runner = runner_for(storage, runtime.queue.name, triggers.replicate)
     stats = runner.run_until_idle(timeout=120)
     rows = runtime.status.images(ref.repository, ref.tag)
     _table(rows, out)
@@ -159,7 +156,26 @@ def _flow(runtime: Runtime, out: TextIO) -> int:
         print("DR copy differs: " + ", ".join(bad or ["no status recorded"]), file=sys.stderr)
         return 1
     print("the DR copy is byte-identical.", file=out)
-    return 0
+    return _resync_plan(runtime, storage, out)
+
+
+def _resync_plan(runtime: Runtime, storage: StorageConnection, out: TextIO) -> int:
+    """A whole-registry resync, as ``POST /api/resync`` asks it: a plan id at once, the
+    plan run from ``replication-plans``, its result from ``GET /api/status?plan=``."""
+    asked = triggers.resync(func.HttpRequest("POST", "/api/resync", body=b"{}"))
+    plan_id = json.loads(asked.get_body())["plan"]
+    print(f"resync: HTTP {asked.status_code}, plan {plan_id} queued", file=out)
+    runner_for(storage, PLANS_QUEUE, triggers.run_plan).run_until_idle(timeout=120)
+    shown = triggers.status(
+        func.HttpRequest("GET", "/api/status", body=b"", params={"plan": plan_id})
+    )
+    row = json.loads(shown.get_body())
+    print(
+        f"plan {plan_id}: {row.get('state')}, drift {row.get('drift')}, "
+        f"{row.get('enqueued', 0)} job(s) enqueued",
+        file=out,
+    )
+    return 0 if row.get("state") == "done" and row.get("enqueued") == 0 else 1
 
 
 def _table(rows: list[dict[str, object]], out: TextIO) -> None:

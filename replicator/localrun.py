@@ -21,9 +21,10 @@ import azure.functions as func
 from azure.functions.queue import QueueMessage
 from azure.storage.queue import QueueClient
 
+from replicator.config import StorageConnection
 from replicator.errors import StackError
 from replicator.provision import provisioned
-from replicator.queue import NEVER_EXPIRES
+from replicator.queue import DEFAULT_RETRY, NEVER_EXPIRES, StorageRetry, queue_client
 
 log = logging.getLogger(__name__)
 HOST_JSON = Path(__file__).resolve().parent.parent / "host.json"
@@ -153,3 +154,21 @@ class QueueRunner:
                 return self.stats
             time.sleep(min(poll, self.options.max_polling_interval))
         raise StackError(f"queue {self.queue.queue_name} not drained within {timeout:.0f}s")
+
+
+def runner_for(
+    storage: StorageConnection,
+    queue: str,
+    handler: Callable[[func.QueueMessage], None],
+    options: QueueOptions | None = None,
+    *,
+    retry: StorageRetry = DEFAULT_RETRY,
+) -> QueueRunner:
+    """A runner for one queue-triggered function: ``replication-jobs`` -> ``replicate``,
+    ``replication-plans`` -> ``run_plan``; failures past the limit go to ``<queue>-poison``."""
+    return QueueRunner(
+        queue_client(storage, queue, retry=retry),
+        queue_client(storage, f"{queue}-poison", retry=retry),
+        handler,
+        options,
+    )

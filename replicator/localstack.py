@@ -110,6 +110,7 @@ class Azurite:
     queue_port: int
     table_port: int
     service: Service
+    blob_port: int = 0  # dry-run resync plans are blobs
 
     @property
     def connection_string(self) -> str:
@@ -118,6 +119,11 @@ class Azurite:
             f"AccountName={AZURITE_ACCOUNT};AccountKey={AZURITE_KEY};"
             f"QueueEndpoint=http://127.0.0.1:{self.queue_port}/{AZURITE_ACCOUNT};"
             f"TableEndpoint=http://127.0.0.1:{self.table_port}/{AZURITE_ACCOUNT};"
+            + (
+                f"BlobEndpoint=http://127.0.0.1:{self.blob_port}/{AZURITE_ACCOUNT};"
+                if self.blob_port
+                else ""
+            )
         )
 
     def stop(self) -> None:
@@ -233,17 +239,26 @@ class LocalStack:
         )
 
     def start_azurite(self, *, restart: Azurite | None = None) -> Azurite:
-        """Start Azurite; ``restart``: a stopped one again, on its ports and its data."""
-        binary = find_azurite()
+        """Start Azurite; ``restart``: a stopped one again, on its ports and its data. A
+        fresh one whose free port was taken by someone else meanwhile starts again on
+        other ports (twice at most)."""
         if restart is not None:
             restart.stop()
-            queue_port, table_port = restart.queue_port, restart.table_port
-            workdir = restart.service.workdir
-        else:
-            queue_port, table_port = free_port(), free_port()
-            workdir = self._workdir("azurite")
+            ports = (restart.queue_port, restart.table_port, restart.blob_port or free_port())
+            return self._azurite(ports, restart.service.workdir)
+        for attempt in range(3):
+            try:
+                ports = (free_port(), free_port(), free_port())
+                return self._azurite(ports, self._workdir("azurite"))
+            except StackError:
+                if attempt == 2:
+                    raise
+        raise AssertionError("unreachable")
+
+    def _azurite(self, ports: tuple[int, int, int], workdir: Path) -> Azurite:
+        queue_port, table_port, blob_port = ports
         argv = [
-            binary,
+            find_azurite(),
             "--silent",
             "--skipApiVersionCheck",
             "--loose",
@@ -258,15 +273,21 @@ class LocalStack:
             "--tablePort",
             str(table_port),
             "--blobPort",
-            str(free_port()),
+            str(blob_port),
             "--blobHost",
             "127.0.0.1",
         ]
         service = _spawn("azurite", argv, workdir, env=None)
         self.services.append(service)
-        _wait_until(service, f"http://127.0.0.1:{queue_port}/")
-        _wait_until(service, f"http://127.0.0.1:{table_port}/")
-        return Azurite(queue_port=queue_port, table_port=table_port, service=service)
+        try:
+            for port in ports:
+                _wait_until(service, f"http://127.0.0.1:{port}/")
+        except StackError:
+            service.stop()
+            raise
+        return Azurite(
+            queue_port=queue_port, table_port=table_port, service=service, blob_port=blob_port
+        )
 
 
 @contextlib.contextmanager

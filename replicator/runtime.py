@@ -9,6 +9,8 @@ from replicator.config import Settings
 from replicator.identity import registry_credentials
 from replicator.oci.copy import ImageCopier
 from replicator.oci.registries import Registries
+from replicator.planblobs import PlanBlobs
+from replicator.plans import PLANS_QUEUE
 from replicator.queue import DEFAULT_RETRY, StorageJobQueue, StorageRetry
 from replicator.status import TableStatusStore
 from replicator.strategy import Deliver, choose_strategy, deliverer
@@ -21,6 +23,8 @@ class Runtime:
     queue: StorageJobQueue
     status: TableStatusStore
     copier: ImageCopier
+    plans: StorageJobQueue  # replication-plans: whole-registry resync plans
+    plan_blobs: PlanBlobs  # dry-run plans, too big for a table entity
     deliver: Deliver | None = field(default=None)
     busy_recheck_seconds: int = 30  # when a duplicate finds its push under way elsewhere
     importer: AcrImporters | None = None
@@ -51,6 +55,8 @@ def build_runtime(settings: Settings, *, storage_retry: StorageRetry = DEFAULT_R
         queue=StorageJobQueue(settings.storage, retry=storage_retry),
         status=TableStatusStore(settings.storage, retry=storage_retry),
         copier=copier,
+        plans=StorageJobQueue(settings.storage, name=PLANS_QUEUE, retry=storage_retry),
+        plan_blobs=PlanBlobs(settings.storage, retry=storage_retry),
         deliver=deliverer(settings, importer=importer, copier=copier),
         importer=importer,
     )

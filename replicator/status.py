@@ -220,7 +220,47 @@ class TableStatusStore:
             return None
         return str(entity.get("Reason") or "refuses tag deletes")
 
+    def record_plan(
+        self, plan_id: str, request: str, state: str, *, started: datetime | None = None
+    ) -> None:
+        """Create (or restart) a resync plan's row: its request and state."""
+        entity: dict[str, Any] = {
+            "PartitionKey": PLAN_PARTITION,
+            "RowKey": plan_id,
+            "Request": request,
+            "State": state,
+            "UpdatedAt": utcnow(),
+        }
+        if started is not None:
+            entity["StartedAt"] = started
+        self._call("write", self.client.upsert_entity, entity, mode=UpdateMode.MERGE)
 
+    def update_plan(self, plan_id: str, **fields: object) -> None:
+        """Merge ``fields`` (snake_case; dicts and lists stored as JSON) into the plan row."""
+        entity: dict[str, Any] = {"PartitionKey": PLAN_PARTITION, "RowKey": plan_id}
+        for key, value in fields.items():
+            name = "".join(part.capitalize() for part in key.split("_"))
+            entity[name] = json.dumps(value) if isinstance(value, dict | list) else value
+        entity["UpdatedAt"] = utcnow()
+        self._call("write", self.client.upsert_entity, entity, mode=UpdateMode.MERGE)
+
+    def plan(self, plan_id: str) -> dict[str, Any] | None:
+        """The plan row as ``status`` shows it, or None for an unknown plan."""
+        try:
+            entity = self._call("read", self.client.get_entity, PLAN_PARTITION, plan_id)
+        except ResourceNotFoundError:
+            return None
+        row: dict[str, Any] = {"plan": plan_id}
+        for key, value in _plain(entity).items():
+            if key in PLAN_JSON_FIELDS and isinstance(value, str):
+                row[key] = json.loads(value)
+            else:
+                row[key] = value
+        return row
+
+
+PLAN_PARTITION = "_plan"
+PLAN_JSON_FIELDS = frozenset({"request", "drift", "errors"})
 UNTAG_PARTITION = "_untag"
 UNTAG_VERDICT_TTL = timedelta(days=1)
 CLAIM_PARTITION = "_claim"

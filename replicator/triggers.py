@@ -19,6 +19,8 @@ from replicator.config import Settings, load_settings
 from replicator.errors import InvalidEventError, InvalidJobError
 from replicator.events import decide, parse_event
 from replicator.model import QUEUE_NAME, CopyJob, utcnow
+from replicator.plans import PLANS_QUEUE, PlanRequest
+from replicator.plans import run_plan as execute_plan
 from replicator.reconcile import run_reconcile
 from replicator.runtime import Runtime, build_runtime
 from replicator.telemetry import (
@@ -113,6 +115,21 @@ def replicate(msg: func.QueueMessage) -> None:
     service.replicate(rt, job, attempt=int(attempt))
 
 
+def run_plan(msg: func.QueueMessage) -> None:
+    """Run one resync plan (list, diff, enqueue). A malformed plan message goes to the
+    plans' poison queue at once; only failures a retry can fix are raised."""
+    rt = runtime()
+    body = msg.get_body()
+    try:
+        request = PlanRequest.from_json(body)
+    except InvalidJobError as exc:
+        log.error("poisoned malformed plan message %s: %s", msg.id, exc)
+        rt.plans.send_poison(body.decode("utf-8", "replace"), str(exc))
+        return
+    with span("plan", plan=request.plan_id, repository=request.repository or "*"):
+        execute_plan(rt, request)
+
+
 def reconcile(timer: func.TimerRequest) -> None:
     if timer.past_due:
         log.info("reconcile is running late")
@@ -144,7 +161,7 @@ def replay(req: func.HttpRequest) -> func.HttpResponse:
 
 
 def register(app: func.FunctionApp, settings: Settings) -> None:
-    """Bind the six functions; names are part of the deployment (Event Grid uses them)."""
+    """Bind the seven functions; names are part of the deployment (Event Grid uses them)."""
     app.function_name("on_registry_event")(
         app.event_grid_trigger(arg_name="event")(on_registry_event)
     )
@@ -152,6 +169,11 @@ def register(app: func.FunctionApp, settings: Settings) -> None:
         app.queue_trigger(
             arg_name="msg", queue_name=QUEUE_NAME, connection=settings.queue_connection
         )(replicate)
+    )
+    app.function_name("run_plan")(
+        app.queue_trigger(
+            arg_name="msg", queue_name=PLANS_QUEUE, connection=settings.queue_connection
+        )(run_plan)
     )
     app.function_name("reconcile")(
         app.timer_trigger(

@@ -11,6 +11,7 @@ from typing import Any
 import pytest
 
 from replicator.model import QUEUE_NAME
+from replicator.plans import PLANS_QUEUE
 
 ROOT = Path(__file__).resolve().parents[2]
 
@@ -18,10 +19,11 @@ ROOT = Path(__file__).resolve().parents[2]
 Bindings = dict[str, list[dict[str, Any]]]
 
 
-def test_the_six_functions(indexed_functions: Bindings) -> None:
+def test_the_seven_functions(indexed_functions: Bindings) -> None:
     assert set(indexed_functions) == {
         "on_registry_event",
         "replicate",
+        "run_plan",
         "reconcile",
         "resync",
         "status",
@@ -44,6 +46,20 @@ def test_queue_trigger(indexed_functions: Bindings) -> None:
         "connection": "AzureWebJobsStorage",
     }
     assert QUEUE_NAME == "replication-jobs"
+
+
+def test_plans_queue_trigger(indexed_functions: Bindings) -> None:
+    """Plans have their own queue (CONTRACT.md): a worker of an older version, bound to
+    replication-jobs only, never receives one."""
+    (binding,) = indexed_functions["run_plan"]
+    assert binding == {
+        "direction": "IN",
+        "type": "queueTrigger",
+        "name": "msg",
+        "queueName": PLANS_QUEUE,
+        "connection": "AzureWebJobsStorage",
+    }
+    assert PLANS_QUEUE == "replication-plans"
 
 
 def test_timer_trigger(indexed_functions: Bindings) -> None:

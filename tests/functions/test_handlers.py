@@ -124,6 +124,7 @@ def test_http_status_and_resync(runtime: Runtime) -> None:
     assert answer.status_code == 200
     body = json.loads(answer.get_body())
     assert body["queue"] == {"depth": 0, "poison": 0}
+    assert body["plans"] == {"depth": 0}
     bad = triggers.resync(func.HttpRequest("POST", "/api/resync", body=b"{not json"))
     assert bad.status_code == 400 and "error" in json.loads(bad.get_body())
     foreign = triggers.resync(
@@ -133,7 +134,7 @@ def test_http_status_and_resync(runtime: Runtime) -> None:
     )
     assert foreign.status_code == 400
     dry = triggers.resync(func.HttpRequest("POST", "/api/resync", body=b'{"dry_run": true}'))
-    assert dry.status_code == 200
+    assert dry.status_code == 202 and json.loads(dry.get_body())["state"] == "queued"
 
 
 def test_replay_moves_poison_back(runtime: Runtime) -> None:

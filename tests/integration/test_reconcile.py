@@ -18,6 +18,7 @@ from replicator.localstack import Azurite, Registry
 from replicator.model import CopyJob, JobResult, Outcome, Target
 from replicator.oci.copy import ImageCopier
 from replicator.oci.registries import Registries
+from replicator.planblobs import PlanBlobs
 from replicator.queue import StorageJobQueue
 from replicator.reconcile import Pacing, run_reconcile
 from replicator.runtime import Runtime
@@ -48,6 +49,8 @@ def runtime(registry_pair: tuple[Registry, Registry], azurite: Azurite) -> Itera
         queue=StorageJobQueue(connection, name=f"jobs{unique}"),
         status=TableStatusStore(connection, name=f"status{unique}"),
         copier=ImageCopier(registries),
+        plans=StorageJobQueue(connection, name=f"plans{unique}"),
+        plan_blobs=PlanBlobs(connection, container=f"plans{unique}"),
     )
     built.queue.ensure()
     built.status.ensure()
@@ -91,15 +94,13 @@ def post(body: object) -> bytes:
     return func.HttpRequest(method="POST", url="/api/resync", body=raw).get_body()
 
 
-def test_resync_dry_run_plans_and_resync_enqueues_one_repository(runtime: Runtime) -> None:
+def test_resync_queues_a_plan_and_resyncs_one_tag_at_once(runtime: Runtime) -> None:
     target = runtime.settings.targets[0].login_server
     dry = handle_resync(runtime, post({"dry_run": True}))
-    assert dry.status_code == 200
-    plans = dry.body["plans"][target]
-    assert {(e["repository"], e["tag"]) for e in plans["missing"]} == MISSING
-    assert runtime.queue.depth() == 0
+    assert dry.status_code == 202
+    assert runtime.plans.depth() == 1 and runtime.queue.depth() == 0
 
-    done = handle_resync(runtime, post({"repository": "app3", "target": target}))
+    done = handle_resync(runtime, post({"repository": "app3", "tag": "v0", "target": target}))
     assert done.status_code == 202
     assert done.body["enqueued"] == 1
     assert done.body["jobs"][0]["digest"] == manifest_digest(0)

@@ -10,12 +10,12 @@ from dataclasses import dataclass, field
 from replicator import triggers
 from replicator.config import StorageConnection, load_settings
 from replicator.demo import push_event
-from replicator.localrun import QueueOptions, QueueRunner, RunStats
+from replicator.localrun import QueueOptions, QueueRunner, RunStats, runner_for
 from replicator.localstack import Azurite, Registry
 from replicator.model import CopyJob, Target, utcnow
 from replicator.oci.reference import ImageRef
 from replicator.ports import CopyReport
-from replicator.queue import NO_WAIT_RETRY, queue_client
+from replicator.queue import NO_WAIT_RETRY
 from replicator.runtime import Runtime, build_runtime
 
 FAST = QueueOptions(
@@ -103,12 +103,14 @@ def push_small_images(
 def runner(runtime: Runtime, options: QueueOptions = FAST) -> QueueRunner:
     storage = runtime.settings.storage
     assert isinstance(storage, StorageConnection)
-    return QueueRunner(
-        queue_client(storage, runtime.queue.name, retry=NO_WAIT_RETRY),
-        queue_client(storage, runtime.queue.poison_name, retry=NO_WAIT_RETRY),
-        triggers.replicate,
-        options,
-    )
+    return runner_for(storage, runtime.queue.name, triggers.replicate, options, retry=NO_WAIT_RETRY)
+
+
+def plan_runner(runtime: Runtime, options: QueueOptions = FAST) -> QueueRunner:
+    """Drives ``run_plan`` on ``replication-plans``, as the Functions host would."""
+    storage = runtime.settings.storage
+    assert isinstance(storage, StorageConnection)
+    return runner_for(storage, runtime.plans.name, triggers.run_plan, options, retry=NO_WAIT_RETRY)
 
 
 def deliver_push(ref: ImageRef, digest: str, size: int = 100) -> None:

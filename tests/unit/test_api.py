@@ -53,6 +53,7 @@ def post(body: bytes) -> func.HttpRequest:
         (b'{"repository": "a"' + b" " * MAX_BODY_BYTES + b"}", "body over"),
         (b"\xff\xfe", "not JSON"),
         (b"[" * 10_000, "not JSON"),
+        (b'{"tag": "v1"}', "tag needs repository"),
     ],
     ids=[
         "not-json",
@@ -72,6 +73,7 @@ def post(body: bytes) -> func.HttpRequest:
         "too-large",
         "not-utf8",
         "deep-nesting",
+        "tag-without-repository",
     ],
 )
 def test_resync_refuses_bad_bodies_with_a_json_400(body: bytes, message: str) -> None:
@@ -103,8 +105,10 @@ def test_replay_refuses_bad_bodies(body: bytes, message: str) -> None:
         ({"repository": "Bad"}, "invalid repository"),
         ({"repository": "app", "tag": "a b"}, "invalid tag"),
         ({"registry": "x"}, "unknown parameter"),
+        ({"plan": "../x"}, "plan must be a plan id"),
+        ({"plan": "A" * 32}, "plan must be a plan id"),
     ],
-    ids=["tag-alone", "bad-repository", "bad-tag", "unknown"],
+    ids=["tag-alone", "bad-repository", "bad-tag", "unknown", "plan-path", "plan-uppercase"],
 )
 def test_status_refuses_bad_queries(params: dict[str, str], message: str) -> None:
     request = func.HttpRequest(method="GET", url="/api/status", body=b"", params=params)

@@ -1,13 +1,14 @@
-"""ARM for registries: the management client, registry properties, role checks.
+"""ARM for registries: the management client, registry properties, the caller's
+permissions, and the Event Grid system topics of a subscription.
 
 ``REPLICATOR_ARM_ENDPOINT`` is the client's ``base_url`` and the token audience
 (``<endpoint>/.default``), so sovereign clouds and the test double work the same way.
 TLS is the SDK's own: the transport trusts the system store, or ``REQUESTS_CA_BUNDLE``.
+Permissions are matched as ARM matches them by ``replicator.acr.roles``.
 """
 
 from __future__ import annotations
 
-import fnmatch
 import re
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
@@ -15,6 +16,7 @@ from typing import TYPE_CHECKING, Any
 from azure.core.exceptions import HttpResponseError
 from azure.core.rest import HttpRequest
 
+from replicator.acr.roles import ABAC_MODE, Permission
 from replicator.errors import InvalidReferenceError
 
 if TYPE_CHECKING:
@@ -22,6 +24,8 @@ if TYPE_CHECKING:
     from azure.mgmt.containerregistry import ContainerRegistryManagementClient
 
 PERMISSIONS_API = "2022-04-01"
+EVENTGRID_API = "2022-06-15"
+MAX_TOPIC_PAGES = 20  # system topics of one subscription: a handful of pages at most
 _RESOURCE_ID = re.compile(
     r"^/subscriptions/(?P<sub>[^/]+)/resourceGroups/(?P<rg>[^/]+)/providers/"
     r"Microsoft\.ContainerRegistry/registries/(?P<name>[A-Za-z0-9]{5,50})$",
@@ -62,6 +66,12 @@ class RegistryProperties:
     anonymous_pull: bool = False
     private_endpoints: int = 0
     export_enabled: bool = True
+    role_assignment_mode: str = "LegacyRegistryPermissions"
+
+    @property
+    def abac(self) -> bool:
+        """RBAC Registry + ABAC Repository Permissions: AcrPull/AcrPush/AcrDelete do nothing."""
+        return self.role_assignment_mode.lower() == ABAC_MODE.lower()
 
     @property
     def network_restricted(self) -> bool:
@@ -103,6 +113,9 @@ def registry_properties(
         anonymous_pull=bool(registry.anonymous_pull_enabled),
         private_endpoints=len(registry.private_endpoint_connections or []),
         export_enabled=_text(export.status if export else None, "enabled").lower() == "enabled",
+        role_assignment_mode=_text(
+            getattr(registry, "role_assignment_mode", None), "LegacyRegistryPermissions"
+        ),
     )
 
 
@@ -113,10 +126,11 @@ def _text(value: object, default: str) -> str:
     return str(getattr(value, "value", value))
 
 
-def allowed_actions(
+def caller_permissions(
     client: ContainerRegistryManagementClient, rid: RegistryId
-) -> list[dict[str, Any]]:
-    """The caller's permissions on the registry (``Microsoft.Authorization/permissions``)."""
+) -> tuple[Permission, ...]:
+    """The caller's permissions on the registry (``Microsoft.Authorization/permissions``):
+    one entry per role assignment, as its role definition grants it."""
     request = HttpRequest(
         "GET", f"{rid}/providers/Microsoft.Authorization/permissions?api-version={PERMISSIONS_API}"
     )
@@ -124,14 +138,47 @@ def allowed_actions(
     if response.status_code >= 400:
         raise HttpResponseError(response=response)
     value = response.json().get("value", [])
-    return [item for item in value if isinstance(item, dict)]
+    return tuple(Permission.of(item) for item in value if isinstance(item, dict))
 
 
-def permits(permissions: list[dict[str, Any]], action: str) -> bool:
-    """Whether ``action`` is granted: matched by ``actions``, not by ``notActions``."""
+@dataclass(frozen=True)
+class SystemTopic:
+    id: str
+    name: str
+    source: str
 
-    def matches(patterns: object) -> bool:
-        items = patterns if isinstance(patterns, list) else []
-        return any(fnmatch.fnmatch(action.lower(), str(p).lower()) for p in items)
+    @property
+    def resource_group(self) -> str:
+        parts = self.id.split("/")
+        return parts[4] if len(parts) > 4 else ""
 
-    return any(matches(p.get("actions")) and not matches(p.get("notActions")) for p in permissions)
+
+def system_topics(
+    client: ContainerRegistryManagementClient, subscription: str, arm_endpoint: str
+) -> tuple[SystemTopic, ...]:
+    """The Event Grid system topics of a subscription (``systemTopics/read`` there). A
+    ``nextLink`` is followed only on ARM's own endpoint (the token goes nowhere else)."""
+    url = (
+        f"/subscriptions/{subscription}/providers/Microsoft.EventGrid/systemTopics"
+        f"?api-version={EVENTGRID_API}"
+    )
+    found: list[SystemTopic] = []
+    for _ in range(MAX_TOPIC_PAGES):
+        response = client.send_request(HttpRequest("GET", url))
+        if response.status_code >= 400:
+            raise HttpResponseError(response=response)
+        body = response.json()
+        for item in body.get("value", []):
+            if isinstance(item, dict):
+                props = item.get("properties") or {}
+                found.append(
+                    SystemTopic(
+                        str(item.get("id", "")),
+                        str(item.get("name", "")),
+                        str(props.get("source", "")),
+                    )
+                )
+        url = str(body.get("nextLink") or "")
+        if not url.startswith(arm_endpoint.rstrip("/") + "/"):
+            break
+    return tuple(found)

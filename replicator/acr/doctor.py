@@ -3,31 +3,34 @@
 For the source and each target: the identity (and, across tenants, the federation), the
 data plane (``/v2/`` answers, the token exchange works, pull on the source and push on
 the target are allowed: tried, not assumed), and, where the registry has an ARM id, its
-SKU, network and export settings and the import role, then the strategy each target gets.
-The verdicts on ARM facts live in ``replicator.acr.verdicts``.
+SKU, network and export settings, its role-assignment mode and the roles that mode needs
+(the role table's, checked against the caller's permissions from ARM's permissions API),
+the source side of import (read and pull on the source), the source's Event Grid system
+topic, and per target the path its images take (import or copy) and why. The verdicts on
+ARM facts live in ``replicator.acr.verdicts``.
 """
 
 from __future__ import annotations
 
-from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
 from azure.core.exceptions import AzureError, ClientAuthenticationError, HttpResponseError
 
-from replicator.acr import verdicts
+from replicator.acr import roles, verdicts
 from replicator.acr.arm import (
     RegistryId,
     RegistryProperties,
-    allowed_actions,
+    SystemTopic,
+    caller_permissions,
     management_client,
-    permits,
     registry_properties,
+    system_topics,
 )
-from replicator.acr.errors import IMPORT_ACTION
 from replicator.errors import RegistryError
 from replicator.identity import RegistryIdentity, credential_from, identity_of
+from replicator.model import Strategy
 from replicator.oci.auth import ACR_SCOPE
-from replicator.strategy import choose_strategy
+from replicator.strategy import choose_strategy, foreseen_refusal, planned_path
 
 if TYPE_CHECKING:
     from azure.core.credentials import TokenCredential
@@ -38,26 +41,113 @@ if TYPE_CHECKING:
 
 PROBE_REPOSITORY = "acr-replicator/doctor"
 Check = verdicts.Check
-
-
-@dataclass(frozen=True)
-class ArmFacts:
-    properties: RegistryProperties | None = None
-    can_import: bool | None = None  # None: not asked or could not tell
-    error: str | None = None
+ArmFacts = verdicts.ArmFacts
+Need = verdicts.Need
 
 
 def run_doctor(settings: Settings, registries: Registries, **arm_kwargs: Any) -> list[Check]:
     """All checks, source first; never raises for what it finds."""
     source_checks, source_facts = _registry(settings, registries, settings.source, None, arm_kwargs)
     checks = list(source_checks)
+    if source_facts.error != "not asked":
+        checks += _source_side(settings, source_facts, arm_kwargs)
     for target in settings.targets:
         found, facts = _registry(settings, registries, target.login_server, target, arm_kwargs)
         checks += found
-        choice = choose_strategy(settings, target)
-        identity = identity_of(settings, settings.source)
-        checks += verdicts.strategy(target, choice, source_facts.properties, facts, identity)
+        if facts.error != "not asked":
+            checks.append(_target_roles(settings, target, facts))
+        checks += _path(settings, target, source_facts, facts)
     return checks
+
+
+def _imports_by_id(settings: Settings) -> bool:
+    """Whether ARM will check read on the source: some target imports and the source is
+    named by resource id in the same tenant (across tenants ARM pulls with the token)."""
+    same_tenant = not identity_of(settings, settings.source).cross_tenant
+    return (
+        bool(settings.source_resource_id)
+        and same_tenant
+        and any(choose_strategy(settings, t).imports for t in settings.targets)
+    )
+
+
+def _source_side(settings: Settings, facts: ArmFacts, arm_kwargs: dict[str, Any]) -> list[Check]:
+    host = settings.source
+    strategies = [t.strategy.value for t in settings.targets]
+    cross_tenant = identity_of(settings, host).cross_tenant
+    abac = bool(facts.properties and facts.properties.abac)
+    granted = (
+        roles.source_owner_grants(abac=abac)
+        if cross_tenant
+        else roles.source_grants(strategies, abac=abac)
+    )
+    import_only = any(t.strategy is Strategy.IMPORT for t in settings.targets)
+    needs = [Need("pull", "always", "fail"), Need("catalog", "always", "fail")]
+    checks = []
+    if _imports_by_id(settings):
+        needs.append(Need("read", "import", "fail" if import_only else "warn"))
+        checks.append(verdicts.source_import_check(host, facts, fails=import_only))
+    role = verdicts.role_check(
+        host, settings.source_resource_id, facts, granted, needs, side="source"
+    )
+    checks.insert(0, role)
+    if settings.source_resource_id and not cross_tenant:
+        checks.append(_event_grid(settings, arm_kwargs))
+    return checks
+
+
+def _target_roles(settings: Settings, target: Target, facts: ArmFacts) -> Check:
+    abac = bool(facts.properties and facts.properties.abac)
+    policy = str(settings.delete_policy)
+    granted = roles.target_grants(strategy=target.strategy.value, delete_policy=policy, abac=abac)
+    paths = roles.strategy_paths(target.strategy.value)
+    alone = len(paths) == 1  # import or copy: no fallback
+    needs = [Need("pull", "always", "fail")]
+    if "import" in paths:
+        needs.append(Need("import", "import", "fail" if alone else "warn"))
+    if "copy" in paths:
+        needs.append(Need("push", "copy", "fail" if alone else "warn"))
+    if settings.delete_policy.deletes:
+        needs.append(Need("delete", "delete", "fail"))
+    return verdicts.role_check(
+        target.login_server, target.resource_id, facts, granted, needs, side="target"
+    )
+
+
+def _path(settings: Settings, target: Target, source: ArmFacts, facts: ArmFacts) -> list[Check]:
+    """Which path this target's images take, and why."""
+    choice = choose_strategy(settings, target)
+    identity = identity_of(settings, settings.source)
+    refusal = foreseen_refusal(
+        settings,
+        target,
+        can_import=facts.can_import,
+        can_read_source=source.may(roles.REGISTRY_READ),
+    )
+    because = refusal.detail if refusal else verdicts.import_blocker(source.properties, identity)
+    planned = planned_path(settings, target, because)
+    return verdicts.strategy(target, choice, source.properties, facts, identity, because, planned)
+
+
+def _event_grid(settings: Settings, arm_kwargs: dict[str, Any]) -> Check:
+    host = settings.source
+    assert settings.source_resource_id is not None
+    rid = RegistryId.parse(settings.source_resource_id)
+    credential = credential_from(settings.identity, identity_of(settings, host))
+    topics: tuple[SystemTopic, ...] | None = None
+    error = None
+    if credential is None:
+        error = "no Azure identity"
+    else:
+        client = management_client(
+            credential, settings.arm_endpoint, rid.subscription, **arm_kwargs
+        )
+        with client:
+            try:
+                topics = system_topics(client, rid.subscription, settings.arm_endpoint)
+            except (HttpResponseError, AzureError) as exc:
+                error = _first_line(exc)
+    return verdicts.event_grid_check(host, str(rid), topics, error)
 
 
 def _registry(
@@ -72,7 +162,7 @@ def _registry(
     checks = [_identity(host, identity, credential)]
     checks += _data_plane(registries, host, identity, source=target is None)
     resource_id = settings.source_resource_id if target is None else target.resource_id
-    facts = ArmFacts()
+    facts = ArmFacts(error="not asked")
     if resource_id and credential is not None and checks[0].ok:
         facts = _arm(settings, credential, RegistryId.parse(resource_id), target, arm_kwargs)
         checks += verdicts.properties(host, facts.properties, facts.error, source=target is None)
@@ -157,19 +247,21 @@ def _arm(
     target: Target | None,
     arm_kwargs: dict[str, Any],
 ) -> ArmFacts:
+    """The registry's properties and the caller's permissions on it; either may be
+    refused (AcrPull and AcrPush cannot read a registry), the other is still asked."""
     client = management_client(credential, settings.arm_endpoint, rid.subscription, **arm_kwargs)
+    properties: RegistryProperties | None = None
+    error = None
     with client:
         try:
             properties = registry_properties(client, rid)
         except (HttpResponseError, AzureError) as exc:
-            return ArmFacts(error=_first_line(exc))
-        if target is None:
-            return ArmFacts(properties)
+            error = _first_line(exc)
         try:
-            can_import = permits(allowed_actions(client, rid), IMPORT_ACTION)
+            permissions = caller_permissions(client, rid)
         except (HttpResponseError, AzureError):
-            return ArmFacts(properties)
-    return ArmFacts(properties, can_import)
+            return ArmFacts(properties, None, error)
+    return ArmFacts(properties, permissions, error)
 
 
 def _first_line(exc: BaseException) -> str:

@@ -5,7 +5,10 @@ private endpoints, network rules or geo-replication; import from a network-restr
 source needs the trusted-services bypass and the source named by resource id; import
 across tenants goes by login server with credentials, and not over private endpoints; a
 disabled export policy forbids import out of the registry; the target needs
-``importImage/action``.
+``importImage/action``, and import by resource id needs ``read`` on the source too. What
+each registry needs is the role table's (``replicator.acr.roles``), in the registry's
+role-assignment mode as ARM reports it: on ABAC registries AcrPull/AcrPush/AcrDelete do
+nothing.
 """
 
 from __future__ import annotations
@@ -13,12 +16,13 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
+from replicator.acr import roles
 from replicator.acr.errors import IMPORT_ACTION, IMPORT_ROLE
 from replicator.model import Strategy
 
 if TYPE_CHECKING:
-    from replicator.acr.arm import RegistryProperties
-    from replicator.acr.doctor import ArmFacts
+    from replicator.acr.arm import RegistryProperties, SystemTopic
+    from replicator.acr.roles import Permission
     from replicator.identity import RegistryIdentity
     from replicator.model import Target
     from replicator.strategy import Choice
@@ -29,6 +33,24 @@ REACH_FIX = (
 )
 PULL_FIX = "grant the identity AcrPull on the source registry"
 PUSH_FIX = "grant the identity AcrPush on the target registry"
+
+
+@dataclass(frozen=True)
+class ArmFacts:
+    """What ARM told doctor about one registry (``None``: not asked, or could not tell)."""
+
+    properties: RegistryProperties | None = None
+    permissions: tuple[Permission, ...] | None = None
+    error: str | None = None
+
+    def may(self, action: str) -> bool | None:
+        if self.permissions is None:
+            return None
+        return roles.any_allows(self.permissions, action)
+
+    @property
+    def can_import(self) -> bool | None:
+        return self.may(IMPORT_ACTION)
 
 
 @dataclass(frozen=True)
@@ -145,24 +167,29 @@ def strategy(
     source: RegistryProperties | None,
     facts: ArmFacts,
     source_identity: RegistryIdentity,
+    refusal: str | None = None,
+    planned: Choice | None = None,
 ) -> list[Check]:
+    """Which path this target's images take and why: ``choice`` is the configured one,
+    ``planned`` the one they will take given ``refusal`` (what would refuse an import)."""
     host = target.login_server
     if not choice.imports:
         return [Check(host, "strategy", "pass", f"copy: {choice.reason}")]
     checks = [_import_role(target, facts)]
-    blocker = _import_blocker(source, source_identity)
+    blocker = refusal or import_blocker(source, source_identity)
     if blocker is None:
         checks.append(Check(host, "strategy", "pass", f"import: {choice.reason}"))
     elif target.strategy is Strategy.AUTO:
-        detail = f"copy: import would fail ({blocker}), so auto falls back to the data plane"
+        reason = planned.reason if planned else f"import would fail ({blocker})"
+        detail = f"copy: {reason}"
         checks.append(Check(host, "strategy", "warn", detail, "nothing to do, or fix the source"))
     else:
-        fix = "set the target's strategy to auto or copy, or fix the source's network settings"
+        fix = "set the target's strategy to auto or copy, or fix what refuses the import"
         checks.append(Check(host, "strategy", "fail", f"import cannot work: {blocker}", fix))
     return checks
 
 
-def _import_blocker(source: RegistryProperties | None, identity: RegistryIdentity) -> str | None:
+def import_blocker(source: RegistryProperties | None, identity: RegistryIdentity) -> str | None:
     if source is None:
         return None
     if not source.export_enabled:
@@ -187,4 +214,153 @@ def _import_role(target: Target, facts: ArmFacts) -> Check:
         f"{IMPORT_ACTION} not granted: every import will be refused (AcrPush is not enough)",
         f"az role assignment create --assignee <identity principal id> --role '{IMPORT_ROLE}' "
         f"--scope {target.resource_id}",
+    )
+
+
+# -- roles, by the role table, in the registry's role-assignment mode ------------------------
+
+LEGACY_ROLES = ("acrPull", "acrPush", "acrDelete")  # nothing on an ABAC registry
+ABAC_ROLES = ("repositoryReader", "repositoryWriter", "repositoryContributor", "catalogLister")
+
+
+@dataclass(frozen=True)
+class Need:
+    """One thing the identity must be able to do on a registry, and on which path."""
+
+    what: str  # pull | push | delete | catalog | import | read
+    path: str  # always | import | copy | delete
+    severity: str  # fail | warn: what a missing one means for the configuration
+
+
+def can(permissions: tuple[Permission, ...], what: str, *, abac: bool) -> bool:
+    if what == "import":
+        return roles.any_allows(permissions, roles.IMPORT_ACTION)
+    if what == "read":
+        return roles.any_allows(permissions, roles.REGISTRY_READ)
+    operation: roles.Operation = what  # type: ignore[assignment]
+    return roles.permits(permissions, operation, abac=abac)
+
+
+def held_roles(permissions: tuple[Permission, ...]) -> tuple[roles.Role, ...]:
+    """The table's roles whose definition is one of the permission entries (by name)."""
+    blocks = set(permissions)
+    return tuple(r for r in roles.all_roles() if roles.as_permission(r) in blocks)
+
+
+def _mode_text(props: RegistryProperties | None) -> tuple[bool, str]:
+    if props is None:
+        return False, "role-assignment mode unknown (the registry could not be read), as rbac"
+    name = "abac" if props.abac else "rbac"
+    return props.abac, f"role-assignment mode {name} ({props.role_assignment_mode})"
+
+
+def role_check(
+    host: str,
+    resource_id: str | None,
+    facts: ArmFacts,
+    granted: tuple[roles.Role, ...],
+    needs: list[Need],
+    *,
+    side: str,
+) -> Check:
+    """Which roles the registry's mode needs (what infra/ grants) and whether the caller
+    has what they give; flags roles of the other mode, which do nothing there."""
+    abac, mode = _mode_text(facts.properties)
+    names = ", ".join(r.name for r in granted) or "none"
+    if facts.permissions is None:
+        return Check(
+            host,
+            "roles",
+            "warn",
+            f"{mode}: needs {names}; could not read the "
+            "identity's permissions (Microsoft.Authorization/permissions)",
+        )
+    missing = [n for n in needs if not can(facts.permissions, n.what, abac=abac)]
+    held = held_roles(facts.permissions)
+    wrong = [r for r in held if r.key in (LEGACY_ROLES if abac else ABAC_ROLES)]
+    flag = ""
+    if wrong and missing:
+        other = "rbac" if abac else "abac"
+        flag = (
+            f"; {', '.join(r.name for r in wrong)} grant nothing on this registry: it was "
+            f"deployed as {other} (set {side}RoleAssignmentMode={'abac' if abac else 'rbac'})"
+        )
+    if not missing:
+        return Check(host, "roles", "pass", f"{mode}: needs {names}; all held")
+    status = "fail" if any(n.severity == "fail" for n in missing) else "warn"
+    lacking = ", ".join(f"{n.what} ({n.path})" for n in missing)
+    fix = _grant_fix(resource_id, granted, missing, abac)
+    return Check(host, "roles", status, f"{mode}: needs {names}; missing {lacking}{flag}", fix)
+
+
+def _grant_fix(
+    resource_id: str | None, granted: tuple[roles.Role, ...], missing: list[Need], abac: bool
+) -> str:
+    wanted: list[str] = []
+    for need in missing:
+        for role in granted:
+            if can((roles.as_permission(role),), need.what, abac=abac) and role.name not in wanted:
+                wanted.append(role.name)
+                break
+    scope = resource_id or "<registry id>"
+    return "; ".join(
+        f"az role assignment create --assignee <identity principal id> --role '{name}' "
+        f"--scope {scope}"
+        for name in wanted
+    )
+
+
+def source_import_check(host: str, facts: ArmFacts, *, fails: bool) -> Check:
+    """The source side of import by resource id: ``read`` for ARM's linked-scope check
+    (else 403 LinkedAuthorizationFailed) and pull for the copy ARM makes."""
+    abac, _ = _mode_text(facts.properties)
+    if facts.permissions is None:
+        return Check(host, "import-source", "warn", "could not read the identity's permissions")
+    read = can(facts.permissions, "read", abac=abac)
+    pull = can(facts.permissions, "pull", abac=abac)
+    if read and pull:
+        return Check(host, "import-source", "pass", "read and pull on the source: import works")
+    lacking = " and ".join(w for w, ok in (("read", read), ("pull", pull)) if not ok)
+    detail = (
+        f"no {lacking} on the source: import by resource id is refused "
+        "(LinkedAuthorizationFailed); AcrPull alone is not enough"
+    )
+    if not fails:
+        detail += ", so auto copies over the data plane"
+    fix = (
+        f"az role assignment create --assignee <identity principal id> --role '{IMPORT_ROLE}' "
+        "--scope <source registry id>"
+    )
+    return Check(host, "import-source", "fail" if fails else "warn", detail, fix)
+
+
+def event_grid_check(
+    host: str, resource_id: str, topics: tuple[SystemTopic, ...] | None, error: str | None
+) -> Check:
+    """The source's Event Grid system topic (one per source, in any resource group)."""
+    if topics is None:
+        return Check(
+            host,
+            "event-grid",
+            "warn",
+            f"could not list the Event Grid system topics ({error})",
+            "grant Reader (Microsoft.EventGrid/systemTopics/read) on the subscription to check; "
+            "the post-deploy hook needs it too, to reuse an existing topic",
+        )
+    found = [t for t in topics if t.source.lower() == resource_id.lower()]
+    if found:
+        topic = found[0]
+        return Check(
+            host,
+            "event-grid",
+            "pass",
+            f"system topic {topic.name} in {topic.resource_group}: the hook adds its "
+            "subscription there",
+        )
+    return Check(
+        host,
+        "event-grid",
+        "warn",
+        "no Event Grid system topic on the source: pushes reach DR only by reconcile",
+        "azd hooks run postdeploy (creates the topic and the subscription)",
     )

@@ -1,5 +1,7 @@
 """``acr-replicator doctor`` against the ARM, managed identity and Entra doubles and real
-local registries, with the registries in each shape the seed's caveats describe."""
+local registries, with the registries in each shape the seed's caveats describe. The
+identity holds what infra/ grants (the role table's matrix, ``pair``) unless a test
+takes some of it away; the ARM double decides from the same table."""
 
 from __future__ import annotations
 
@@ -7,9 +9,10 @@ import json
 from typing import Any
 
 import pytest
-from doubles.arm import ArmPair
+from doubles.arm import ABAC_MODE, ArmPair
 from doubles.identity import FED_APP, FUNCTION_MI, OTHER, App, EntraDouble
 
+from replicator.acr import roles
 from replicator.cli import main
 
 
@@ -32,11 +35,23 @@ def statuses(checks: dict[tuple[str, str], dict[str, Any]], host: str) -> dict[s
     return {name: c["status"] for (registry, name), c in checks.items() if registry == host}
 
 
+def subscription_scope(pair: ArmPair) -> str:
+    return f"/subscriptions/{pair.source.subscription}"
+
+
 @pytest.fixture
 def readable(pair: ArmPair) -> ArmPair:
-    """The identity may also read the source's settings (Reader), as doctor needs."""
-    pair.arm.assign(FUNCTION_MI, "Reader", pair.source)
+    """What infra/ grants, and the source's Event Grid system topic exists (in another
+    group); the identity may list the subscription's topics (Reader there)."""
+    pair.arm.assignments.assign(FUNCTION_MI, "Reader", subscription_scope(pair))
+    pair.arm.add_topic("contoso-events", pair.source, resource_group="rg-events")
     return pair
+
+
+def hold(pair: ArmPair, registry: str, *keys: str) -> None:
+    """The function's identity holds exactly these roles on the source or the target."""
+    acr = pair.source if registry == "source" else pair.target
+    pair.arm.roles[(FUNCTION_MI.object_id, acr.resource_id.lower())] = set(keys)
 
 
 def test_a_healthy_premium_pair_passes_everything(
@@ -52,6 +67,9 @@ def test_a_healthy_premium_pair_passes_everything(
         "sku": "pass",
         "network": "pass",
         "export-policy": "pass",
+        "roles": "pass",
+        "import-source": "pass",
+        "event-grid": "pass",
     }
     assert statuses(checks, readable.target.host) == {
         "identity": "pass",
@@ -60,10 +78,16 @@ def test_a_healthy_premium_pair_passes_everything(
         "resource-id": "pass",
         "sku": "pass",
         "network": "pass",
+        "roles": "pass",
         "import-role": "pass",
         "strategy": "pass",
     }
     assert checks[(readable.target.host, "strategy")]["detail"].startswith("import:")
+    source_roles = checks[(readable.source.host, "roles")]["detail"]
+    assert "role-assignment mode rbac (LegacyRegistryPermissions)" in source_roles
+    assert "Container Registry Data Importer and Data Reader" in source_roles
+    grid = checks[(readable.source.host, "event-grid")]["detail"]
+    assert "contoso-events in rg-events" in grid
 
 
 def test_basic_sku_warns_with_what_it_rules_out(
@@ -99,7 +123,7 @@ def test_private_endpoint_source_under_auto_warns_that_copy_takes_over(
     assert "1 private endpoint" in network["detail"]
     assert "allow-trusted-services" in network["fix"]
     assert strategy["status"] == "warn"
-    assert strategy["detail"].startswith("copy: import would fail")
+    assert strategy["detail"].startswith("copy: auto: copied over the data plane, import refused")
 
 
 def test_private_endpoint_source_under_import_fails(
@@ -116,10 +140,7 @@ def test_private_endpoint_source_under_import_fails(
 def test_missing_import_role_fails_and_names_the_role(
     readable: ArmPair, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
 ) -> None:
-    readable.arm.roles[(FUNCTION_MI.object_id, readable.target.resource_id.lower())] = {
-        "AcrPush",
-        "Reader",
-    }
+    hold(readable, "target", "acrPush", "reader")
     code, checks = doctor(readable, monkeypatch, capsys)
     role = checks[(readable.target.host, "import-role")]
     assert code == 1
@@ -130,9 +151,12 @@ def test_missing_import_role_fails_and_names_the_role(
 
 
 def _cross_tenant(pair: ArmPair, entra: EntraDouble) -> dict[str, str]:
+    """The source's owner granted the federated app AcrPull (what docs/deploy.md asks), and
+    Reader so that doctor can read the source's settings."""
     pair.source.tenant = OTHER
+    pair.arm.roles.pop((FUNCTION_MI.object_id, pair.source.resource_id.lower()))
+    pair.arm.grant(FED_APP, roles.source_owner_grants(abac=False), pair.source)
     pair.arm.assign(FED_APP, "Reader", pair.source)
-    pair.arm.assign(FED_APP, "AcrPull", pair.source)
     identities = {
         pair.source.host: {"mode": "federated", "tenant_id": OTHER, "client_id": FED_APP.client_id}
     }
@@ -234,6 +258,7 @@ def test_a_resource_id_of_another_registry_fails(
     from doubles.arm import FakeAcr
 
     other = readable.arm.add(FakeAcr("contosoelsewhere", "elsewhere.azurecr.io"))
+    readable.arm.grant(FUNCTION_MI, roles.source_grants(["copy"], abac=False), other)
     readable.arm.assign(FUNCTION_MI, "Reader", other)
     code, checks = doctor(
         readable,
@@ -246,3 +271,138 @@ def test_a_resource_id_of_another_registry_fails(
     assert code == 1
     assert mismatch["status"] == "fail"
     assert "elsewhere.azurecr.io" in mismatch["detail"]
+
+
+# -- the source side of import, role-assignment modes, the Event Grid topic ----------------
+
+
+def test_acr_pull_alone_on_the_source_fails_import_and_names_the_importer_role(
+    readable: ArmPair, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """Issue 13 item 1: ARM's linked-scope check needs read on the source."""
+    hold(readable, "source", "acrPull")
+    code, checks = doctor(readable, monkeypatch, capsys, strategy="import")
+    side = checks[(readable.source.host, "import-source")]
+    assert code == 1
+    assert side["status"] == "fail"
+    assert "no read on the source" in side["detail"]
+    assert "LinkedAuthorizationFailed" in side["detail"]
+    assert "Container Registry Data Importer and Data Reader" in side["fix"]
+    source_roles = checks[(readable.source.host, "roles")]
+    assert source_roles["status"] == "fail"
+    assert "missing read (import)" in source_roles["detail"]
+    assert readable.source.resource_id in source_roles["fix"]
+    strategy = checks[(readable.target.host, "strategy")]
+    assert strategy["status"] == "fail"
+    assert "cannot read the source registry" in strategy["detail"]
+
+
+def test_acr_pull_alone_on_the_source_under_auto_says_images_are_copied_and_why(
+    readable: ArmPair, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    hold(readable, "source", "acrPull")
+    code, checks = doctor(readable, monkeypatch, capsys, strategy="auto")
+    assert code == 0
+    assert checks[(readable.source.host, "import-source")]["status"] == "warn"
+    strategy = checks[(readable.target.host, "strategy")]
+    assert strategy["status"] == "warn"
+    assert strategy["detail"].startswith("copy: auto: copied over the data plane, import refused")
+    assert "cannot read the source registry" in strategy["detail"]
+
+
+def test_a_copy_only_configuration_does_not_ask_for_read_on_the_source(
+    readable: ArmPair, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    hold(readable, "source", *(r.key for r in roles.source_grants(["copy"], abac=False)))
+    hold(readable, "target", "acrPush")
+    code, checks = doctor(readable, monkeypatch, capsys, strategy="copy")
+    assert code == 0
+    assert (readable.source.host, "import-source") not in checks
+    assert checks[(readable.source.host, "roles")]["status"] == "pass"
+    assert checks[(readable.target.host, "strategy")]["detail"] == (
+        "copy: strategy copy is configured"
+    )
+    # AcrPull and AcrPush cannot read a registry: doctor says so and goes on
+    assert checks[(readable.source.host, "arm")]["status"] == "warn"
+
+
+def test_an_abac_target_holding_rbac_roles_is_flagged(
+    readable: ArmPair, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """Issue 13 item 3: on an ABAC registry AcrPush grants nothing; doctor reads the mode
+    from ARM and says which roles that mode needs."""
+    readable.target.role_assignment_mode = ABAC_MODE
+    code, checks = doctor(readable, monkeypatch, capsys, strategy="copy")
+    target_roles = checks[(readable.target.host, "roles")]
+    assert code == 1
+    assert target_roles["status"] == "fail"
+    assert "role-assignment mode abac (AbacRepositoryPermissions)" in target_roles["detail"]
+    assert "Container Registry Repository Writer" in target_roles["detail"]
+    assert "missing push (copy)" in target_roles["detail"]
+    assert "AcrPush grant nothing on this registry" in target_roles["detail"]
+    assert "targetRoleAssignmentMode=abac" in target_roles["detail"]
+    assert "--role 'Container Registry Repository Writer'" in target_roles["fix"]
+
+
+def test_an_abac_pair_with_the_abac_roles_passes(
+    readable: ArmPair, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    readable.source.role_assignment_mode = ABAC_MODE
+    readable.target.role_assignment_mode = ABAC_MODE
+    hold(readable, "source", *(r.key for r in roles.source_grants(["auto"], abac=True)))
+    granted = roles.target_grants(strategy="auto", delete_policy="propagate", abac=True)
+    hold(readable, "target", *(r.key for r in granted))
+    code, checks = doctor(
+        readable, monkeypatch, capsys, strategy="auto", REPLICATOR_DELETE_POLICY="propagate"
+    )
+    assert code == 0
+    for host in (readable.source.host, readable.target.host):
+        assert checks[(host, "roles")]["status"] == "pass", checks[(host, "roles")]
+        assert "abac (AbacRepositoryPermissions)" in checks[(host, "roles")]["detail"]
+
+
+def test_a_propagating_delete_policy_needs_delete_on_the_target(
+    readable: ArmPair, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    code, checks = doctor(
+        readable, monkeypatch, capsys, strategy="auto", REPLICATOR_DELETE_POLICY="propagate"
+    )
+    target_roles = checks[(readable.target.host, "roles")]
+    assert code == 1
+    assert "missing delete (delete)" in target_roles["detail"]
+    assert "--role 'AcrDelete'" in target_roles["fix"]
+
+
+def test_no_system_topic_on_the_source_warns(
+    pair: ArmPair, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    pair.arm.assignments.assign(FUNCTION_MI, "Reader", subscription_scope(pair))
+    code, checks = doctor(pair, monkeypatch, capsys)
+    grid = checks[(pair.source.host, "event-grid")]
+    assert code == 0
+    assert grid["status"] == "warn"
+    assert "azd hooks run postdeploy" in grid["fix"]
+
+
+def test_topics_that_cannot_be_listed_degrade_to_a_warning(
+    pair: ArmPair, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    pair.arm.add_topic("contoso-events", pair.source)
+    code, checks = doctor(pair, monkeypatch, capsys)  # no Reader on the subscription
+    grid = checks[(pair.source.host, "event-grid")]
+    assert code == 0
+    assert grid["status"] == "warn"
+    assert "could not list" in grid["detail"]
+    assert "AuthorizationFailed" in grid["detail"]
+
+
+def test_verdicts_do_not_import_doctor() -> None:
+    """The doctor <-> verdicts cycle is gone: verdicts is pure, doctor uses it."""
+    import ast
+    from pathlib import Path
+
+    import replicator.acr.verdicts as module
+
+    tree = ast.parse(Path(module.__file__).read_text())
+    imported = {n.module for n in ast.walk(tree) if isinstance(n, ast.ImportFrom)}
+    assert "replicator.acr.doctor" not in imported

@@ -17,7 +17,7 @@ import time
 from datetime import datetime, timedelta
 
 from replicator.acr.tags import delete_tag
-from replicator.errors import PermanentRegistryError, TransientRegistryError
+from replicator.errors import DeferRequested, PermanentRegistryError, TransientRegistryError
 from replicator.model import Action, CopyJob, JobResult, Outcome, Target, utcnow
 from replicator.runtime import Runtime
 from replicator.status import Claim, claim, release
@@ -57,6 +57,11 @@ def _replicate(runtime: Runtime, job: CopyJob, attempt: int) -> JobResult:
             result = _delete(runtime, job, attempt)
         else:
             result = _push(runtime, job, target, attempt)
+    except DeferRequested as exc:  # a registry asked for a wait too long to sleep here
+        if claimed:
+            release(runtime.status, job, done=False)
+        due = utcnow() + timedelta(seconds=exc.delay_seconds)
+        return _finish(runtime, _defer(runtime, job, due, attempt))
     except TransientRegistryError as exc:
         if claimed:
             release(runtime.status, job, done=False)

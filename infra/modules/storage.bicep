@@ -1,5 +1,8 @@
-// The storage account: host storage, the jobs and poison queues, the status table, the
+// The storage account: host storage, the jobs and poison queues, the resync plans queue
+// (and its poison queue) and the dry-run plans container, the status table, the
 // deployment package and the Event Grid dead letters. No keys: identity only.
+// The app also creates the queues, table and plans container on first use when missing
+// (an account deployed by other IaC, Azurite): these declarations are the normal path.
 param name string
 param location string
 param tags object = {}
@@ -10,6 +13,9 @@ param userPrincipalId string = ''
 
 var jobsQueueName = 'replication-jobs'
 var poisonQueueName = '${jobsQueueName}-poison'
+var plansQueueName = 'replication-plans'
+var plansPoisonQueueName = '${plansQueueName}-poison'
+var plansContainerName = 'replication-plans'
 var statusTableName = 'replicationstatus'
 var deploymentContainerName = 'app-package'
 var deadLetterContainerName = 'eventgrid-deadletter'
@@ -47,6 +53,9 @@ resource storage 'Microsoft.Storage/storageAccounts@2023-05-01' = {
     resource deadLetters 'containers' = {
       name: deadLetterContainerName
     }
+    resource plans 'containers' = {
+      name: plansContainerName
+    }
   }
 
   resource queues 'queueServices' = {
@@ -56,6 +65,12 @@ resource storage 'Microsoft.Storage/storageAccounts@2023-05-01' = {
     }
     resource poison 'queues' = {
       name: poisonQueueName
+    }
+    resource plans 'queues' = {
+      name: plansQueueName
+    }
+    resource plansPoison 'queues' = {
+      name: plansPoisonQueueName
     }
   }
 
@@ -68,8 +83,8 @@ resource storage 'Microsoft.Storage/storageAccounts@2023-05-01' = {
 }
 
 var roleIds = [
-  storageBlobDataOwnerRoleId // host storage, deployment package, Event Grid dead letters
-  storageQueueDataContributorRoleId // jobs and poison queues, queue trigger
+  storageBlobDataOwnerRoleId // host storage, deployment package, dead letters, dry-run plans
+  storageQueueDataContributorRoleId // jobs, plans and poison queues, queue triggers
   storageTableDataContributorRoleId // status table, claims
 ]
 
@@ -104,4 +119,6 @@ output deploymentContainerName string = deploymentContainerName
 output deadLetterContainerName string = deadLetterContainerName
 output jobsQueueName string = jobsQueueName
 output poisonQueueName string = poisonQueueName
+output plansQueueName string = plansQueueName
+output plansContainerName string = plansContainerName
 output statusTableName string = statusTableName

@@ -24,6 +24,7 @@ from bicep_tree import (
 from tree_sitter import Node
 
 from replicator import model, telemetry
+from replicator.plans import PLANS_CONTAINER, PLANS_QUEUE
 
 # Built-in role ids outside the registry role table (storage, monitoring), checked against
 # Microsoft's built-in roles list; the registry roles come from replicator/acr/roles.json.
@@ -46,7 +47,15 @@ CONTRACT_SETTINGS = {
     "REPLICATOR_ARM_ENDPOINT",
     "REPLICATOR_PLAIN_HTTP",
 }
-FUNCTION_NAMES = {"on_registry_event", "replicate", "reconcile", "resync", "status", "replay"}
+FUNCTION_NAMES = {
+    "on_registry_event",
+    "replicate",
+    "run_plan",
+    "reconcile",
+    "resync",
+    "status",
+    "replay",
+}
 GUID = re.compile(r"^[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}$")
 APP_SETTING_FILES = ("main.bicep", "modules/functionapp.bicep")
 Bindings = dict[str, list[dict[str, object]]]
@@ -171,6 +180,9 @@ def test_queue_and_table_names_match_the_code_and_the_bindings(
     assert f"{model.QUEUE_NAME}-poison" == model.POISON_QUEUE_NAME  # the host's convention
     (trigger,) = registered["replicate"]
     assert trigger["queueName"] == names["jobsQueueName"]
+    (plans,) = registered["run_plan"]
+    assert plans["queueName"] == names["plansQueueName"] == PLANS_QUEUE
+    assert names["plansContainerName"] == PLANS_CONTAINER
     assert trigger["connection"] == "AzureWebJobsStorage"  # wired identity-based above
     host = json.loads((ROOT / "host.json").read_text())
     assert host["extensions"]["queues"]["maxDequeueCount"] >= 1  # then -> the poison queue

@@ -35,7 +35,7 @@ from __future__ import annotations
 import json
 import threading
 import uuid
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -43,7 +43,7 @@ import httpx
 import trustme
 
 from doubles import JsonServer, Principal, RoleAssignments, Served, TokenBook, bearer, split
-from doubles.registry_copy import copy_image
+from doubles.registry_copy import BackendAuth, copy_image
 from replicator.acr import roles
 from replicator.acr.roles import ABAC_MODE, IMPORT_ACTION, REGISTRY_READ
 
@@ -68,6 +68,8 @@ class FakeAcr:
     export_enabled: bool = True
     tenant: str = "tenant-home"
     role_assignment_mode: str = LEGACY_MODE
+    # For a data plane behind a token service: ACR's own token for a scope (import's access)
+    backend: Callable[[str], str] | None = None
 
     @property
     def abac(self) -> bool:
@@ -297,7 +299,9 @@ class ArmDouble(Served):
         assert src is not None
         image = source.get("sourceImage", "")
         try:
-            copy_image(src, target.host, image, body.get("targetTags") or [], body)
+            minters = {r.host: r.backend for r in self.registries.values() if r.backend}
+            auth = BackendAuth(minters) if minters else None
+            copy_image(src, target.host, image, body.get("targetTags") or [], body, auth=auth)
         except LookupError:
             return {
                 "code": "InvalidParameters",

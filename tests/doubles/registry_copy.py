@@ -4,10 +4,15 @@ target tags. Referrers do not move: ImportImage does not bring them either. A ma
 imported by digest that has a ``subject`` (a referrer imported on its own) is listed
 among its subject's referrers, as ACR's referrers API lists every such manifest; the
 distribution registry behind the double has no referrers API, so the double keeps the
-subject's referrers tag index (distribution spec 1.1, "referrers tag schema")."""
+subject's referrers tag index (distribution spec 1.1, "referrers tag schema").
+
+Registries behind a token service (ACR-like, ``doubles.token_server``) are reached with
+``BackendAuth``: ACR's own access to its storage, which no role assignment limits."""
 
 from __future__ import annotations
 
+import re
+from collections.abc import Callable, Generator, Mapping
 from typing import Any
 
 import httpx
@@ -25,8 +30,33 @@ MANIFEST_TYPES = ",".join(
 INDEX = "application/vnd.oci.image.index.v1+json"
 
 
+class BackendAuth(httpx.Auth):
+    """Answers a registry's bearer challenge with ``mint(scope)`` for that host."""
+
+    requires_request_body = True
+
+    def __init__(self, minters: Mapping[str, Callable[[str], str]]) -> None:
+        self.minters = dict(minters)
+
+    def auth_flow(self, request: httpx.Request) -> Generator[httpx.Request, httpx.Response, None]:
+        response = yield request
+        mint = self.minters.get(request.url.netloc.decode())
+        challenge = response.headers.get("WWW-Authenticate", "")
+        if response.status_code != 401 or mint is None or not challenge.startswith("Bearer"):
+            return
+        scope = re.search(r'scope="([^"]*)"', challenge)
+        request.headers["Authorization"] = f"Bearer {mint(scope.group(1) if scope else '')}"
+        yield request
+
+
 def copy_image(
-    src_host: str, dst_host: str, image: str, tags: list[str], body: dict[str, Any]
+    src_host: str,
+    dst_host: str,
+    image: str,
+    tags: list[str],
+    body: dict[str, Any],
+    *,
+    auth: httpx.Auth | None = None,
 ) -> None:
     """Copy ``image`` (``repo@digest`` or ``repo:tag``) between plain-HTTP registries:
     manifests (an index with its children) and blobs, then the target tags. No referrers."""
@@ -35,7 +65,7 @@ def copy_image(
     else:
         repo, _, ref = image.partition(":")
         ref = ref or "latest"
-    with httpx.Client(timeout=30) as http:
+    with httpx.Client(timeout=30, auth=auth) as http:
         digest = _copy_manifest(http, src_host, dst_host, repo, ref)
         _index_referrer(http, dst_host, repo, digest)
         targets = [t.partition(":") for t in tags] or [

@@ -14,13 +14,18 @@ from __future__ import annotations
 
 import json
 import re
-from collections.abc import Iterator
-from dataclasses import dataclass
+import time
+from collections.abc import Callable, Iterator
+from contextlib import ExitStack, contextmanager
+from dataclasses import dataclass, replace
 from pathlib import Path
 
 import pytest
+from azure.core.credentials import AccessToken
+from doubles import TokenBook
 from doubles.arm import ArmDouble, ArmPair, FakeAcr
-from doubles.identity import FUNCTION_MI, ManagedIdentityDouble
+from doubles.identity import FUNCTION_MI, USER_MI, ManagedIdentityDouble
+from doubles.token_server import ACR_AUDIENCE, AcrExchange, TokenService, serve
 from integration.worker_support import drain
 
 from replicator import triggers
@@ -28,10 +33,13 @@ from replicator.acr import roles
 from replicator.api import handle_status
 from replicator.config import load_settings
 from replicator.demo import push_event
+from replicator.errors import PermanentRegistryError
 from replicator.localstack import Azurite, LocalStack
 from replicator.model import utcnow
+from replicator.oci.manifests import sha256_digest
 from replicator.oci.reference import ImageRef
 from replicator.oci.referrers import list_referrers
+from replicator.oci.registries import Registries, RegistryAuth
 from replicator.oci.testimages import PushedImage, push_test_image
 from replicator.runtime import Runtime, build_runtime
 
@@ -107,34 +115,80 @@ class Deployed:
 DEPLOYED = Deployed.read()
 
 
-@pytest.fixture
-def deployment(
-    arm: ArmDouble, managed_identity: ManagedIdentityDouble, stack: LocalStack
-) -> Iterator[ArmPair]:
-    """Two ACRs known to ARM; the function's identity holds what infra/ grants, nothing
-    more (the role-assignment mode of each as the Bicep default says)."""
-    src, dst = stack.start_registry(), stack.start_registry()
-    mode = {True: roles.ABAC_MODE, False: "LegacyRegistryPermissions"}
-    source = arm.add(
-        FakeAcr("contososrc", src.host, role_assignment_mode=mode[DEPLOYED.source_abac])
-    )
-    target = arm.add(
-        FakeAcr("contosodr", dst.host, role_assignment_mode=mode[DEPLOYED.target_abac])
-    )
-    arm.grant(FUNCTION_MI, DEPLOYED.source_roles(), source)
-    arm.grant(FUNCTION_MI, DEPLOYED.target_roles(), target)
-    yield ArmPair(arm, source, target)
-    src.stop()
-    dst.stop()
+@contextmanager
+def acr_data_plane(
+    stack: LocalStack, workdir: Path, book: TokenBook, arm: ArmDouble, registry: FakeAcr
+) -> Iterator[FakeAcr]:
+    """A distribution registry behind ACR's token endpoints: the worker's tokens carry only
+    what its roles on ``registry`` allow (``AcrExchange``, the same assignments ARM reads);
+    the import's own access (ARM's backend) is unlimited, as ACR's is."""
+    for part in ("acr", "backend"):
+        (workdir / part).mkdir(parents=True)
+    exchange = AcrExchange(book, arm.assignments, registry.resource_id, abac=registry.abac)
+    service = TokenService(workdir / "acr", acr=exchange)
+    backend = TokenService(workdir / "backend")  # grants every scope it is asked for
+    bundle = workdir / "roots.pem"
+    bundle.write_bytes(service.bundle.read_bytes() + backend.bundle.read_bytes())
+    with serve(service):
+        config = service.registry_config()
+        config["auth"]["token"]["rootcertbundle"] = str(bundle)  # type: ignore[index]
+        running = stack.start_registry(config=config)
+        registry.host = running.host
+        registry.backend = lambda scope: backend.token([scope] if scope else [])
+        try:
+            yield arm.add(registry)
+        finally:
+            running.stop()
 
 
 @pytest.fixture
-def worker(deployment: ArmPair, fresh_azurite: Azurite) -> Iterator[Runtime]:
-    """The runtime the function app builds from its app settings, as infra/ writes them."""
+def deploy(
+    arm: ArmDouble,
+    managed_identity: ManagedIdentityDouble,
+    stack: LocalStack,
+    book: TokenBook,
+    tmp_path: Path,
+) -> Iterator[Callable[[Deployed], ArmPair]]:
+    """Two ACRs known to ARM, each with an ACR-like data plane; the function's identity
+    holds what infra/ grants for ``config``, nothing more."""
+    with ExitStack() as running:
+
+        def build(config: Deployed) -> ArmPair:
+            mode = {True: roles.ABAC_MODE, False: "LegacyRegistryPermissions"}
+            made = [
+                running.enter_context(
+                    acr_data_plane(
+                        stack,
+                        tmp_path / name,
+                        book,
+                        arm,
+                        FakeAcr(name, "", role_assignment_mode=mode[abac]),
+                    )
+                )
+                for name, abac in (
+                    ("contososrc", config.source_abac),
+                    ("contosodr", config.target_abac),
+                )
+            ]
+            source, target = made
+            arm.grant(FUNCTION_MI, config.source_roles(), source)
+            arm.grant(FUNCTION_MI, config.target_roles(), target)
+            return ArmPair(arm, source, target)
+
+        yield build
+
+
+@contextmanager
+def worker_for(pair: ArmPair, config: Deployed, azurite: Azurite) -> Iterator[Runtime]:
+    """The runtime the function app builds from the app settings infra/ writes; its data
+    plane identity on both registries is the managed identity."""
     env = {
-        **deployment.env(DEPLOYED.strategy),
-        "REPLICATOR_DELETE_POLICY": DEPLOYED.delete_policy,
-        "AzureWebJobsStorage": fresh_azurite.connection_string,
+        **pair.env(config.strategy),
+        "REPLICATOR_DELETE_POLICY": config.delete_policy,
+        "REPLICATOR_IDENTITIES": json.dumps(
+            {pair.source.host: "managed", pair.target.host: "managed"}
+        ),
+        "AzureWebJobsStorage": azurite.connection_string,
         "IDENTITY_ENDPOINT": "set",  # the managed identity double's endpoint is in os.environ
     }
     runtime = build_runtime(load_settings(env, require_storage=True))
@@ -148,10 +202,35 @@ def worker(deployment: ArmPair, fresh_azurite: Azurite) -> Iterator[Runtime]:
         runtime.close()
 
 
-def push_signed_index(runtime: Runtime, host: str, tag: str) -> tuple[ImageRef, PushedImage]:
+@pytest.fixture
+def deployment(deploy: Callable[[Deployed], ArmPair]) -> ArmPair:
+    return deploy(DEPLOYED)
+
+
+@pytest.fixture
+def worker(deployment: ArmPair, fresh_azurite: Azurite) -> Iterator[Runtime]:
+    with worker_for(deployment, DEPLOYED, fresh_azurite) as runtime:
+        yield runtime
+
+
+@dataclass(frozen=True)
+class Publisher:
+    """The team's CI, pushing to the source as ``USER_MI`` (AcrPush there): an Entra token
+    for the registry audience, exchanged at the source's token endpoint."""
+
+    book: TokenBook
+
+    def get_token(self, *scopes: str, **options: object) -> AccessToken:
+        return AccessToken(self.book.issue(USER_MI, ACR_AUDIENCE), int(time.time()) + 3600)
+
+
+def push_signed_index(pair: ArmPair, book: TokenBook, tag: str) -> tuple[ImageRef, PushedImage]:
     """A two-platform index with an SBOM (on the index) and a signature (on a platform)."""
-    ref = ImageRef(host, "team/app", tag)
-    return ref, push_test_image(runtime.registries, ref, referrers=True)
+    pair.arm.assign(USER_MI, "acrPush", pair.source)
+    auth = RegistryAuth.azure(Publisher(book))  # type: ignore[arg-type]
+    ref = ImageRef(pair.source.host, "team/app", tag)
+    with Registries(credentials=lambda host: auth if host == pair.source.host else None) as ci:
+        return ref, push_test_image(ci, ref, referrers=True)
 
 
 def push_event_from(pair: ArmPair, ref: ImageRef, image: PushedImage) -> None:
@@ -181,7 +260,8 @@ def referrers_of(runtime: Runtime, host: str, subject: str) -> set[str]:
 def assert_in_dr(runtime: Runtime, pair: ArmPair, ref: ImageRef, image: PushedImage) -> None:
     """Digest for digest: the tag, every platform, and each subject's referrers listed."""
     dr = runtime.registries.client(pair.target.host)
-    assert pair.target_digest(str(ref.tag)) == image.digest
+    tagged = dr.head_manifest(ImageRef(pair.target.host, "team/app", ref.tag))
+    assert tagged is not None and tagged.digest == image.digest
     for digest in (*image.manifests, *image.referrer_digests):
         found = dr.head_manifest(ImageRef(pair.target.host, "team/app", digest=digest))
         assert found is not None and found.digest == digest
@@ -212,9 +292,9 @@ def test_infra_defaults_grant_import_and_copy_roles_on_both_registries() -> None
 
 
 def test_a_signed_index_lands_in_dr_by_import_with_its_referrers(
-    deployment: ArmPair, worker: Runtime
+    deployment: ArmPair, worker: Runtime, book: TokenBook
 ) -> None:
-    ref, image = push_signed_index(worker, deployment.source.host, "2.0")
+    ref, image = push_signed_index(deployment, book, "2.0")
     push_event_from(deployment, ref, image)
     stats = drain(worker)
     assert (stats.succeeded, stats.poisoned) == (1, 0)
@@ -237,12 +317,12 @@ def test_a_signed_index_lands_in_dr_by_import_with_its_referrers(
 
 
 def test_with_only_acrpull_on_the_source_it_lands_by_copy_and_the_row_says_why(
-    deployment: ArmPair, worker: Runtime
+    deployment: ArmPair, worker: Runtime, book: TokenBook
 ) -> None:
     deployment.arm.roles[(FUNCTION_MI.object_id, deployment.source.resource_id.lower())] = {
         "acrPull"
     }
-    ref, image = push_signed_index(worker, deployment.source.host, "2.0")
+    ref, image = push_signed_index(deployment, book, "2.0")
     push_event_from(deployment, ref, image)
     stats = drain(worker)
     assert (stats.succeeded, stats.poisoned) == (1, 0)
@@ -261,7 +341,7 @@ def test_with_only_acrpull_on_the_source_it_lands_by_copy_and_the_row_says_why(
     assert (verdict["target"], verdict["reason"]) == (deployment.target.host, "source-read")
 
     # the next push is copied at once: no refused ARM call per job
-    ref2, image2 = push_signed_index(worker, deployment.source.host, "2.1")
+    ref2, image2 = push_signed_index(deployment, book, "2.1")
     push_event_from(deployment, ref2, image2)
     assert drain(worker).succeeded == 1
     assert len(deployment.arm.import_bodies) == 1
@@ -269,3 +349,24 @@ def test_with_only_acrpull_on_the_source_it_lands_by_copy_and_the_row_says_why(
     assert later["strategy"] == "copy"
     assert "import skipped until" in str(later["lastError"])
     assert_in_dr(worker, deployment, ref2, image2)
+
+
+def test_an_import_target_without_acrpush_gets_the_image_and_referrers_by_import(
+    deploy: Callable[[Deployed], ArmPair], fresh_azurite: Azurite, book: TokenBook
+) -> None:
+    """Strategy ``import``: infra grants the target the importer role only, which cannot
+    push; everything still arrives, because nothing is pushed over the data plane."""
+    config = replace(DEPLOYED, strategy="import")
+    pair = deploy(config)
+    assert {r.key for r in config.target_roles()} == {"importer"}
+    with worker_for(pair, config, fresh_azurite) as runtime:
+        ref, image = push_signed_index(pair, book, "2.0")
+        push_event_from(pair, ref, image)
+        assert drain(runtime).succeeded == 1
+        row = row_of(runtime, "2.0")
+        assert (row["outcome"], row["strategy"]) == ("imported", "import")
+        assert_in_dr(runtime, pair, ref, image)
+        assert len(pair.arm.import_bodies) == 1 + image.referrers
+        dr = runtime.registries.client(pair.target.host)
+        with pytest.raises(PermanentRegistryError):  # the data plane refuses this identity a push
+            dr.push_blob("team/app", b"not allowed", sha256_digest(b"not allowed"))

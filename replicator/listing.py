@@ -3,11 +3,11 @@
 ACR answers with digests and tags together (``/acr/v1/_catalog`` then one paged
 ``/acr/v1/<repo>/_manifests`` per repository), so it costs no request per tag. Any other
 OCI registry gets ``/v2/_catalog``, ``/v2/<repo>/tags/list`` and one manifest HEAD per
-tag. Every listing follows ``Link: <...>; rel="next"`` to the end, runs with bounded
-concurrency, and backs off on 429 (the client retries each request, honouring
-``Retry-After``; listing adds a few longer rounds on top for sustained throttling): a
-repository that stays unreadable is reported in ``Listing.errors`` instead of failing the
-whole run.
+tag. Every listing follows ``Link: <...>; rel="next"`` to the end on the registry's own
+origin (``replicator.oci.paging``), reads each page bounded, and runs with bounded
+concurrency. Retries are the client's alone (``replicator.oci.transport``: one budget per
+request, ``Retry-After`` in both forms): a repository that stays unreadable, or a wait the
+layer defers, is reported in ``Listing.errors`` instead of failing the whole run.
 """
 
 from __future__ import annotations
@@ -15,7 +15,6 @@ from __future__ import annotations
 import functools
 import logging
 import threading
-import time
 from collections.abc import Callable, Iterable, Iterator
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
@@ -25,17 +24,15 @@ import httpx
 
 from replicator.errors import NotFoundError, RegistryError, TransientRegistryError
 from replicator.model import is_acr_host
-from replicator.oci.client import read_limited
 from replicator.oci.paging import UnreadListing, follow_pages
 from replicator.oci.reference import ImageRef
+from replicator.oci.transport import error_for, read_limited
 from replicator.ports import Descriptor, TagEntry
 
 log = logging.getLogger(__name__)
 PAGE_SIZE = 1000  # distribution caps catalog pages at 1000 by default
 MAX_PAGE_BYTES = 16 * 1024 * 1024  # a listing page of 1,000 entries is well under 1 MiB
 ACR_PAGE_SIZE = 100  # ACR's own page size; Link paging fetches the rest
-MAX_ATTEMPTS = 3  # rounds, each one already retried by the client
-MAX_BACKOFF = 30.0
 MAX_PAGES = 10_000  # a listing longer than this is cut off (a registry paging forever)
 HEAD_CHUNK = 16  # tags HEADed by one task: fewer tasks, still parallel in a big repository
 Allows = Callable[[str, str], bool]
@@ -69,7 +66,7 @@ class Listing:
 
 
 class _Unread(Exception):
-    """A listing request that stayed unanswered after every retry."""
+    """A listing request that stayed unanswered after the client's retries."""
 
 
 class RegistryLister:
@@ -83,18 +80,14 @@ class RegistryLister:
         acr: bool | None = None,
         concurrency: int = 16,
         page_size: int | None = None,
-        max_attempts: int = MAX_ATTEMPTS,
         max_pages: int = MAX_PAGES,
-        sleep: Callable[[float], None] = time.sleep,
     ) -> None:
         self.client = client
         self.registry = registry
         self.acr = is_acr_host(registry) if acr is None else acr
         self.concurrency = max(1, concurrency)
         self.page_size = page_size or (ACR_PAGE_SIZE if self.acr else PAGE_SIZE)
-        self.max_attempts = max(1, max_attempts)
         self.max_pages = max(1, max_pages)
-        self.sleep = sleep
         self._lock = threading.Lock()
         self.requests = 0
 
@@ -185,7 +178,7 @@ class RegistryLister:
                 yield TagEntry(repository, tag, found.digest)
 
     def _head(self, ref: ImageRef) -> Descriptor | None:
-        return self._retry(f"HEAD {ref}", lambda: self.client.head_manifest(ref))
+        return self._call(f"HEAD {ref}", lambda: self.client.head_manifest(ref))
 
     # -- ACR --------------------------------------------------------------------------
     def _acr_tags(self, repository: str, allows: Allows | None = None) -> Iterator[TagEntry]:
@@ -207,7 +200,7 @@ class RegistryLister:
         what = f"{self.registry}{path.split('?')[0]}"
 
         def fetch(page: str) -> httpx.Response | None:
-            response = self._retry(f"GET {page}", functools.partial(self._get, page, scopes))
+            response = self._call(f"GET {page}", functools.partial(self._get, page, scopes))
             if response is None and not missing_ok:
                 raise _Unread(f"{what}: not found")
             return response
@@ -239,49 +232,25 @@ class RegistryLister:
     def _page(self, path: str, response: httpx.Response) -> httpx.Response | None:
         if response.status_code == 404:
             return None
-        if response.status_code == 429 or response.status_code >= 500:
-            retry_after = _retry_after(response.headers.get("Retry-After"))
-            raise TransientRegistryError(
-                f"{response.status_code} on GET {path}",
-                status=response.status_code,
-                operation="list",
-                retry_after=retry_after,
-            )
-        if response.status_code >= 400:
-            raise RegistryError(
-                f"{response.status_code} on GET {path}", status=response.status_code
-            )
+        if response.status_code != 200:
+            raise error_for(response, "list", f"{self.registry}{path.split('?')[0]}")
         body = read_limited(response, path, limit=MAX_PAGE_BYTES, what="listing page")
         return httpx.Response(
             response.status_code, headers=response.headers, content=body, request=response.request
         )
 
-    def _retry(self, what: str, call: Callable[[], T]) -> T:
-        for attempt in range(1, self.max_attempts + 1):
-            with self._lock:
-                self.requests += 1
-            try:
-                return call()
-            except httpx.TransportError as exc:  # unreachable: the client retried already
-                raise _Unread(f"{what}: {type(exc).__name__}: {exc}") from exc
-            except TransientRegistryError as exc:
-                if exc.status is None:  # connection-level: the client retried already
-                    raise _Unread(f"{what}: {exc}") from exc
-                if attempt == self.max_attempts:
-                    raise _Unread(f"{what}: gave up after {attempt} attempts ({exc})") from exc
-                delay = exc.retry_after if exc.retry_after is not None else 2.0**attempt
-                log.info("%s: %s; retrying in %.1fs", what, exc, min(delay, MAX_BACKOFF))
-                self.sleep(min(delay, MAX_BACKOFF))
-        raise AssertionError("unreachable")
+    def _call(self, what: str, call: Callable[[], T]) -> T:
+        """One listing request; the client has retried it already (one retry layer)."""
+        with self._lock:
+            self.requests += 1
+        try:
+            return call()
+        except httpx.TransportError as exc:
+            raise _Unread(f"{what}: {type(exc).__name__}: {exc}") from exc
+        except TransientRegistryError as exc:
+            raise _Unread(f"{what}: {exc}") from exc
 
 
 def _chunked(tags: list[str], size: int = HEAD_CHUNK) -> Iterator[list[str]]:
     for start in range(0, len(tags), size):
         yield tags[start : start + size]
-
-
-def _retry_after(value: str | None) -> float | None:
-    try:
-        return max(0.0, float(value)) if value else None
-    except ValueError:
-        return None

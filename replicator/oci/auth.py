@@ -39,7 +39,7 @@ from replicator.errors import PermanentRegistryError
 from replicator.model import is_acr_host
 from replicator.oci.paging import origin, same_origin
 from replicator.oci.reference import is_loopback
-from replicator.oci.transport import RetryPolicy, error_for, transport_error
+from replicator.oci.transport import RetryPolicy, error_for, read_limited, transport_error
 
 if TYPE_CHECKING:
     from azure.core.credentials import TokenCredential
@@ -439,8 +439,6 @@ class Authenticator:
 
         def once() -> dict[str, Any]:
             self.token_requests += 1
-            from replicator.oci.client import read_limited  # client imports this module
-
             request = self.http.build_request(method, url, **kwargs)
             try:
                 response = self.http.send(request, auth=auth, stream=True, follow_redirects=False)

@@ -17,12 +17,12 @@ from typing import Any
 import httpx
 
 from replicator.errors import NotFoundError, PermanentRegistryError
-from replicator.oci.client import RegistryClient, read_limited
+from replicator.oci.client import RegistryClient
 from replicator.oci.manifests import OCI_INDEX, Manifest
 from replicator.oci.paging import UnreadListing, follow_pages
 from replicator.oci.reference import ImageRef
 from replicator.oci.registries import Registries
-from replicator.oci.transport import error_for
+from replicator.oci.transport import error_for, read_limited
 
 MAX_PAGE_BYTES = 16 * 1024 * 1024  # an index of 10,000 referrers is about 3 MiB
 MAX_PAGES = 1_000

@@ -322,7 +322,7 @@ def test_listing_and_referrers_bodies_are_read_bounded(hostile: HostileRegistry,
     ]
     with Registries(retry=NO_WAIT) as registries:
         client = registries.client(hostile.host)
-        lister = RegistryLister(client, hostile.host, max_attempts=1)
+        lister = RegistryLister(client, hostile.host)
         found: list[Any] = []
         peak = _peak(lambda: found.append(lister.listing(["big"])))
         assert not found[0].complete and "byte limit" in found[0].errors[0]
@@ -371,11 +371,7 @@ def test_error_bodies_are_read_bounded(hostile: HostileRegistry, body: str) -> N
         )
         assert peak < 8 * MiB, peak
         found: list[Any] = []
-        peak = _peak(
-            lambda: found.append(
-                RegistryLister(client, hostile.host, max_attempts=1).listing(["big"])
-            )
-        )
+        peak = _peak(lambda: found.append(RegistryLister(client, hostile.host).listing(["big"])))
         assert not found[0].complete and "500" in found[0].errors[0]
         assert peak < 8 * MiB, peak
 

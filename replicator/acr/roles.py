@@ -258,3 +258,25 @@ class Permission:
 
 def as_permission(r: Role) -> Permission:
     return Permission(r.actions, r.not_actions, r.data_actions, r.not_data_actions)
+
+
+def markdown_table() -> str:
+    """The grant matrix as the markdown table docs/deploy.md shows (a test compares)."""
+    matrix = table()["matrix"]
+    why = matrix["why"]
+
+    def cell(keys: list[str]) -> str:
+        return ", ".join(f"{role(k).name} `{role(k).id[:8]}…`" for k in keys) or "none"
+
+    rows = ["| Registry | Role on an RBAC registry | Role on an ABAC registry | When and why |"]
+    rows.append("|---|---|---|---|")
+    for side in ("source", "target"):
+        for branch, reason in why[side].items():
+            rbac, abac = matrix[side]["rbac"][branch], matrix[side]["abac"][branch]
+            rows.append(f"| {side} | {cell(rbac)} | {cell(abac)} | {reason} |")
+    owner = matrix["crossTenantSource"]
+    rows.append(
+        f"| source in another tenant | {cell(owner['rbac'])} | {cell(owner['abac'])} "
+        f"| {why['crossTenantSource']} |"
+    )
+    return "\n".join(rows) + "\n"

@@ -1,5 +1,6 @@
 """Tables in docs/ against what they describe: docs/azure-facts.md names tests that exist,
-and the roles tables of docs/deploy.md and the README match replicator/acr/roles.json."""
+docs/deploy.md's roles table is the one generated from replicator/acr/roles.json, and the
+README's roles paragraph names the roles it grants."""
 
 from __future__ import annotations
 
@@ -10,6 +11,8 @@ from pathlib import Path
 
 import pytest
 from bicep_tree import ROOT
+
+from replicator.acr import roles
 
 FACTS = ROOT / "docs" / "azure-facts.md"
 TEST_NAME = re.compile(r"`(tests/[\w/]+\.py)::(\w+)`")
@@ -64,3 +67,38 @@ def named_tests() -> list[tuple[str, str]]:
 def test_every_test_named_in_azure_facts_exists(path: str, name: str) -> None:
     assert (ROOT / path).is_file(), f"docs/azure-facts.md names {path}, which does not exist"
     assert name in functions_in(path), f"docs/azure-facts.md names {path}::{name}: no such test"
+
+
+def test_the_roles_table_in_deploy_md_is_the_one_generated_from_roles_json() -> None:
+    doc = (ROOT / "docs" / "deploy.md").read_text()
+    start = doc.index("<!-- roles-table:")
+    start = doc.index("\n", start) + 1
+    end = doc.index("<!-- /roles-table -->")
+    assert doc[start:end] == roles.markdown_table(), (
+        "docs/deploy.md's roles table differs from replicator/acr/roles.json; paste "
+        "`python -c 'from replicator.acr import roles; print(roles.markdown_table())'`"
+    )
+
+
+def test_the_generated_table_names_every_granted_role_and_its_id() -> None:
+    table = roles.markdown_table()
+    matrix = roles.table()["matrix"]
+    for side in ("source", "target"):
+        for mode in ("rbac", "abac"):
+            for keys in matrix[side][mode].values():
+                for key in keys:
+                    assert f"{roles.role(key).name} `{roles.role(key).id[:8]}" in table
+
+
+def test_the_readme_names_the_roles_granted_where_and_why() -> None:
+    readme = " ".join((ROOT / "README.md").read_text().split())
+    for key in ("importer", "acrPull", "acrPush", "acrDelete"):
+        assert roles.role(key).name in readme, key
+    for phrase in (
+        "Repository Reader/Writer/Contributor",
+        "Catalog Lister",
+        "LinkedAuthorizationFailed",
+        "roles.json",
+        "docs/deploy.md",
+    ):
+        assert phrase in readme, phrase

@@ -246,7 +246,7 @@ def _fall_back(
     return _with_extra(report, extra)
 
 
-@dataclass
+@dataclass(frozen=True)
 class Planner:
     """A ``Runtime.deliver`` that plans per target and remembers import verdicts."""
 

@@ -16,7 +16,7 @@ from typing import TYPE_CHECKING, Any
 
 from azure.core.exceptions import AzureError, ClientAuthenticationError, HttpResponseError
 
-from replicator.acr import roles, verdicts
+from replicator.acr import role_checks, roles, verdicts
 from replicator.acr.arm import (
     RegistryId,
     RegistryProperties,
@@ -42,7 +42,7 @@ if TYPE_CHECKING:
 PROBE_REPOSITORY = "acr-replicator/doctor"
 Check = verdicts.Check
 ArmFacts = verdicts.ArmFacts
-Need = verdicts.Need
+Need = role_checks.Need
 
 
 def run_doctor(settings: Settings, registries: Registries, **arm_kwargs: Any) -> list[Check]:
@@ -86,8 +86,8 @@ def _source_side(settings: Settings, facts: ArmFacts, arm_kwargs: dict[str, Any]
     checks = []
     if _imports_by_id(settings):
         needs.append(Need("read", "import", "fail" if import_only else "warn"))
-        checks.append(verdicts.source_import_check(host, facts, fails=import_only))
-    role = verdicts.role_check(
+        checks.append(role_checks.source_import_check(host, facts, fails=import_only))
+    role = role_checks.role_check(
         host, settings.source_resource_id, facts, granted, needs, side="source"
     )
     checks.insert(0, role)
@@ -109,7 +109,7 @@ def _target_roles(settings: Settings, target: Target, facts: ArmFacts) -> Check:
         needs.append(Need("push", "copy", "fail" if alone else "warn"))
     if settings.delete_policy.deletes:
         needs.append(Need("delete", "delete", "fail"))
-    return verdicts.role_check(
+    return role_checks.role_check(
         target.login_server, target.resource_id, facts, granted, needs, side="target"
     )
 

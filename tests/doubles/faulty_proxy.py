@@ -13,7 +13,10 @@ headers and half the body, then reset the connection), ``truncate`` (same, but c
 cleanly: a short body under a full ``Content-Length``), ``corrupt`` (forward with the
 body's bytes changed, same length: a lying source), ``slow`` (wait ``delay`` seconds, then
 forward as is). ``times`` bounds how often a fault
-fires (``-1``: always). ``requests`` records ``"METHOD path"`` of everything received.
+fires (``-1``: always), ``per_path`` makes that bound count for each path on its own (each
+blob cut once), and ``every=n`` fires it on every n-th matching request only (a sustained
+mix: 429 on every 5th request, 503 on every 7th). ``requests`` records ``"METHOD path"``
+of everything received.
 """
 
 from __future__ import annotations
@@ -49,11 +52,24 @@ class Fault:
     status: int = 503
     headers: dict[str, str] = field(default_factory=dict)
     delay: float = 0.0  # seconds, for ``slow``
+    every: int = 0  # fire on every n-th matching request (0: on each one)
+    per_path: bool = False  # ``times`` counts for each path separately
     fired: int = 0
+    seen: int = 0
+    by_path: dict[str, int] = field(default_factory=dict)
 
     def matches(self, method: str, path: str) -> bool:
-        live = self.times < 0 or self.fired < self.times
-        return live and self.method in ("*", method) and re.search(self.path, path) is not None
+        return self.method in ("*", method) and re.search(self.path, path) is not None
+
+    def fires(self, method: str, path: str) -> bool:
+        """Whether this request is one the fault fires on (counted if it matches)."""
+        if not self.matches(method, path):
+            return False
+        self.seen += 1
+        if self.every and self.seen % self.every:
+            return False
+        done = self.by_path.get(path, 0) if self.per_path else self.fired
+        return self.times < 0 or done < self.times
 
 
 @dataclass
@@ -81,11 +97,13 @@ class FaultyProxy:
     def take(self, method: str, path: str) -> Fault | None:
         with self._lock:
             self.requests.append(f"{method} {path}")
-            for fault in self.faults:
-                if fault.matches(method, path):
-                    fault.fired += 1
-                    return fault
-        return None
+            firing = [fault for fault in self.faults if fault.fires(method, path)]
+            if not firing:
+                return None
+            fault = firing[0]
+            fault.fired += 1
+            fault.by_path[path] = fault.by_path.get(path, 0) + 1
+            return fault
 
     def __enter__(self) -> FaultyProxy:
         self._server = _Server(self)

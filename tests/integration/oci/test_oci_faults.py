@@ -133,3 +133,52 @@ def test_lying_source_fails_and_leaves_the_target_tag_untouched(
     tagged = registries.client(target.host).head_manifest(ImageRef(target.host, "team/app", "v1"))
     assert tagged is not None
     assert tagged.digest == old.digest != new.digest
+
+
+def _fault_mix() -> list[Fault]:
+    """Issue 14 item 8: 429 (Retry-After: 1) on every 5th request, 503 on every 7th."""
+    return [
+        Fault("*", r"", "status", times=-1, every=5, status=429, headers={"Retry-After": "1"}),
+        Fault("*", r"", "status", times=-1, every=7, status=503),
+    ]
+
+
+@pytest.mark.parametrize("run", range(20), ids=[f"run{n:02d}" for n in range(20)])
+def test_copy_comes_through_a_sustained_fault_mix_every_time(
+    registry_pair: tuple[Registry, Registry], run: int
+) -> None:
+    """Both registries behind the mix, and every source blob cut once mid-body: the copy
+    succeeds, digest for digest, each of 20 runs (each blob: its HEAD, upload start and
+    GET retried where they fail, the whole attempt again only when the stream broke, all
+    from one budget; the pauses are recorded, not slept)."""
+    from replicator.demo import compare
+
+    source, target = registry_pair
+    sleeps: list[float] = []
+    with (
+        FaultyProxy(source.host) as src_proxy,
+        FaultyProxy(target.host) as dst_proxy,
+        Registries(retry=RetryPolicy(sleep=sleeps.append)) as registries,
+    ):
+        src = ImageRef(src_proxy.host, "team/app", "v1")
+        pushed = push_test_image(registries, src, layers=3, layer_size=256 * 1024)
+        faults = [*_fault_mix(), *_fault_mix()]
+        for fault in faults[:2]:
+            src_proxy.add(fault)
+        cut = src_proxy.add(Fault("GET", r"/blobs/sha256:", "reset", times=1, per_path=True))
+        for fault in faults[2:]:
+            dst_proxy.add(fault)
+
+        dst = ImageRef(dst_proxy.host, "team/app", "v1")
+        report = ImageCopier(registries).copy_image(src, dst)
+
+        src_proxy.clear()
+        dst_proxy.clear()
+        assert report.digest == pushed.digest
+        cut_blobs = {path.rsplit("/", 1)[1] for path in cut.by_path}
+        assert set(pushed.blobs) <= cut_blobs  # every blob was cut once
+        assert set(cut.by_path.values()) == {1}
+        assert all(f.fired for f in faults)  # the mix really hit both sides
+        assert 1.0 in sleeps  # Retry-After honoured
+        checks = compare(registries, src.with_digest(pushed.digest), dst, pushed.referrer_digests)
+        assert checks and all(c.identical for c in checks), [c for c in checks if not c.identical]

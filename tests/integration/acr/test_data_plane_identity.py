@@ -200,3 +200,38 @@ def test_abac_registries_ignore_acr_push_and_honour_repository_writer(
     digest = copy_into(registry, target, "2.0")
     assert digest.startswith("sha256:")
     assert ["pull", "push"] in granted_actions(service)
+
+
+def test_on_abac_registries_listing_the_catalog_needs_catalog_lister(
+    registry: Registry,
+    acr_like: tuple[Registry, TokenService],
+    managed_identity: ManagedIdentityDouble,
+    assignments: RoleAssignments,
+) -> None:
+    """Repository Reader reads repositories but not the catalog; Catalog Lister lists it
+    (what reconcile needs, so infra/ grants it on ABAC registries)."""
+    from replicator.listing import RegistryLister
+
+    acr, service = acr_like
+    copy_into(registry, acr)  # pushed with AcrPush on a registry in RBAC mode
+    assert service.acr is not None
+    service.acr.abac = True
+    settings = load_settings(
+        {
+            "REPLICATOR_SOURCE": acr.host,
+            "REPLICATOR_TARGETS": json.dumps([{"login_server": registry.host}]),
+            "REPLICATOR_IDENTITIES": json.dumps({acr.host: "managed"}),
+        }
+    )
+    hold(assignments, (roles.role("repositoryReader"),))
+    with Registries(credentials=registry_credentials(settings)) as registries:
+        lister = RegistryLister(registries.client(acr.host), acr.host, acr=False)
+        refused = lister.listing()
+    assert refused.failed == {""}  # the catalog
+    assert all(actions == [] for actions in granted_actions(service))
+    hold(assignments, roles.source_grants(["copy"], abac=True))
+    with Registries(credentials=registry_credentials(settings)) as registries:
+        lister = RegistryLister(registries.client(acr.host), acr.host, acr=False)
+        listed = lister.listing()
+    assert listed.errors == ()
+    assert ("team/app", "1.0") in [(e.repository, e.tag) for e in listed.entries]

@@ -141,7 +141,7 @@ def run_plan(runtime: Runtime, request: PlanRequest) -> dict[str, Any]:
     status.record_plan(request.plan_id, request.to_json(), PlanState.LISTING, started=utcnow())
     try:
         return _run(runtime, request)
-    except Exception as exc:
+    except Exception as exc:  # recorded, then raised as is: the host's retry decides
         status.update_plan(request.plan_id, state=PlanState.RETRYING, error=str(exc)[:1000])
         raise
 

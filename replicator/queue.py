@@ -22,6 +22,7 @@ import json
 import logging
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
+from datetime import timedelta
 from typing import Any, TypeVar
 
 from azure.core.credentials import TokenCredential
@@ -35,7 +36,7 @@ from azure.storage.queue import (
 
 from replicator.config import StorageConnection
 from replicator.errors import InvalidJobError, QueueUnavailableError
-from replicator.model import MAX_JOB_BYTES, POISON_QUEUE_NAME, QUEUE_NAME, CopyJob
+from replicator.model import MAX_JOB_BYTES, POISON_QUEUE_NAME, QUEUE_NAME, CopyJob, utcnow
 from replicator.provision import create_quietly, provisioned
 
 log = logging.getLogger(__name__)
@@ -174,6 +175,10 @@ class StorageJobQueue:
                 raise QueueUnavailableError(f"cannot create queue {name}: {exc}") from exc
 
     def send(self, job: CopyJob, *, delay_seconds: int = 0) -> None:
+        """Send ``job`` visible after ``delay_seconds``. A delay past Put Message's 7 days
+        goes into the job as its due time, so the worker sends it on when it comes early."""
+        if delay_seconds > MAX_VISIBILITY_SECONDS and job.not_before is None:
+            job = job.evolve(not_before=utcnow() + timedelta(seconds=delay_seconds))
         self.send_text(job.to_json(), delay_seconds=delay_seconds)
 
     def send_many(self, jobs: Iterable[CopyJob]) -> int:

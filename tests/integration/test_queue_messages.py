@@ -139,3 +139,19 @@ def test_poison_envelope_fits_the_queue_whatever_the_body() -> None:
     envelope = poison_envelope(body, "r" * 5000)
     assert encoded_size(envelope) <= MAX_MESSAGE_BYTES
     assert json.loads(envelope)["message"] == body[: len(json.loads(envelope)["message"])]
+
+
+def test_a_delay_past_seven_days_becomes_the_jobs_due_time(fresh_azurite: Azurite) -> None:
+    """Whoever asks for a longer delay, the job is not run early: the queue keeps it 7 days
+    and the job carries the rest as ``not_before`` (the worker sends it on)."""
+    sent = Sent()
+    queue = StorageJobQueue(
+        StorageConnection(fresh_azurite.connection_string), retry=NO_WAIT_RETRY, request_hook=sent
+    )
+    queue.ensure()
+    job = _delete_job("127.0.0.1:5001", "127.0.0.1:5002")
+    queue.send(job, delay_seconds=30 * 24 * 3600)
+    assert sent.pairs() == [(MAX_VISIBILITY_SECONDS, NEVER_EXPIRES)]
+    queued = CopyJob.from_json(sent.texts[0])
+    assert queued.job_id == job.job_id and queued.not_before is not None
+    assert timedelta(days=29) < queued.not_before - utcnow() <= timedelta(days=30)

@@ -108,6 +108,7 @@ def test_queue_messages(body: str | bytes) -> None:
         st.from_regex(r"\A[a-z0-9.:-]{1,30}/[a-z0-9/._-]{1,40}(:[A-Za-z0-9_.-]{1,20})?\Z"),
         st.builds(lambda t: f"reg.io/{t}", st.text(max_size=60)),
         st.builds(lambda t: f"reg.io/app@{t}", st.text(max_size=80)),
+        st.from_regex(r"\A\[[0-9A-Fa-f:.%a-z]{0,45}\]?(:[0-9]{0,6})?/[a-z]{1,9}(:v1)?\Z"),
     )
 )
 def test_references(text: str) -> None:
@@ -230,23 +231,39 @@ def test_token_service_answers(challenge: str, status: int, body: bytes) -> None
         st.builds(
             lambda u, r: f"<{u}>; rel={r}",
             st.text(max_size=60)
-            | st.sampled_from(["@evil.test/x", ".evil.test/v2/x", "//evil.test/x"]),
+            | st.sampled_from(
+                [
+                    "@evil.test/x",
+                    ".evil.test/v2/x",
+                    "//evil.test/x",
+                    "http://reg.test/v2/x",  # the same host, another scheme
+                    "https://reg.test:8443/v2/x",  # another port
+                    "https://[::1]/v2/x",
+                    "https://reg.test/v2/_catalog?last=a",  # the one that is followed
+                ]
+            ),
             st.sampled_from(['"next"', "next", '"prev"']),
         ),
-    )
+    ),
+    st.sampled_from(["https://reg.test", "http://[::1]:5000"]),
 )
-def test_link_headers_never_leave_the_registry(link: str) -> None:
-    """The next page is always a path on the same registry: nothing that, appended to
-    ``https://host``, would name another host (``@evil``, ``.evil``, ``//evil``)."""
-    request = httpx.Request("GET", "https://reg.test/v2/_catalog?n=10")
+def test_link_headers_never_leave_the_registry(link: str, home: str) -> None:
+    """The next page is always a path on the registry's own origin: nothing that, on
+    ``home``, would name another scheme, host or port (``@evil``, ``.evil``, ``//evil``)."""
+    request = httpx.Request("GET", f"{home}/v2/_catalog?n=10")
     try:
         response = httpx.Response(200, headers={"Link": link}, request=request)
     except (ValueError, TypeError):
         return  # not a header value httpx would ever receive
     try:
-        found = next_page(response, "https://reg.test", "the catalog")
+        found = next_page(response, home, "the catalog")
     except UnreadListing:
         return  # a link that cannot be followed: the listing reports it as unread
     if found is not None:
         assert found.startswith("/") and not found.startswith("//"), found
-        assert httpx.URL("https://reg.test" + found).host == "reg.test"
+        followed, origin = httpx.URL(home + found), httpx.URL(home)
+        assert (followed.scheme, followed.host, followed.port) == (
+            origin.scheme,
+            origin.host,
+            origin.port,
+        )

@@ -268,15 +268,13 @@ def markdown_table() -> str:
     def cell(keys: list[str]) -> str:
         return ", ".join(f"{role(k).name} `{role(k).id[:8]}…`" for k in keys) or "none"
 
-    rows = ["| Registry | Role on an RBAC registry | Role on an ABAC registry | When and why |"]
-    rows.append("|---|---|---|---|")
+    rows = ["| Registry | When | Role on an RBAC registry | Role on an ABAC registry | Why |"]
+    rows.append("|---|---|---|---|---|")
     for side in ("source", "target"):
-        for branch, reason in why[side].items():
+        for branch, (when, reason) in why[side].items():
             rbac, abac = matrix[side]["rbac"][branch], matrix[side]["abac"][branch]
-            rows.append(f"| {side} | {cell(rbac)} | {cell(abac)} | {reason} |")
+            rows.append(f"| {side} | {when} | {cell(rbac)} | {cell(abac)} | {reason} |")
     owner = matrix["crossTenantSource"]
-    rows.append(
-        f"| source in another tenant | {cell(owner['rbac'])} | {cell(owner['abac'])} "
-        f"| {why['crossTenantSource']} |"
-    )
+    when, reason = why["crossTenantSource"]
+    rows.append(f"| source | {when} | {cell(owner['rbac'])} | {cell(owner['abac'])} | {reason} |")
     return "\n".join(rows) + "\n"

@@ -84,6 +84,8 @@ def test_the_generated_table_names_every_granted_role_and_its_id() -> None:
     table = roles.markdown_table()
     matrix = roles.table()["matrix"]
     for side in ("source", "target"):
+        assert set(matrix["why"][side]) == set(matrix[side]["rbac"]), side  # a row per branch
+    for side in ("source", "target"):
         for mode in ("rbac", "abac"):
             for keys in matrix[side][mode].values():
                 for key in keys:

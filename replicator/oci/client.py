@@ -97,12 +97,14 @@ class RegistryClient:
         reference: str,
         stream: bool,
     ) -> httpx.Response:
-        url = path if path.startswith(("http://", "https://")) else self.base + path
+        absolute = path.startswith(("http://", "https://"))  # an upload Location, a next page
+        url = path if absolute else self.base + path
         replayable = content is None or isinstance(content, bytes)
         if not replayable:
             self.auth.ensure(scopes)  # a stream cannot be sent twice: no 401 round trip
         for round_ in range(3):
-            sent = {**(headers or {}), **self.auth.headers(scopes, url)}  # none off-origin
+            # none off-origin (a relative path is on the registry's origin by construction)
+            sent = {**(headers or {}), **self.auth.headers(scopes, url if absolute else None)}
             request = self.http.build_request(
                 method, url, params=params, headers=sent, content=content
             )
@@ -120,11 +122,7 @@ class RegistryClient:
                 self.retry.throttled(self.host, method, retry_after(response))
             raise error_for(response, operation, reference)
         if not stream and status < 400:
-            try:
-                body = read_limited(response, reference, limit=MAX_BODY_BYTES, what=operation)
-            finally:
-                response.close()
-            return _with_body(response, body)
+            return _read_whole(response, reference, operation)
         return response
 
     def _exchange(self, request: httpx.Request, operation: str, reference: str) -> httpx.Response:
@@ -322,6 +320,27 @@ class RegistryClient:
 
     def close(self) -> None:
         """Nothing of its own: the ``Registries`` owns the connection pool."""
+
+
+def _read_whole(response: httpx.Response, reference: str, operation: str) -> httpx.Response:
+    """A response read whole, bounded, for callers that asked for no stream. A HEAD has no
+    body, and a declared length within the bound is all the connection will deliver (the
+    HTTP/1.1 parser stops there); anything else is read with the bound enforced."""
+    try:
+        declared = int(response.headers.get("Content-Length", "-1"))
+    except ValueError:
+        declared = -1
+    if response.request.method == "HEAD" or 0 <= declared <= MAX_BODY_BYTES:
+        try:
+            response.read()
+        except httpx.TransportError as exc:
+            raise transport_error(exc, operation, reference) from None
+        return response
+    try:
+        body = read_limited(response, reference, limit=MAX_BODY_BYTES, what=operation)
+    finally:
+        response.close()
+    return _with_body(response, body)
 
 
 def _with_body(response: httpx.Response, body: bytes) -> httpx.Response:

@@ -228,30 +228,29 @@ class Authenticator:
         return is_loopback(self.host) and is_loopback(host)
 
     def _oauth2(self, realm: str) -> str:
-        """The origin of the token service that may receive Entra and ACR refresh tokens:
-        the registry's own (an ACR: always ``https://<login server>``)."""
+        """Where a refresh token may be posted: an ACR's own ``/oauth2/token`` (always
+        ``https://<login server>``), else the realm when it may receive credentials."""
         if not self._basic_ok:
             raise self._realm_refused(realm, f"is plain HTTP off this machine ({self.home})")
-        if same_origin(realm, self.home):
-            return self.home
-        if is_acr_host(self.host) or not self._allowed_realm(realm):
-            raise self._realm_refused(realm, f"is not on {self.home}")
-        scheme, host, port = origin(realm)
-        return f"{scheme}://{_netloc(host, port)}"
+        if is_acr_host(self.host):
+            if not same_origin(realm, self.home):
+                raise self._realm_refused(realm, f"is not on {self.home}")
+            return f"{self.home}/oauth2/token"
+        if not self._allowed_realm(realm):
+            raise self._realm_refused(realm, f"is neither on {self.home} nor allowed")
+        return realm
 
     # -- token service ---------------------------------------------------------------
     def _fetch(self, scopes: tuple[str, ...]) -> _Token:
         realm, service = self._params["realm"], self._params.get("service", self.host)
         if self.auth.kind in {"azure", "refresh_token"}:
-            base = self._oauth2(realm)
+            url = self._oauth2(realm)
             form = {
                 "grant_type": "refresh_token",
                 "service": service,
-                "refresh_token": self._refresh_token(base, service),
+                "refresh_token": self._refresh_token(url, service),
             }
-            body = self._call(
-                "POST", f"{base}/oauth2/token", data={**form, "scope": " ".join(scopes)}
-            )
+            body = self._call("POST", url, data={**form, "scope": " ".join(scopes)})
         else:
             params: list[tuple[str, str]] = [("service", service)]
             params += [("scope", s) for s in scopes]
@@ -270,7 +269,9 @@ class Authenticator:
             )
         return _Token(value, _expiry(body, value))
 
-    def _refresh_token(self, base: str, service: str) -> str:
+    def _refresh_token(self, token_url: str, service: str) -> str:
+        """The registry refresh token: given, or ACR's exchange of an Entra token at the
+        token service's own ``/oauth2/exchange``."""
         if self.auth.kind == "refresh_token":
             return self.auth.password
         with self._lock:
@@ -283,7 +284,9 @@ class Authenticator:
         form = {"grant_type": "access_token", "service": service, "access_token": entra}
         if self.auth.tenant:
             form["tenant"] = self.auth.tenant
-        body = self._call("POST", f"{base}/oauth2/exchange", data=form)
+        scheme, host, port = origin(token_url)
+        exchange = f"{scheme}://{_netloc(host, port)}/oauth2/exchange"
+        body = self._call("POST", exchange, data=form)
         value = body.get("refresh_token")
         if not isinstance(value, str) or not value:
             raise PermanentRegistryError(

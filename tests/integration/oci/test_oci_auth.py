@@ -289,3 +289,28 @@ def test_no_secret_goes_over_plain_http_to_a_host_that_is_not_loopback() -> None
         with pytest.raises(PermanentRegistryError, match="plain HTTP off this machine"):
             plain.challenged(refused("http://mirror.lan:5000/v2/", own), ("s",), 0)
     assert sent == []
+
+
+def test_a_refresh_token_goes_to_the_registrys_own_realm_as_named() -> None:
+    """An identity token (Docker config) for a registry that is not an ACR is posted to
+    the realm its challenge names, on its own origin, whatever the realm's path."""
+    import httpx
+
+    from replicator.oci.auth import Authenticator
+    from replicator.oci.transport import RetryPolicy
+
+    posted: list[tuple[str, str]] = []
+
+    def token_service(request: httpx.Request) -> httpx.Response:
+        posted.append((str(request.url), request.content.decode()))
+        return httpx.Response(200, json={"access_token": "a", "expires_in": 300})
+
+    realm = 'Bearer realm="https://reg.example/service/token",service="reg"'
+    request = httpx.Request("GET", "https://reg.example/v2/a/tags/list")
+    refused = httpx.Response(401, headers={"WWW-Authenticate": realm}, request=request)
+    auth = RegistryAuth.refresh_token("identity-1")
+    with httpx.Client(transport=httpx.MockTransport(token_service)) as http:
+        authenticator = Authenticator("reg.example", auth, http, RetryPolicy())
+        assert authenticator.challenged(refused, ("repository:a:pull",), 0)
+    assert [url for url, _ in posted] == ["https://reg.example/service/token"]
+    assert "refresh_token=identity-1" in posted[0][1]

@@ -314,3 +314,41 @@ def test_a_refresh_token_goes_to_the_registrys_own_realm_as_named() -> None:
         assert authenticator.challenged(refused, ("repository:a:pull",), 0)
     assert [url for url, _ in posted] == ["https://reg.example/service/token"]
     assert "refresh_token=identity-1" in posted[0][1]
+
+
+@pytest.mark.parametrize(
+    ("host", "realm", "allowed"),
+    [
+        ("registry-1.docker.io", "https://auth.docker.io/token", True),  # Docker Hub's own
+        ("registry-1.docker.io", "https://auth.docker.io.evil/token", False),
+        ("reg.example", "https://auth.docker.io/token", False),  # not reg.example's
+        ("reg.example", "https://reg.example/token", True),
+        ("reg.example", "https://tokens.example/t", False),
+    ],
+)
+def test_basic_credentials_go_only_to_a_realm_on_the_origin_or_allowed(
+    host: str, realm: str, allowed: bool
+) -> None:
+    import httpx
+
+    from replicator.oci.auth import Authenticator
+    from replicator.oci.transport import RetryPolicy
+
+    asked: list[str] = []
+
+    def token_service(request: httpx.Request) -> httpx.Response:
+        asked.append(f"{request.url.scheme}://{request.url.host}{request.url.path}")
+        return httpx.Response(200, json={"token": "t", "expires_in": 300})
+
+    challenge = f'Bearer realm="{realm}",service="s"'
+    request = httpx.Request("GET", f"https://{host}/v2/a/tags/list")
+    refused = httpx.Response(401, headers={"WWW-Authenticate": challenge}, request=request)
+    with httpx.Client(transport=httpx.MockTransport(token_service)) as http:
+        auth = Authenticator(host, RegistryAuth.basic(USER, PASSWORD), http, RetryPolicy())
+        if allowed:
+            assert auth.challenged(refused, ("repository:a:pull",), 0)
+            assert asked == [realm]
+        else:
+            with pytest.raises(PermanentRegistryError, match="no credentials sent there"):
+                auth.challenged(refused, ("repository:a:pull",), 0)
+            assert asked == []

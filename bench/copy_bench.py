@@ -246,13 +246,13 @@ the in-process one (how the worker copies, and `sync` for every image after the 
 Single pairs vary a lot on this machine (disk write-back of the previous run's 200 MiB);
 the median of alternating pairs is what counts.
 
-History (same command, same machine): 1.00-1.06 with httpx's own transport (httpcore and
-h11 reading 64 KiB at a time: 0.64 s of CPU per copy against skopeo's 0.75); 0.91-0.93
-after the transport moved to the standard library's `http.client` under httpx (`replicator/
-oci/pool.py`: 256 KiB reads, no httpcore, h11 or certifi to import on a plain-HTTP run),
-which cut our CPU to 0.44 s; 0.90 once the platforms were looked up at once. Tried and
-left: more or fewer blobs at once (2, 4, 6, 8 or 12 give the same time within the noise:
-the registries are the bottleneck).
+History (same command, same machine): 1.00-1.06 with httpx's own transport in one shared
+client (httpcore and h11 reading 64 KiB at a time: 0.64 s of CPU per copy against skopeo's
+0.75); 0.90-0.93 with a hand-written transport on `http.client` (`replicator/oci/pool.py`,
+256 KiB reads), removed on 2026-12-01 (issue 14: no hand-written HTTP stack) for one small
+httpx client per registry with httpx's own transport. Tried and left: more or fewer blobs
+at once (2, 4, 6, 8 or 12 give the same time within the noise: the registries are the
+bottleneck).
 
 Layers are random bytes (no compression work on either side); skopeo 1.9 with
 `--preserve-digests` streams blobs without recompressing. Ours: 8 blobs at once, largest

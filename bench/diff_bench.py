@@ -125,16 +125,15 @@ own work (a manifest HEAD by tag reads the tag link, the revision link and the m
 from their filesystem storage, then writes an access-log line) is about two thirds of the
 total, so on two cores the registries alone cap the rate near 850 tags/s.
 
-The replicator's share was halved on 2026-11-29 (1.85 -> about 0.95 CPU ms per tag).
-First, httpcore's connection pool counts its connections again for every idle one, twice
-per request, quadratic in the pool's size (encode/httpcore#1035): with 16-32 keep-alive
-connections that was a third of the CPU per HEAD, and a listing concurrency of 32 ran at
-190 tags/s. Then httpcore and h11 gave way to the standard library's `http.client` under
-httpx (`replicator/oci/pool.py`): one HEAD on a kept-alive connection costs 0.14 ms of CPU
-through `http.client`, 0.24 ms through the new transport, 0.37 ms through httpx's own
-(measured single-threaded on loopback, 2,000 requests each). Rates in one sitting before
-and after: 403-411 tags/s (httpx's transport), 456-532 (linear pool), 590 (this
-transport).
+History. On 2026-11-29 the replicator's share was halved (1.85 -> about 0.95 CPU ms per
+tag): httpcore's connection pool counts its connections again for every idle one, twice
+per request, quadratic in the pool's size (encode/httpcore#1035), and a hand-written
+transport on `http.client` (`replicator/oci/pool.py`) replaced httpcore and h11. That
+transport is gone since 2026-12-01 (issue 14: no hand-written HTTP stack; Application
+Insights never saw its requests, proxies switched it off): each registry now has its own
+small `httpx.Client` with httpx's own transport, which keeps httpcore's pool small, and
+the CPU per HEAD of each library is in the `## transport` section. The difference per
+request is the price of the kept library.
 
 Requests are counted by the registries (access logs). On a plain OCI registry a tag's
 digest costs one manifest HEAD, and each repository costs one `tags/list` (plus the

@@ -245,6 +245,14 @@ def credential_from(config: IdentitySettings, identity: RegistryIdentity) -> Tok
     return None
 
 
+def registry_audience(settings: Settings, host: str) -> str:
+    """The Entra audience of ``host``'s token exchange (no ``/.default``), for the worker
+    and doctor alike: ``REPLICATOR_ACR_AUDIENCE``, else the login server's cloud's."""
+    from replicator.oci.credentials import acr_audience
+
+    return settings.acr_audience or acr_audience(host)
+
+
 def registry_credentials(settings: Settings) -> Callable[[str], RegistryAuth | None]:
     """``Registries(credentials=...)``: the data-plane auth per host, one credential each.
 
@@ -260,7 +268,7 @@ def registry_credentials(settings: Settings) -> Callable[[str], RegistryAuth | N
         if host not in cache:
             identity = identity_of(settings, host)
             credential = credential_from(settings.identity, identity)
-            audience = settings.acr_audience  # None: from the host's cloud suffix
+            audience = registry_audience(settings, host)
             cache[host] = (
                 RegistryAuth.azure(credential, tenant=identity.tenant_id, audience=audience)
                 if credential

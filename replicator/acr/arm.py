@@ -67,6 +67,9 @@ class RegistryProperties:
     private_endpoints: int = 0
     export_enabled: bool = True
     role_assignment_mode: str = "LegacyRegistryPermissions"
+    # policies.azureADAuthenticationAsArmPolicy.status (enabled | disabled, enabled when
+    # absent): whether the registry's token exchange takes an ARM-audience Entra token.
+    arm_audience_accepted: bool = True
 
     @property
     def abac(self) -> bool:
@@ -102,6 +105,7 @@ def registry_properties(
     registry = client.registries.get(rid.resource_group, rid.name)
     rules = registry.network_rule_set
     export = registry.policies.export_policy if registry.policies else None
+    as_arm = registry.policies.azure_ad_authentication_as_arm_policy if registry.policies else None
     return RegistryProperties(
         name=rid.name,
         login_server=_text(registry.login_server, ""),
@@ -116,6 +120,8 @@ def registry_properties(
         role_assignment_mode=_text(
             getattr(registry, "role_assignment_mode", None), "LegacyRegistryPermissions"
         ),
+        arm_audience_accepted=_text(as_arm.status if as_arm else None, "enabled").lower()
+        == "enabled",
     )
 
 

@@ -2,7 +2,10 @@
 
 For the source and each target: the identity (and, across tenants, the federation), the
 data plane (``/v2/`` answers, the token exchange works, pull on the source and push on
-the target are allowed: tried, not assumed), and, where the registry has an ARM id, its
+the target are allowed: tried, not assumed), the Entra audience of the exchange (the
+worker's: ``REPLICATOR_ACR_AUDIENCE``, else the login server's cloud's) and whether the
+registry takes it (an ARM audience only while ``azureADAuthenticationAsArmPolicy`` is
+enabled), and, where the registry has an ARM id, its
 SKU, network and export settings, its role-assignment mode and the roles that mode needs
 (the role table's, checked against the caller's permissions from ARM's permissions API),
 the source side of import (read and pull on the source), the source's Event Grid system
@@ -12,11 +15,12 @@ ARM facts live in ``replicator.acr.verdicts``.
 
 from __future__ import annotations
 
+from dataclasses import replace
 from typing import TYPE_CHECKING, Any
 
 from azure.core.exceptions import AzureError, ClientAuthenticationError, HttpResponseError
 
-from replicator.acr import role_checks, roles, verdicts
+from replicator.acr import audience_checks, role_checks, roles, verdicts
 from replicator.acr.arm import (
     RegistryId,
     RegistryProperties,
@@ -27,9 +31,9 @@ from replicator.acr.arm import (
     system_topics,
 )
 from replicator.errors import RegistryError
-from replicator.identity import RegistryIdentity, credential_from, identity_of
+from replicator.identity import RegistryIdentity, credential_from, identity_of, registry_audience
 from replicator.model import Strategy
-from replicator.oci.auth import ACR_SCOPE
+from replicator.oci.credentials import acr_audience
 from replicator.strategy import choose_strategy, foreseen_refusal, planned_path
 
 if TYPE_CHECKING:
@@ -159,22 +163,46 @@ def _registry(
 ) -> tuple[list[Check], ArmFacts]:
     identity = identity_of(settings, host)
     credential = credential_from(settings.identity, identity)
-    checks = [_identity(host, identity, credential)]
+    audience = registry_audience(settings, host)  # what the worker's exchange asks for
+    checks = [_identity(host, identity, credential, audience)]
     checks += _data_plane(registries, host, identity, source=target is None)
     resource_id = settings.source_resource_id if target is None else target.resource_id
     facts = ArmFacts(error="not asked")
     if resource_id and credential is not None and checks[0].ok:
         facts = _arm(settings, credential, RegistryId.parse(resource_id), target, arm_kwargs)
         checks += verdicts.properties(host, facts.properties, facts.error, source=target is None)
+    if credential is not None:
+        checks = _with_audience(settings, host, audience, facts, checks)
     return checks, facts
 
 
-def _identity(host: str, identity: RegistryIdentity, credential: TokenCredential | None) -> Check:
+def _with_audience(
+    settings: Settings, host: str, audience: str, facts: ArmFacts, checks: list[Check]
+) -> list[Check]:
+    """The audience check; when the registry refuses the audience, a refused token
+    exchange points at it rather than at the identity."""
+    verdict = audience_checks.audience_check(
+        host,
+        audience,
+        configured=settings.acr_audience is not None,
+        works=acr_audience(host),
+        arm_endpoint=settings.arm_endpoint,
+        props=facts.properties,
+    )
+    if verdict.ok:
+        return [*checks, verdict]
+    refused = [replace(c, fix=verdict.fix) if c.name == "token" and not c.ok else c for c in checks]
+    return [*refused, verdict]
+
+
+def _identity(
+    host: str, identity: RegistryIdentity, credential: TokenCredential | None, audience: str
+) -> Check:
     name = "cross-tenant" if identity.cross_tenant else "identity"
     if credential is None:
         return Check(host, name, "pass", "no Azure identity: anonymous or registry challenge")
     try:
-        credential.get_token(ACR_SCOPE)
+        credential.get_token(f"{audience}/.default")
     except ClientAuthenticationError as exc:
         return Check(host, name, "fail", _first_line(exc), verdicts.identity_fix(identity))
     what = f"{identity.mode} identity gets tokens"

@@ -4,6 +4,11 @@ What it serves (shapes from the 2025-11-01 REST spec the SDK was generated from)
 - ``GET .../registries/{name}``: ``sku``, ``properties.loginServer``,
   ``publicNetworkAccess``, ``networkRuleBypassOptions``, ``networkRuleSet.defaultAction``,
   ``anonymousPullEnabled``, ``privateEndpointConnections``, ``policies.exportPolicy``,
+  ``policies.azureADAuthenticationAsArmPolicy.status`` (``enabled`` | ``disabled``, default
+  ``enabled``: azure-rest-api-specs Microsoft.ContainerRegistry Registry.models.tsp,
+  ``Policies`` / ``AzureADAuthenticationAsArmPolicy``, in the stable versions from
+  2025-04-01 on, e.g. stable/2025-04-01/examples/RegistryList.json; the data-plane token
+  double refuses an ARM-audience Entra token while it is ``disabled``),
   ``roleAssignmentMode`` (``LegacyRegistryPermissions`` | ``AbacRepositoryPermissions``);
 - ``POST .../registries/{name}/importImage``: 202 with ``Location`` and
   ``Azure-AsyncOperation``; the operation polls ``InProgress`` ``polls`` times, then
@@ -68,6 +73,7 @@ class FakeAcr:
     export_enabled: bool = True
     tenant: str = "tenant-home"
     role_assignment_mode: str = LEGACY_MODE
+    arm_audience_policy: str = "enabled"  # policies.azureADAuthenticationAsArmPolicy.status
     # For a data plane behind a token service: ACR's own token for a scope (import's access)
     backend: Callable[[str], str] | None = None
 
@@ -106,7 +112,8 @@ class FakeAcr:
                 "anonymousPullEnabled": self.anonymous_pull,
                 "privateEndpointConnections": pecs,
                 "policies": {
-                    "exportPolicy": {"status": "enabled" if self.export_enabled else "disabled"}
+                    "exportPolicy": {"status": "enabled" if self.export_enabled else "disabled"},
+                    "azureADAuthenticationAsArmPolicy": {"status": self.arm_audience_policy},
                 },
                 "roleAssignmentMode": self.role_assignment_mode,
             },

@@ -13,7 +13,11 @@ while their ``expires_in`` says otherwise), ``fail_next`` (503s to answer first)
 
 With ``acr`` (an ``AcrExchange``) the service stands in for an Azure container registry:
 the exchange takes the Entra tokens the identity doubles issued for the registry's
-audience, and the access token carries only the actions the principal's roles on that
+audience, and those for an ARM audience only while the registry's
+``azureADAuthenticationAsArmPolicy`` is ``enabled`` (``arm_policy``: its status as ARM
+serves it, e.g. ``lambda: fake_acr.arm_audience_policy``; [OAUTH]: "ARM or
+containerregistry.azure.net", the latter alone when the policy is disabled), and the
+access token carries only the actions the principal's roles on that
 registry allow, decided by ``replicator/acr/roles.py`` from the published role
 definitions in the registry's role-assignment mode (pull with AcrPull, AcrPush or the
 importer role; push with AcrPush; on ABAC registries only the Repository roles and, for
@@ -29,7 +33,7 @@ import json
 import secrets
 import threading
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
@@ -48,6 +52,14 @@ from replicator.acr import roles
 
 ISSUER = "acr-replicator-test-issuer"
 ACR_AUDIENCE = "https://containerregistry.azure.net"
+# The clouds' ARM audiences (the Azure SDKs' ContainerRegistryAudience ARM values)
+ARM_AUDIENCES = frozenset(
+    {
+        "https://management.azure.com",
+        "https://management.chinacloudapi.cn",
+        "https://management.usgovcloudapi.net",
+    }
+)
 _OPERATIONS: dict[str, roles.Operation] = {"pull": "pull", "push": "push", "delete": "delete"}
 
 
@@ -62,12 +74,19 @@ class AcrExchange:
     registry_id: str
     abac: bool = False
     audiences: frozenset[str] = frozenset({ACR_AUDIENCE})
+    arm_audiences: frozenset[str] = ARM_AUDIENCES
+    arm_policy: Callable[[], str] = lambda: "enabled"  # azureADAuthenticationAsArmPolicy
 
     def principal(self, entra_token: str) -> Principal | None:
         found = self.book.lookup(entra_token)
-        if found is None or found[1] not in self.audiences:
+        if found is None:
             return None
-        return found[0]
+        principal, audience = found
+        if audience in self.audiences:
+            return principal
+        if audience in self.arm_audiences and self.arm_policy() == "enabled":
+            return principal
+        return None
 
     def held(self, principal: Principal) -> tuple[roles.Role, ...]:
         return self.assignments.roles_of(principal, self.registry_id)

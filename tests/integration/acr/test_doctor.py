@@ -6,14 +6,19 @@ takes some of it away; the ARM double decides from the same table."""
 from __future__ import annotations
 
 import json
+from collections.abc import Iterator
+from pathlib import Path
 from typing import Any
 
 import pytest
+from doubles import TokenBook
 from doubles.arm import ABAC_MODE, ArmPair
-from doubles.identity import FED_APP, FUNCTION_MI, OTHER, App, EntraDouble
+from doubles.identity import FED_APP, FUNCTION_MI, OTHER, App, EntraDouble, ManagedIdentityDouble
+from doubles.token_server import ACR_AUDIENCE, AcrExchange, TokenService, serve
 
 from replicator.acr import roles
 from replicator.cli import main
+from replicator.localstack import LocalStack
 
 
 def doctor(
@@ -70,6 +75,7 @@ def test_a_healthy_premium_pair_passes_everything(
         "roles": "pass",
         "import-source": "pass",
         "event-grid": "pass",
+        "audience": "pass",
     }
     assert statuses(checks, readable.target.host) == {
         "identity": "pass",
@@ -81,6 +87,7 @@ def test_a_healthy_premium_pair_passes_everything(
         "roles": "pass",
         "import-role": "pass",
         "strategy": "pass",
+        "audience": "pass",
     }
     assert checks[(readable.target.host, "strategy")]["detail"].startswith("import:")
     source_roles = checks[(readable.source.host, "roles")]["detail"]
@@ -399,12 +406,148 @@ def test_topics_that_cannot_be_listed_degrade_to_a_warning(
 def test_verdicts_do_not_import_doctor() -> None:
     """The doctor <-> verdicts cycle is gone: verdicts is pure, doctor uses it."""
     import ast
-    from pathlib import Path
 
+    import replicator.acr.audience_checks
     import replicator.acr.role_checks
     import replicator.acr.verdicts
 
-    for module in (replicator.acr.verdicts, replicator.acr.role_checks):
+    modules = (replicator.acr.verdicts, replicator.acr.role_checks, replicator.acr.audience_checks)
+    for module in modules:
         tree = ast.parse(Path(module.__file__).read_text())
         imported = {n.module for n in ast.walk(tree) if isinstance(n, ast.ImportFrom)}
         assert "replicator.acr.doctor" not in imported, module.__name__
+
+
+# -- the registry token's audience and azureADAuthenticationAsArmPolicy (issue 13 item 12) --
+
+ARM_AUDIENCE = "https://management.azure.com"
+
+
+@pytest.fixture
+def guarded_target(
+    readable: ArmPair, stack: LocalStack, tmp_path: Path, book: TokenBook
+) -> Iterator[ArmPair]:
+    """The target's data plane behind ACR's token endpoints: the exchange takes the Entra
+    tokens for the ACR audience, and for an ARM audience while the target's
+    ``azureADAuthenticationAsArmPolicy`` (as the ARM double serves it) is enabled."""
+    target = readable.target
+    exchange = AcrExchange(
+        book,
+        readable.arm.assignments,
+        target.resource_id,
+        arm_policy=lambda: target.arm_audience_policy,
+    )
+    service = TokenService(tmp_path, acr=exchange)
+    with serve(service):
+        running = stack.start_registry(config=service.registry_config())
+        target.host = running.host
+        yield readable
+        running.stop()
+
+
+def asked_audiences(managed_identity: ManagedIdentityDouble) -> set[str]:
+    return {q["resource"].rstrip("/") for q in managed_identity.requests if "resource" in q}
+
+
+def test_an_arm_audience_on_a_registry_that_refuses_arm_tokens_fails_naming_what_works(
+    guarded_target: ArmPair,
+    managed_identity: ManagedIdentityDouble,
+    monkeypatch: pytest.MonkeyPatch,
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    """REPLICATOR_ACR_AUDIENCE set to ARM's, the target's azureADAuthenticationAsArmPolicy
+    disabled: the exchange refuses the worker's token; doctor says which audience works and
+    how to fix it, and its own checks asked Entra for the worker's audience, not ACR's."""
+    pair = guarded_target
+    pair.target.arm_audience_policy = "disabled"
+    code, checks = doctor(
+        pair, monkeypatch, capsys, strategy="auto", REPLICATOR_ACR_AUDIENCE=ARM_AUDIENCE
+    )
+    audience = checks[(pair.target.host, "audience")]
+    assert code == 1
+    assert audience["status"] == "fail"
+    assert f"{ARM_AUDIENCE} (REPLICATOR_ACR_AUDIENCE), an ARM audience" in audience["detail"]
+    assert "azureADAuthenticationAsArmPolicy is disabled" in audience["detail"]
+    assert f"{ACR_AUDIENCE} works" in audience["detail"]
+    assert f"set REPLICATOR_ACR_AUDIENCE to {ACR_AUDIENCE}, or remove it" in audience["fix"]
+    assert (
+        f"az acr config authentication-as-arm update -r {pair.target.name} --status enabled"
+        in audience["fix"]
+    )
+    token = checks[(pair.target.host, "token")]
+    assert token["status"] == "fail"
+    assert token["fix"] == audience["fix"]  # not "enable the managed identity"
+    assert ACR_AUDIENCE not in asked_audiences(managed_identity)
+    assert ARM_AUDIENCE in asked_audiences(managed_identity)
+
+
+def test_an_arm_audience_passes_while_the_policy_is_enabled(
+    guarded_target: ArmPair,
+    managed_identity: ManagedIdentityDouble,
+    monkeypatch: pytest.MonkeyPatch,
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    pair = guarded_target
+    code, checks = doctor(
+        pair, monkeypatch, capsys, strategy="auto", REPLICATOR_ACR_AUDIENCE=ARM_AUDIENCE
+    )
+    assert code == 0
+    assert checks[(pair.target.host, "token")]["status"] == "pass"
+    assert checks[(pair.target.host, "push")]["status"] == "pass"
+    audience = checks[(pair.target.host, "audience")]
+    assert audience["status"] == "pass"
+    assert (
+        "an ARM audience: taken while azureADAuthenticationAsArmPolicy is enabled"
+        in (audience["detail"])
+    )
+
+
+def test_the_derived_acr_audience_works_whatever_the_policy(
+    guarded_target: ArmPair,
+    managed_identity: ManagedIdentityDouble,
+    monkeypatch: pytest.MonkeyPatch,
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    pair = guarded_target
+    pair.target.arm_audience_policy = "disabled"
+    code, checks = doctor(pair, monkeypatch, capsys, strategy="auto")
+    assert code == 0
+    assert checks[(pair.target.host, "token")]["status"] == "pass"
+    audience = checks[(pair.target.host, "audience")]
+    assert audience["status"] == "pass"
+    assert audience["detail"] == (
+        f"tokens are asked for {ACR_AUDIENCE} (from the login server's cloud); ARM-audience "
+        "tokens are refused here (azureADAuthenticationAsArmPolicy disabled)"
+    )
+    assert ARM_AUDIENCE not in asked_audiences(managed_identity)
+
+
+def test_the_token_double_refuses_an_arm_token_only_while_the_policy_is_disabled(
+    guarded_target: ArmPair, book: TokenBook
+) -> None:
+    """The double itself: the exchange's audience check follows the ARM double's property."""
+    import httpx
+
+    pair = guarded_target
+    served = json.loads(json.dumps(pair.target.to_json()))
+    assert served["properties"]["policies"]["azureADAuthenticationAsArmPolicy"] == {
+        "status": "enabled"
+    }
+    challenge = httpx.get(f"http://{pair.target.host}/v2/").headers["WWW-Authenticate"]
+    realm = challenge.split('realm="')[1].split('"')[0]
+    service = challenge.split('service="')[1].split('"')[0]
+    exchange = realm.replace("/oauth2/token", "/oauth2/exchange")
+
+    def status(audience: str) -> int:
+        form = {
+            "grant_type": "access_token",
+            "service": service,
+            "access_token": book.issue(FUNCTION_MI, audience),
+        }
+        return httpx.post(exchange, data=form).status_code
+
+    assert status(ARM_AUDIENCE) == 200
+    assert status(ACR_AUDIENCE) == 200
+    pair.target.arm_audience_policy = "disabled"
+    assert status(ARM_AUDIENCE) == 401
+    assert status(ACR_AUDIENCE) == 200

@@ -9,6 +9,7 @@ from replicator.config import Settings
 from replicator.identity import registry_credentials
 from replicator.oci.copy import ImageCopier
 from replicator.oci.registries import Registries
+from replicator.oci.transport import RetryPolicy
 from replicator.planblobs import PlanBlobs
 from replicator.plans import PLANS_QUEUE
 from replicator.queue import DEFAULT_RETRY, StorageJobQueue, StorageRetry
@@ -35,15 +36,23 @@ class Runtime:
         self.registries.close()
 
 
-def build_runtime(settings: Settings, *, storage_retry: StorageRetry = DEFAULT_RETRY) -> Runtime:
+def build_runtime(
+    settings: Settings,
+    *,
+    storage_retry: StorageRetry = DEFAULT_RETRY,
+    registry_retry: RetryPolicy | None = None,
+) -> Runtime:
     """Adapters for ``settings``; the storage connection must be configured.
-    ``storage_retry``: the storage SDKs' retry (tests pass one that does not sleep)."""
+    ``storage_retry`` / ``registry_retry``: the storage SDKs' and the registry client's
+    retries (None: the client's default); tests pass ones that barely sleep."""
     from replicator.errors import ConfigError
 
     if settings.storage is None:
         raise ConfigError([f"the queue connection {settings.queue_connection!r} is not set"])
     registries = Registries(
-        plain_http=settings.uses_plain_http, credentials=registry_credentials(settings)
+        plain_http=settings.uses_plain_http,
+        credentials=registry_credentials(settings),
+        retry=registry_retry,
     )
     copier = ImageCopier(registries)
     importer = None

@@ -14,10 +14,14 @@ from replicator.localrun import QueueOptions, QueueRunner, RunStats, runner_for
 from replicator.localstack import Azurite, Registry
 from replicator.model import CopyJob, Target, utcnow
 from replicator.oci.reference import ImageRef
+from replicator.oci.transport import RetryPolicy
 from replicator.ports import CopyReport
 from replicator.queue import NO_WAIT_RETRY
 from replicator.runtime import Runtime, build_runtime
 
+# The registry client's retry as configured, with short pauses: a refused connection is
+# retried as often as in Azure but does not hold a test for a minute per attempt.
+QUICK_REGISTRY_RETRY = RetryPolicy(base=0.01, cap=0.1)
 FAST = QueueOptions(
     batch_size=16, visibility_timeout=0, max_dequeue_count=3, max_polling_interval=0.1
 )
@@ -64,7 +68,9 @@ def worker_runtime(
         },
         require_storage=True,
     )
-    runtime = build_runtime(settings, storage_retry=NO_WAIT_RETRY)
+    runtime = build_runtime(
+        settings, storage_retry=NO_WAIT_RETRY, registry_retry=QUICK_REGISTRY_RETRY
+    )
     if provision:
         runtime.queue.ensure()
         runtime.status.ensure()

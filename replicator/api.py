@@ -215,6 +215,7 @@ def _status(runtime: Runtime, params: Mapping[str, str], now: datetime) -> ApiRe
             "lastReconcile": runtime.status.last_reconcile(),
             "window": {"from": (now - STATUS_WINDOW).isoformat(), "to": now.isoformat()},
             "targets": target_summary(rows, targets),
+            "untagRefused": {t: r for t in targets if (r := runtime.status.untag_refused(t))},
             "importVerdicts": import_verdicts(runtime.deliver),  # "import cannot work here"
         },
     )

@@ -10,12 +10,16 @@ ACR listing double, built from the data-plane spec.
 
 from __future__ import annotations
 
+import json
+
+import azure.functions as func
 import httpx
 import pytest
 from doubles.acr_listing import AcrListingDouble, serve
 from doubles.seed import manifest_digest, seed
 from worker_support import drain, worker_runtime
 
+from replicator import triggers
 from replicator.acr.tags import delete_tag
 from replicator.localstack import Azurite, Registry
 from replicator.oci.reference import ImageRef
@@ -51,6 +55,10 @@ def test_propagate_untags_and_a_refusing_registry_is_not_requeued(
         kept = dst.head_manifest(ImageRef(target.host, "app", "v1"))
         assert kept is not None and kept.digest == manifest_digest(1)  # never deleted by digest
         assert runtime.status.untag_refused(target.host) is not None
+
+        shown = triggers.status(func.HttpRequest("GET", "/api/status", body=b"", params={}))
+        refused = json.loads(shown.get_body())["untagRefused"]
+        assert list(refused) == [target.host] and "refuses tag deletes" in refused[target.host]
 
         second = run_reconcile(runtime, sleep=lambda _s: None)
         assert second.drift() == first.drift()  # still reported

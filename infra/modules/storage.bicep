@@ -8,9 +8,6 @@ param location string
 param tags object = {}
 param principalId string
 
-@description('Optional: the deploying user (azd sets AZURE_PRINCIPAL_ID), for doctor, replay and the status table from a workstation.')
-param userPrincipalId string = ''
-
 var jobsQueueName = 'replication-jobs'
 var poisonQueueName = '${jobsQueueName}-poison'
 var plansQueueName = 'replication-plans'
@@ -100,17 +97,7 @@ resource assignments 'Microsoft.Authorization/roleAssignments@2022-04-01' = [
   }
 ]
 
-resource userAssignments 'Microsoft.Authorization/roleAssignments@2022-04-01' = [
-  for roleId in roleIds: if (!empty(userPrincipalId)) {
-    name: guid(storage.id, userPrincipalId, roleId)
-    scope: storage
-    properties: {
-      principalId: userPrincipalId
-      principalType: 'User'
-      roleDefinitionId: subscriptionResourceId('Microsoft.Authorization/roleDefinitions', roleId)
-    }
-  }
-]
+// The deploying principal's roles here are modules/deployer-roles.bicep's (principalType inferred).
 
 output id string = storage.id
 output name string = storage.name

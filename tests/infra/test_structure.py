@@ -112,8 +112,6 @@ def test_role_assignments_use_guid_names_and_variable_role_ids() -> None:
         assert principal_type is not None, where
         if where.startswith("modules/deployer-roles.bicep"):
             assert string_value(principal_type) is None, f"{where}: principalType is a parameter"
-        elif where.startswith("modules/storage.bicep:userAssignments"):
-            continue  # unreachable: main.bicep gives storage no user (the next test)
         else:
             assert string_value(principal_type) == "ServicePrincipal", where  # managed identity
 
@@ -126,6 +124,7 @@ def test_the_deploying_principal_type_is_a_parameter_or_inferred() -> None:
     storage_params = object_property(body(modules["storage"]), "params")
     assert storage_params is not None
     assert object_property(storage_params, "userPrincipalId") is None
+    assert "'User'" not in text(load("modules/storage.bicep").root)  # no hard-coded type left
     deployer = object_property(body(modules["deployerRoles"]), "params")
     assert deployer is not None
     assert text(object_property(deployer, "principalType") or deployer) == "principalType"

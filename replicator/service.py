@@ -8,6 +8,12 @@ while it still holds the digest under another tag is *untagged* (``replicator.ac
 never deleted by digest (that would remove the source-held tag as well); a registry that
 refuses tag deletes leaves the tag, the refusal is remembered per target and reconcile
 reports the tag instead of queueing it again.
+
+A target the worker imports into (strategy ``import``, or ``auto`` that chose import) need
+not be reachable over its data plane: the check for "already present" is then one read
+that, unanswered, lets the import go ahead (ImportImage with ``Force`` is idempotent, and
+the digest is still the one the source holds now), and the job's row says the target was
+not read. See docs/operations.md, "Import targets the worker cannot reach".
 """
 
 from __future__ import annotations
@@ -16,15 +22,20 @@ import logging
 import time
 from datetime import datetime, timedelta
 
+from replicator.acr.reach import read_manifest
 from replicator.acr.tags import delete_tag
 from replicator.errors import DeferRequested, PermanentRegistryError, TransientRegistryError
 from replicator.model import Action, CopyJob, JobResult, Outcome, Target, utcnow
+from replicator.oci.reference import ImageRef
+from replicator.ports import CopyReport
 from replicator.runtime import Runtime
 from replicator.status import Claim, claim, release
+from replicator.strategy import import_reach
 from replicator.telemetry import continue_trace, log_fields, record_job, result_fields
 
 log = logging.getLogger(__name__)
 DUE_TOLERANCE = timedelta(seconds=5)
+SETTLE_ROUNDS = 3  # reads of the source tag after an import, before the job is retried
 
 
 def replicate(runtime: Runtime, job: CopyJob, *, attempt: int = 1) -> JobResult:
@@ -116,12 +127,14 @@ def _push(runtime: Runtime, job: CopyJob, target: Target, attempt: int) -> JobRe
     if digest != job.digest:
         log.info("%s:%s moved to %s since the job was made", job.repository, job.tag, digest)
     dst_ref = job.target_ref.with_digest(None) if job.tag else job.target_ref
-    present = runtime.registries.client(job.target).head_manifest(dst_ref)
-    if present is not None and present.digest == digest:
+    present, unread = _in_target(runtime, target, dst_ref)
+    if present == digest:
         return JobResult(job, Outcome.ALREADY_PRESENT, digest=digest, attempts=attempt)
     if runtime.deliver is None:
         raise PermanentRegistryError("no delivery path configured")
     report, path = runtime.deliver(job, target, digest)
+    if path == "import" and job.tag:
+        report, path = _settle(runtime, job, target, digest, report)
     outcome = Outcome.IMPORTED if path == "import" else Outcome.COPIED
     return JobResult(
         job,
@@ -130,12 +143,68 @@ def _push(runtime: Runtime, job: CopyJob, target: Target, attempt: int) -> JobRe
         digest=report.digest,
         attempts=attempt,
         bytes_copied=report.bytes_copied,
-        error=_fallback_note(report.extra),  # why a copy ran instead of an import, if so
+        error=_notes(report.extra, unread),  # why a copy ran instead, what was not read
     )
 
 
-def _fallback_note(extra: dict[str, str]) -> str | None:
-    notes = [extra[key] for key in ("fallback_reason", "referrers_fallback_reason") if key in extra]
+def _settle(
+    runtime: Runtime, job: CopyJob, target: Target, digest: str, report: CopyReport
+) -> tuple[CopyReport, str]:
+    """After an import, read the source tag again; if it moved, import what it names now.
+
+    An import by digest with ``Force`` sets the DR tag to what this job read from the
+    source. Had the tag moved meanwhile, and another job imported the newer digest before
+    this import landed, this import would set the DR tag back. Reading the source after
+    the import landed closes that: whichever job's import lands last reads the source
+    afterwards. No read of the target is needed. At most ``SETTLE_ROUNDS`` reads of the
+    source; a tag still moving after them is retried."""
+    assert runtime.deliver is not None
+    source = runtime.registries.client(job.source)
+    path = "import"
+    for round_ in range(1, SETTLE_ROUNDS + 1):
+        now = source.head_manifest(job.source_ref.with_digest(None))
+        if now is None or now.digest == digest:  # gone: its delete event handles the tag
+            return report, path
+        if round_ == SETTLE_ROUNDS:
+            break
+        log.info(
+            "%s:%s moved to %s while %s was imported: importing it",
+            job.repository,
+            job.tag,
+            now.digest,
+            digest,
+        )
+        digest = now.digest
+        report, path = runtime.deliver(job, target, digest)
+        if path != "import":
+            return report, path
+    raise TransientRegistryError(
+        f"{job.repository}:{job.tag} kept moving during its imports ({SETTLE_ROUNDS} reads)",
+        operation="import",
+        reference=str(job.source_ref),
+    )
+
+
+def _in_target(runtime: Runtime, target: Target, ref: ImageRef) -> tuple[str | None, str | None]:
+    """The digest ``target`` holds under ``ref`` (None: nothing), and, for an import
+    target whose data plane did not answer, why it was not read (the import goes ahead)."""
+    client = runtime.registries.client(target.login_server)
+    reach = import_reach(runtime.deliver, target)
+    if reach is None:  # a copy may run: it needs the data plane, and so does this check
+        found = client.head_manifest(ref)
+        return (found.digest if found is not None else None), None
+    seen = read_manifest(client, ref, reach)
+    if seen.known:
+        return seen.digest, None
+    log.warning("%s not read before the import (it goes ahead): %s", ref, seen.why)
+    return None, f"{target.login_server} not read before the import: {seen.why}"[:500]
+
+
+def _notes(extra: dict[str, str], unread: str | None) -> str | None:
+    keys = ("fallback_reason", "referrers_fallback_reason", "unconfirmed")
+    notes = [extra[key] for key in keys if key in extra]
+    if unread is not None and "unconfirmed" in extra:
+        notes.insert(0, unread)
     return "; ".join(notes) or None
 
 

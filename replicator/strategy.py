@@ -29,6 +29,7 @@ from replicator.acr.errors import (
     source_read_hint,
     target_role_hint,
 )
+from replicator.acr.reach import DataPlaneReach
 from replicator.config import Settings
 from replicator.identity import identity_of
 from replicator.model import Strategy, is_acr_host, utcnow
@@ -254,6 +255,7 @@ class Planner:
     importer: Importer | None
     copier: Copier
     verdicts: ImportVerdicts = field(default_factory=ImportVerdicts)
+    reach: DataPlaneReach = field(default_factory=DataPlaneReach)
 
     def __call__(self, job: CopyJob, target: Target, digest: str) -> tuple[CopyReport, str]:
         return replicate_with_strategy(
@@ -274,8 +276,31 @@ def deliverer(
     copier: Copier,
     verdicts: ImportVerdicts | None = None,
 ) -> Planner:
-    """A ``Runtime.deliver`` that plans per target."""
-    return Planner(settings, importer, copier, ImportVerdicts() if verdicts is None else verdicts)
+    """A ``Runtime.deliver`` that plans per target. It shares the importer's memory of
+    unreachable data planes (``AcrImporters.reach``), so the worker's check before an
+    import and the importer's after it learn from each other."""
+    reach = getattr(importer, "reach", None)
+    return Planner(
+        settings,
+        importer,
+        copier,
+        ImportVerdicts() if verdicts is None else verdicts,
+        reach if isinstance(reach, DataPlaneReach) else DataPlaneReach(),
+    )
+
+
+def import_reach(deliver: object, target: Target) -> DataPlaneReach | None:
+    """When ``deliver`` will import into ``target`` (strategy ``import``, or ``auto`` that
+    chose import and holds no verdict against it), the memory of unreachable data planes:
+    the target's data plane is then optional to the worker. None when a copy may run, which
+    needs it."""
+    if not isinstance(deliver, Planner) or deliver.importer is None:
+        return None
+    if not choose_strategy(deliver.settings, target).imports:
+        return None
+    if target.strategy is Strategy.AUTO and deliver.verdicts.current(target.login_server):
+        return None
+    return deliver.reach
 
 
 def import_verdicts(deliver: object) -> list[dict[str, str]]:

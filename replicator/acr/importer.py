@@ -9,7 +9,10 @@ their own referrers: ImportImage does not bring them) by its own ImportImage by 
 into the untagged repository, so an ``import`` target needs neither AcrPush nor a data
 plane the worker can reach. Under ``auto`` only, a referrer import refused for a reason a
 copy can overcome falls back to copying the referrers over the data plane. Last it
-confirms the digest the target now holds.
+confirms the digest the target now holds, with one read of the target's data plane
+(``replicator.acr.reach``): where that does not answer (a private endpoint the worker has
+no route to), ARM's succeeded operation is the confirmation, and the report says so
+(``extra["unconfirmed"]``).
 """
 
 from __future__ import annotations
@@ -23,6 +26,7 @@ from azure.core.exceptions import HttpResponseError, ServiceRequestError, Servic
 from replicator.acr.arm import RegistryId, management_client
 from replicator.acr.errors import NOT_CONFIGURED, ImportUnavailableError, classify
 from replicator.acr.import_plan import ImportPlan, check_manifest_count, plan_import
+from replicator.acr.reach import DataPlaneReach, read_manifest
 from replicator.errors import (
     InvalidReferenceError,
     NotFoundError,
@@ -67,9 +71,11 @@ class AcrImporter:
         polling_interval: float = 1.0,
         deadline: float = 600,
         retry_total: int = 3,
+        reach: DataPlaneReach | None = None,
         **client_kwargs: Any,
     ) -> None:
         self.settings = settings
+        self.reach = reach if reach is not None else DataPlaneReach()
         self.credential = credential
         self.source_credential = source_credential
         self.copier = copier
@@ -115,8 +121,11 @@ class AcrImporter:
         if plan is not None and plan.referrers:
             referrers, how = self._referrers(job, target, rid, plan)
             extra.update(how)
+        unconfirmed = self._confirm(dst, digest)
+        if unconfirmed:
+            extra["unconfirmed"] = unconfirmed
         return CopyReport(
-            digest=self._confirm(dst, digest),
+            digest=digest,
             manifests_copied=plan.manifests if plan is not None else 1,
             referrers_copied=referrers,
             extra=extra,
@@ -244,18 +253,27 @@ class AcrImporter:
                 reference=reference,
             )
 
-    def _confirm(self, dst: ImageRef, digest: str) -> str:
+    def _confirm(self, dst: ImageRef, digest: str) -> str | None:
+        """Check the target holds ``digest`` after the import: one read of its data plane.
+        None when confirmed; where the data plane did not answer, why ARM's succeeded
+        operation is taken as the confirmation. Another digest or nothing there raises."""
         if self.registries is None:
-            return digest
-        found = self.registries.client(dst.registry).head_manifest(dst.with_tag(None))
-        if found is None or found.digest != digest:
+            return None
+        client = self.registries.client(dst.registry)
+        seen = read_manifest(client, dst.with_tag(None), self.reach)
+        if not seen.known:
+            log.warning("%s not confirmed over the data plane: %s", dst, seen.why)
+            return (
+                f"imported; not confirmed over {dst.registry}'s data plane ({seen.why}): "
+                "ARM reported the import succeeded"
+            )[:500]
+        if seen.digest != digest:
             raise TransientRegistryError(
-                f"after the import the target has {found.digest if found else 'nothing'}, "
-                f"not {digest}",
+                f"after the import the target has {seen.digest or 'nothing'}, not {digest}",
                 operation="import",
                 reference=str(dst),
             )
-        return found.digest
+        return None
 
 
 def _target_id(target: Target) -> RegistryId:
@@ -281,11 +299,13 @@ class AcrImporters:
         *,
         copier: ReferrerCopier | None = None,
         registries: Registries | None = None,
+        reach: DataPlaneReach | None = None,
         **importer_kwargs: Any,
     ) -> None:
         self.settings = settings
         self.copier = copier
         self.registries = registries
+        self.reach = reach if reach is not None else DataPlaneReach()  # one per process
         self.importer_kwargs = importer_kwargs
         self._importers: dict[str, AcrImporter] = {}
 
@@ -309,6 +329,7 @@ class AcrImporters:
                 source_credential=credential_for(self.settings, self.settings.source),
                 copier=self.copier,
                 registries=self.registries,
+                reach=self.reach,
                 **self.importer_kwargs,
             )
             self._importers[target.login_server] = found

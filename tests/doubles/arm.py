@@ -76,6 +76,9 @@ class FakeAcr:
     arm_audience_policy: str = "enabled"  # policies.azureADAuthenticationAsArmPolicy.status
     # For a data plane behind a token service: ACR's own token for a scope (import's access)
     backend: Callable[[str], str] | None = None
+    # Where the registry itself reaches its data plane when ``host`` (the login server the
+    # worker is given) has no route from the worker: a private endpoint only ACR uses
+    private_host: str | None = None
 
     @property
     def abac(self) -> bool:
@@ -306,9 +309,18 @@ class ArmDouble(Served):
         assert src is not None
         image = source.get("sourceImage", "")
         try:
-            minters = {r.host: r.backend for r in self.registries.values() if r.backend}
+            minters = {
+                r.private_host or r.host: r.backend for r in self.registries.values() if r.backend
+            }
             auth = BackendAuth(minters) if minters else None
-            copy_image(src, target.host, image, body.get("targetTags") or [], body, auth=auth)
+            copy_image(
+                src,
+                target.private_host or target.host,
+                image,
+                body.get("targetTags") or [],
+                body,
+                auth=auth,
+            )
         except LookupError:
             return {
                 "code": "InvalidParameters",

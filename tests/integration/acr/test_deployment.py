@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import json
 import re
+import socket
 import time
 from collections.abc import Callable, Iterator
 from contextlib import ExitStack, contextmanager
@@ -370,3 +371,36 @@ def test_an_import_target_without_acrpush_gets_the_image_and_referrers_by_import
         dr = runtime.registries.client(pair.target.host)
         with pytest.raises(PermanentRegistryError):  # the data plane refuses this identity a push
             dr.push_blob("team/app", b"not allowed", sha256_digest(b"not allowed"))
+
+
+def closed_port() -> str:
+    """A loopback port nothing listens on: connections are refused."""
+    with socket.create_server(("127.0.0.1", 0)) as sock:
+        return f"127.0.0.1:{sock.getsockname()[1]}"
+
+
+def test_an_import_target_behind_a_private_endpoint_needs_no_data_plane_from_the_worker(
+    deploy: Callable[[Deployed], ArmPair], fresh_azurite: Azurite, book: TokenBook
+) -> None:
+    """Strategy ``import`` where it is meant for: the target's public access is off and
+    the login server the worker is given refuses it; only ACR's own import (ARM's
+    backend) reaches the data plane. Image and referrers still arrive, each by import."""
+    config = replace(DEPLOYED, strategy="import")
+    pair = deploy(config)
+    real = pair.target.host
+    pair.target.private_host = real
+    pair.target.host = closed_port()
+    pair.target.public_network_access = "Disabled"
+    pair.target.private_endpoints = 1
+    with worker_for(pair, config, fresh_azurite) as runtime:
+        ref, image = push_signed_index(pair, book, "2.0")
+        push_event_from(pair, ref, image)
+        stats = drain(runtime)
+        assert (stats.succeeded, stats.poisoned) == (1, 0)
+        row = row_of(runtime, "2.0")
+        assert (row["outcome"], row["strategy"]) == ("imported", "import")
+        assert "ARM reported the import succeeded" in str(row["lastError"])
+        assert len(pair.arm.import_bodies) == 1 + image.referrers
+    pair.target.host = real  # read DR where the test can reach it, as the worker's identity
+    with worker_for(pair, config, fresh_azurite) as reader:
+        assert_in_dr(reader, pair, ref, image)

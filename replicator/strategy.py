@@ -14,8 +14,6 @@ permanent failure.
 from __future__ import annotations
 
 import logging
-import threading
-from collections import OrderedDict
 from collections.abc import Callable
 from dataclasses import dataclass, field, replace
 from datetime import datetime, timedelta
@@ -31,6 +29,7 @@ from replicator.acr.errors import (
 )
 from replicator.acr.reach import DataPlaneReach
 from replicator.config import Settings
+from replicator.expiring import Expiring
 from replicator.identity import identity_of
 from replicator.model import Strategy, is_acr_host, utcnow
 from replicator.telemetry import record_fallback, span
@@ -94,44 +93,28 @@ class ImportVerdicts:
         limit: int = VERDICT_LIMIT,
         clock: Callable[[], datetime] = utcnow,
     ) -> None:
-        self.ttl = ttl
-        self.limit = limit
-        self.clock = clock
-        self._verdicts: OrderedDict[str, Verdict] = OrderedDict()
-        self._lock = threading.Lock()
+        self._verdicts: Expiring[Verdict] = Expiring(ttl, limit=limit, clock=clock)
 
     def remember(self, target: str, error: ImportUnavailableError) -> Verdict | None:
         """Keep ``error`` as the target's verdict, unless it holds for one image only."""
         if error.reason in _PER_IMAGE:
             return None
-        now = self.clock()
-        verdict = Verdict(target, error.reason, str(error)[:500], now, now + self.ttl)
-        with self._lock:
-            self._verdicts.pop(target, None)
-            self._verdicts[target] = verdict
-            while len(self._verdicts) > self.limit:
-                self._verdicts.popitem(last=False)
+        now = self._verdicts.clock()
+        verdict = Verdict(target, error.reason, str(error)[:500], now, now + self._verdicts.ttl)
+        self._verdicts.put(target, verdict)
         return verdict
 
     def current(self, target: str) -> Verdict | None:
         """The target's verdict if it still holds (an expired one is dropped)."""
-        now = self.clock()
-        with self._lock:
-            verdict = self._verdicts.get(target)
-            if verdict is not None and verdict.until <= now:
-                del self._verdicts[target]
-                return None
-            return verdict
+        found = self._verdicts.get(target)
+        return None if found is None else found[1]
 
     def forget(self, target: str) -> None:
-        with self._lock:
-            self._verdicts.pop(target, None)
+        self._verdicts.forget(target)
 
     def snapshot(self) -> tuple[Verdict, ...]:
         """Every verdict that still holds, oldest first."""
-        now = self.clock()
-        with self._lock:
-            return tuple(v for v in self._verdicts.values() if v.until > now)
+        return self._verdicts.values()
 
 
 def source_is_acr(settings: Settings) -> bool:

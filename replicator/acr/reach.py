@@ -16,14 +16,13 @@ and a missing role is not hidden.
 from __future__ import annotations
 
 import logging
-import threading
-from collections import OrderedDict
 from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import TYPE_CHECKING
 
 from replicator.errors import DeferRequested, TransientRegistryError
+from replicator.expiring import Expiring
 from replicator.model import utcnow
 from replicator.oci.manifests import ACCEPT
 from replicator.oci.transport import expect
@@ -59,34 +58,21 @@ class DataPlaneReach:
         limit: int = REACH_LIMIT,
         clock: Callable[[], datetime] = utcnow,
     ) -> None:
-        self.ttl = ttl
-        self.limit = limit
-        self.clock = clock
-        self._down: OrderedDict[str, tuple[datetime, str]] = OrderedDict()
-        self._lock = threading.Lock()
+        self._down: Expiring[str] = Expiring(ttl, limit=limit, clock=clock)
 
     def mark(self, host: str, why: str) -> None:
-        with self._lock:
-            self._down.pop(host, None)
-            self._down[host] = (self.clock() + self.ttl, why[:300])
-            while len(self._down) > self.limit:
-                self._down.popitem(last=False)
+        self._down.put(host, why[:300])
 
     def unreachable(self, host: str) -> str | None:
         """Why ``host`` did not answer, while that is remembered; None otherwise."""
-        with self._lock:
-            found = self._down.get(host)
-            if found is None:
-                return None
-            until, why = found
-            if until <= self.clock():
-                del self._down[host]
-                return None
-            return f"{why} (remembered until {until:%H:%M:%SZ})"
+        found = self._down.get(host)
+        if found is None:
+            return None
+        until, why = found
+        return f"{why} (remembered until {until:%H:%M:%SZ})"
 
     def forget(self, host: str) -> None:
-        with self._lock:
-            self._down.pop(host, None)
+        self._down.forget(host)
 
 
 def read_manifest(client: RegistryClient, ref: ImageRef, reach: DataPlaneReach) -> Seen:

@@ -9,7 +9,8 @@ from __future__ import annotations
 import logging
 import os
 import threading
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
+from typing import Protocol, TypeVar
 
 import azure.functions as func
 
@@ -32,6 +33,13 @@ from replicator.telemetry import (
 )
 
 log = logging.getLogger("replicator")
+T = TypeVar("T")
+
+
+class PoisonSink(Protocol):
+    def send_poison(self, body: str, reason: str) -> None: ...
+
+
 _lock = threading.Lock()
 _runtime: Runtime | None = None
 
@@ -104,12 +112,8 @@ def replicate(msg: func.QueueMessage) -> None:
     """Run one job. A malformed message goes to the poison queue at once, with its reason;
     only failures a retry can fix are raised (the host retries, then poisons)."""
     rt = runtime()
-    body = msg.get_body()
-    try:
-        job = CopyJob.from_json(body)
-    except InvalidJobError as exc:
-        log.error("poisoned malformed message %s: %s", msg.id, exc)
-        rt.queue.send_poison(body.decode("utf-8", "replace"), str(exc))
+    job = _decoded(msg, CopyJob.from_json, rt.queue, "message")
+    if job is None:
         return
     attempt = getattr(msg, "dequeue_count", None) or 1
     service.replicate(rt, job, attempt=int(attempt))
@@ -119,15 +123,24 @@ def run_plan(msg: func.QueueMessage) -> None:
     """Run one resync plan (list, diff, enqueue). A malformed plan message goes to the
     plans' poison queue at once; only failures a retry can fix are raised."""
     rt = runtime()
-    body = msg.get_body()
-    try:
-        request = PlanRequest.from_json(body)
-    except InvalidJobError as exc:
-        log.error("poisoned malformed plan message %s: %s", msg.id, exc)
-        rt.plans.send_poison(body.decode("utf-8", "replace"), str(exc))
+    request = _decoded(msg, PlanRequest.from_json, rt.plans, "plan message")
+    if request is None:
         return
     with span("plan", plan=request.plan_id, repository=request.repository or "*"):
         execute_plan(rt, request)
+
+
+def _decoded(
+    msg: func.QueueMessage, parse: Callable[[bytes], T], poison: PoisonSink, what: str
+) -> T | None:
+    """The message parsed, or None once a malformed one went to ``poison`` with its reason."""
+    body = msg.get_body()
+    try:
+        return parse(body)
+    except InvalidJobError as exc:
+        log.error("poisoned malformed %s %s: %s", what, msg.id, exc)
+        poison.send_poison(body.decode("utf-8", "replace"), str(exc))
+        return None
 
 
 def reconcile(timer: func.TimerRequest) -> None:

@@ -6,7 +6,7 @@ import os
 import re
 from pathlib import Path
 
-from replicator.localstack import Registry
+from devstack.localstack import Registry
 
 ROOT = Path(__file__).resolve().parent.parent
 RESULTS = ROOT / "bench" / "RESULTS.md"

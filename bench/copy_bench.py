@@ -27,11 +27,11 @@ from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 
 from bench import ROOT, publish, registry_cpu
-from replicator.localstack import LocalStack, Registry
-from replicator.oci.copy import ImageCopier
-from replicator.oci.reference import ImageRef
-from replicator.oci.registries import Registries
-from replicator.oci.testimages import push_test_image
+from devstack.localstack import LocalStack, Registry
+from devstack.testimages import push_test_image
+from replicator.adapters.oci.copy import ImageCopier
+from replicator.adapters.oci.registries import Registries
+from replicator.domain.reference import ImageRef
 
 MIB = 1024 * 1024
 PYTHON = sys.executable

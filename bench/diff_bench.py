@@ -25,12 +25,12 @@ sys.path.insert(0, str(ROOT / "tests"))  # the seeding helper lives with the tes
 from doubles.seed import seed  # noqa: E402
 
 from bench import publish, registry_cpu  # noqa: E402
+from devstack.localstack import LocalStack, Registry  # noqa: E402
+from replicator.app.reconcile import compare  # noqa: E402
 from replicator.cli.diff import registries_for  # noqa: E402
-from replicator.config import Settings  # noqa: E402
-from replicator.filters import Filters  # noqa: E402
-from replicator.localstack import LocalStack, Registry  # noqa: E402
-from replicator.model import Target  # noqa: E402
-from replicator.reconcile import compare  # noqa: E402
+from replicator.domain.config import Settings  # noqa: E402
+from replicator.domain.filters import Filters  # noqa: E402
+from replicator.domain.model import Target  # noqa: E402
 
 _REQUEST = re.compile(r'^\S+ - \S+ \[[^\]]+\] "[A-Z]+ ')
 

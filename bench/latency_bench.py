@@ -25,10 +25,10 @@ import time
 
 from bench import ROOT, publish
 from bench.copy_bench import ours, run, skopeo
-from replicator.localstack import LocalStack
-from replicator.oci.reference import ImageRef
-from replicator.oci.registries import Registries
-from replicator.oci.testimages import push_test_image
+from devstack.localstack import LocalStack
+from devstack.testimages import push_test_image
+from replicator.adapters.oci.registries import Registries
+from replicator.domain.reference import ImageRef
 
 sys.path.insert(0, str(ROOT / "tests"))  # the proxy lives with the test doubles
 

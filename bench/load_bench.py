@@ -33,14 +33,14 @@ from integration.worker_support import (  # noqa: E402
 )
 
 from bench import publish  # noqa: E402
-from replicator import triggers  # noqa: E402
-from replicator.api import percentile  # noqa: E402
-from replicator.config import StorageConnection  # noqa: E402
-from replicator.localrun import QueueOptions, QueueRunner  # noqa: E402
-from replicator.localstack import LocalStack  # noqa: E402
-from replicator.model import utcnow  # noqa: E402
-from replicator.queue import queue_client  # noqa: E402
-from replicator.runtime import Runtime  # noqa: E402
+from devstack.localrun import QueueOptions, QueueRunner  # noqa: E402
+from devstack.localstack import LocalStack  # noqa: E402
+from replicator.adapters.azure.queue import queue_client  # noqa: E402
+from replicator.app.api import percentile  # noqa: E402
+from replicator.app.runtime import Runtime  # noqa: E402
+from replicator.domain.config import StorageConnection  # noqa: E402
+from replicator.domain.model import utcnow  # noqa: E402
+from replicator.functions import triggers  # noqa: E402
 
 
 def _runner(runtime: Runtime) -> QueueRunner:

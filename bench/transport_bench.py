@@ -2,7 +2,7 @@
 
 Against a real CNCF distribution registry on loopback: ``urllib3.PoolManager`` and
 ``httpx.Client`` with its default transport (one small client for the registry, as
-``replicator.oci.registries`` keeps one per registry host), each from 1, 4 and 16 threads
+``replicator.adapters.oci.registries`` keeps one per registry host), each from 1, 4 and 16 threads
 sharing one pool. ``http.client`` bare (one connection, one thread) is the floor. Each
 figure is the median over ``--runs`` runs of ``--requests`` HEADs; CPU is this process's
 (``time.process_time``), so the registry's own work is left out. Writes the
@@ -27,11 +27,11 @@ import httpx
 import urllib3
 
 from bench import publish
-from replicator.localstack import LocalStack
-from replicator.oci.manifests import ACCEPT
-from replicator.oci.reference import ImageRef
-from replicator.oci.registries import Registries
-from replicator.oci.testimages import push_test_image
+from devstack.localstack import LocalStack
+from devstack.testimages import push_test_image
+from replicator.adapters.oci.registries import Registries
+from replicator.domain.manifests import ACCEPT
+from replicator.domain.reference import ImageRef
 
 Head = Callable[[], int]
 
@@ -138,7 +138,7 @@ def main(argv: list[str] | None = None) -> int:
 
 NOTES = """\
 Chosen: httpx, one small `httpx.Client` per registry host with its default transport
-(`replicator/oci/registries.py`). urllib3 costs less CPU per request, but the whole
+(`replicator/adapters/oci/registries.py`). urllib3 costs less CPU per request, but the whole
 client (requests, streamed responses, timeouts, errors, the tests' `MockTransport`) is
 written against httpx, whose default transport Azure Monitor's distro instruments for
 dependency spans, reads `*_PROXY`/`NO_PROXY` and keeps the same `Limits` on its proxy

@@ -110,7 +110,7 @@ var identities = crossTenant
 // strategy x delete policy x role-assignment mode -> role keys), shared with the code,
 // doctor and the test doubles. Only indexed here: no role id is written in Bicep. Branches
 // are indexed with brackets ('import' is a Bicep keyword).
-var roleTable = loadJsonContent('../replicator/acr/roles.json')
+var roleTable = loadJsonContent('../replicator/adapters/acr/roles.json')
 var grantMatrix = roleTable.matrix
 var deletesPropagate = toLower(trim(deletePolicy)) != 'keep'
 // The paths the targets take (import, copy), from their strategies.

@@ -8,7 +8,7 @@ from typing import Any
 
 import pytest
 
-from replicator.localstack import Azurite, LocalStack, Registry
+from devstack.localstack import Azurite, LocalStack, Registry
 
 
 @pytest.fixture(scope="session")

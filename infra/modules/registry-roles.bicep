@@ -1,13 +1,13 @@
 // Roles for the function's identity on one registry (deployed into the registry's group).
-// Roles are named by their keys in the role table, replicator/acr/roles.json, whose grant
+// Roles are named by their keys in the role table, replicator/adapters/acr/roles.json, whose grant
 // matrix main.bicep reads; their ids come from the same table.
 param registryName string
 param principalId string
 
-@description('Keys of roles in replicator/acr/roles.json (for example importer, acrPush).')
+@description('Keys of roles in replicator/adapters/acr/roles.json (for example importer, acrPush).')
 param roleKeys array
 
-var roleTable = loadJsonContent('../../replicator/acr/roles.json')
+var roleTable = loadJsonContent('../../replicator/adapters/acr/roles.json')
 var roleIds = map(roleKeys, key => roleTable.roles[key].id)
 
 resource registry 'Microsoft.ContainerRegistry/registries@2023-07-01' existing = {

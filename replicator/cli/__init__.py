@@ -13,10 +13,10 @@ import logging
 import sys
 from collections.abc import Sequence
 
-from replicator.errors import ConfigError, InvalidReferenceError, ReplicatorError, StackError
+from replicator.cli.exits import EXIT_FAILURES, EXIT_USAGE
+from replicator.domain.errors import ConfigError, InvalidReferenceError, ReplicatorError, StackError
 
 COMMANDS = ("copy", "sync", "diff", "doctor", "demo")
-EXIT_OK, EXIT_FAILURES, EXIT_USAGE = 0, 1, 2
 
 
 class _Parser(argparse.ArgumentParser):

@@ -17,10 +17,9 @@ import threading
 import time
 from typing import Any, TextIO
 
-from replicator.errors import InvalidReferenceError
-from replicator.oci.reference import ImageRef
-
-EXIT_OK = 0
+from replicator.cli.exits import EXIT_OK
+from replicator.domain.errors import InvalidReferenceError
+from replicator.domain.reference import ImageRef
 
 
 def register(subparsers: Any) -> None:
@@ -55,9 +54,9 @@ def references(source: str, destination: str) -> tuple[ImageRef, ImageRef]:
 
 
 def run(args: argparse.Namespace) -> int:
-    from replicator.oci.copy import ImageCopier
-    from replicator.oci.registries import Registries
-    from replicator.oci.workstation import plain_http_hosts, workstation_credentials
+    from replicator.adapters.oci.copy import ImageCopier
+    from replicator.adapters.oci.registries import Registries
+    from replicator.cli.workstation import plain_http_hosts, workstation_credentials
 
     if args.concurrency < 1:
         raise InvalidReferenceError("--concurrency must be at least 1")

@@ -11,17 +11,16 @@ import json
 import sys
 from typing import Any
 
-from replicator.config import Settings, _check_glob
-from replicator.errors import ConfigError
-from replicator.filters import Filters
-from replicator.model import Target
-from replicator.oci.reference import parse_registry
-from replicator.oci.registries import Registries
-from replicator.oci.workstation import workstation_credentials
-from replicator.planning import Plan
-from replicator.reconcile import ClientSource, ReconcileReport, compare
-
-EXIT_OK, EXIT_DRIFT, EXIT_UNKNOWN = 0, 1, 2
+from replicator.adapters.oci.registries import Registries
+from replicator.app.reconcile import ClientSource, ReconcileReport, compare
+from replicator.cli.exits import EXIT_DRIFT, EXIT_OK, EXIT_UNKNOWN
+from replicator.cli.workstation import workstation_credentials
+from replicator.domain.config import Settings, _check_glob
+from replicator.domain.errors import ConfigError
+from replicator.domain.filters import Filters
+from replicator.domain.model import Target
+from replicator.domain.planning import Plan
+from replicator.domain.reference import parse_registry
 
 
 def add_common(parser: argparse.ArgumentParser) -> None:

@@ -14,13 +14,12 @@ import os
 import sys
 from typing import Any, TextIO
 
-from replicator.acr.doctor import Check, run_doctor
-from replicator.config import load_settings
-from replicator.identity import registry_credentials
-from replicator.oci.registries import Registries
-from replicator.oci.transport import RetryPolicy
-
-EXIT_OK, EXIT_FAILURES = 0, 1
+from replicator.adapters.azure.credentials import registry_credentials
+from replicator.adapters.oci.registries import Registries
+from replicator.adapters.oci.transport import RetryPolicy
+from replicator.app.doctor.run import Check, run_doctor
+from replicator.cli.exits import EXIT_FAILURES, EXIT_OK
+from replicator.domain.config import load_settings
 
 
 def register(subparsers: Any) -> None:

@@ -21,18 +21,17 @@ from typing import Any, TextIO
 
 import httpx
 
+from replicator.adapters.oci.copy import ImageCopier
+from replicator.adapters.oci.registries import Registries
+from replicator.app.ports import Copier
+from replicator.app.reconcile import Pacing, enqueue
 from replicator.cli.diff import add_common, measure, print_plan, registries_for, settings_from
-from replicator.config import DEFAULT_QUEUE_CONNECTION, Settings, parse_storage
-from replicator.errors import ConfigError, ReplicatorError
-from replicator.model import Strategy
-from replicator.oci.copy import ImageCopier
-from replicator.oci.reference import ImageRef
-from replicator.oci.registries import Registries
-from replicator.planning import DriftEntry, Plan, jobs_for
-from replicator.ports import Copier, CopyReport
-from replicator.reconcile import Pacing, enqueue
-
-EXIT_OK, EXIT_FAILURES, EXIT_USAGE, EXIT_INTERRUPTED = 0, 1, 2, 130
+from replicator.cli.exits import EXIT_FAILURES, EXIT_INTERRUPTED, EXIT_OK, EXIT_USAGE
+from replicator.domain.config import DEFAULT_QUEUE_CONNECTION, Settings, parse_storage
+from replicator.domain.errors import ConfigError, ReplicatorError
+from replicator.domain.model import CopyReport, Strategy
+from replicator.domain.planning import DriftEntry, Plan, jobs_for
+from replicator.domain.reference import ImageRef
 
 
 def register(subparsers: Any) -> None:
@@ -164,7 +163,7 @@ def _dry_run(args: argparse.Namespace, drift: Plan) -> int:
 
 
 def _enqueue(args: argparse.Namespace, settings: Settings, drift: Plan) -> int:
-    from replicator.queue import StorageJobQueue
+    from replicator.adapters.azure.queue import StorageJobQueue
 
     storage = parse_storage(os.environ, args.queue_connection)
     if storage is None:

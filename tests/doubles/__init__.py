@@ -5,7 +5,7 @@ thread, and stops on exit. ``TokenBook`` is the shared memory of issued tokens: 
 identity doubles write to it and the ARM double reads it, as Entra and ARM share trust.
 ``RoleAssignments`` is Azure RBAC's memory of who holds which built-in role on which
 registry: the ARM double and the registry token service (``token_server.AcrExchange``)
-both decide from it, with the role table of ``replicator/acr/roles.json`` (the roles'
+both decide from it, with the role table of ``replicator/adapters/acr/roles.json`` (the roles'
 published actions and data actions), as ARM and ACR's token endpoint share RBAC.
 """
 
@@ -23,7 +23,7 @@ from urllib.parse import urlsplit
 
 import trustme
 
-from replicator.acr import roles
+from replicator.adapters.acr import roles
 
 # (method, path with query, headers, body) -> (status, headers, JSON body or None)
 Handler = Callable[[str, str, dict[str, str], bytes], tuple[int, dict[str, str], Any]]

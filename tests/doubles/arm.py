@@ -21,7 +21,7 @@ What it serves (shapes from the 2025-11-01 REST spec the SDK was generated from)
 - ``GET /subscriptions/{id}/providers/Microsoft.EventGrid/systemTopics``: the system
   topics registered with ``topics`` (``properties.source``, ``topicType``, ``identity``).
 
-Authorization is decided from the role table only (``replicator/acr/roles.json``: the
+Authorization is decided from the role table only (``replicator/adapters/acr/roles.json``: the
 built-in roles' published actions and data actions) and ``RoleAssignments``, as ARM
 decides it:
 - every request: a bearer token the identity doubles issued for this ARM's audience;
@@ -49,8 +49,8 @@ import trustme
 
 from doubles import JsonServer, Principal, RoleAssignments, Served, TokenBook, bearer, split
 from doubles.registry_copy import BackendAuth, copy_image
-from replicator.acr import roles
-from replicator.acr.roles import ABAC_MODE, IMPORT_ACTION, REGISTRY_READ
+from replicator.adapters.acr import roles
+from replicator.adapters.acr.roles import ABAC_MODE, IMPORT_ACTION, REGISTRY_READ
 
 LEGACY_MODE = "LegacyRegistryPermissions"
 TOPICS_READ = "Microsoft.EventGrid/systemTopics/read"

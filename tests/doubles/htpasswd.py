@@ -6,7 +6,7 @@ from pathlib import Path
 
 import bcrypt
 
-from replicator.localstack import LocalStack, Registry
+from devstack.localstack import LocalStack, Registry
 
 
 def start_basic_registry(

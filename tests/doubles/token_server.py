@@ -18,7 +18,7 @@ audience, and those for an ARM audience only while the registry's
 serves it, e.g. ``lambda: fake_acr.arm_audience_policy``; [OAUTH]: "ARM or
 containerregistry.azure.net", the latter alone when the policy is disabled), and the
 access token carries only the actions the principal's roles on that
-registry allow, decided by ``replicator/acr/roles.py`` from the published role
+registry allow, decided by ``replicator/adapters/acr/roles.py`` from the published role
 definitions in the registry's role-assignment mode (pull with AcrPull, AcrPush or the
 importer role; push with AcrPush; on ABAC registries only the Repository roles and, for
 the catalog, Catalog Lister). The real registry behind then refuses what the token lacks,
@@ -48,7 +48,7 @@ from cryptography.hazmat.primitives.asymmetric import ec, rsa
 from cryptography.x509.oid import NameOID
 
 from doubles import Principal, RoleAssignments, TokenBook
-from replicator.acr import roles
+from replicator.adapters.acr import roles
 
 ISSUER = "acr-replicator-test-issuer"
 ACR_AUDIENCE = "https://containerregistry.azure.net"

@@ -4,12 +4,12 @@ from __future__ import annotations
 
 from collections.abc import Iterable
 
-from replicator.demo import compare
-from replicator.errors import RegistryError
-from replicator.localrun import QueueOptions
-from replicator.oci.reference import ImageRef
-from replicator.oci.registries import Registries
-from replicator.oci.testimages import PushedImage, push_test_image
+from devstack.demo import compare
+from devstack.localrun import QueueOptions
+from devstack.testimages import PushedImage, push_test_image
+from replicator.adapters.oci.registries import Registries
+from replicator.domain.errors import RegistryError
+from replicator.domain.reference import ImageRef
 
 PATIENT = QueueOptions(
     batch_size=8, visibility_timeout=0, max_dequeue_count=5, max_polling_interval=0.1

@@ -18,10 +18,10 @@ from doubles.faulty_proxy import Fault, FaultyProxy
 from e2e_support import PATIENT, differences, push_images, same_content
 from integration.worker_support import deliver_push, runner, worker_runtime
 
-from replicator.localstack import Azurite, Registry
-from replicator.oci.reference import ImageRef
-from replicator.oci.registries import Registries
-from replicator.oci.testimages import PushedImage, push_test_image
+from devstack.localstack import Azurite, Registry
+from devstack.testimages import PushedImage, push_test_image
+from replicator.adapters.oci.registries import Registries
+from replicator.domain.reference import ImageRef
 
 ROOT = Path(__file__).resolve().parents[2]
 IMAGES = 12

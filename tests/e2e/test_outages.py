@@ -10,12 +10,12 @@ import pytest
 from e2e_support import PATIENT, differences, push_images, same_content
 from integration.worker_support import FAST, deliver_push, runner, worker_runtime
 
-from replicator import triggers
-from replicator.errors import QueueUnavailableError
-from replicator.localstack import Azurite, LocalStack, Registry
-from replicator.model import CopyJob
-from replicator.oci.reference import ImageRef
-from replicator.reconcile import run_reconcile
+from devstack.localstack import Azurite, LocalStack, Registry
+from replicator.app.reconcile import run_reconcile
+from replicator.domain.errors import QueueUnavailableError
+from replicator.domain.model import CopyJob
+from replicator.domain.reference import ImageRef
+from replicator.functions import triggers
 
 
 @pytest.fixture

@@ -14,11 +14,13 @@ import os
 import sys
 from datetime import timedelta
 
-from replicator import localrun, status, triggers
-from replicator.config import StorageConnection, load_settings
-from replicator.localrun import QueueOptions, QueueRunner
-from replicator.queue import queue_client
-from replicator.runtime import build_runtime
+from devstack import localrun
+from devstack.localrun import QueueOptions, QueueRunner
+from replicator.adapters.azure import status
+from replicator.adapters.azure.queue import queue_client
+from replicator.app.runtime import build_runtime
+from replicator.domain.config import StorageConnection, load_settings
+from replicator.functions import triggers
 
 
 def main() -> int:

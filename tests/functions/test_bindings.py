@@ -10,8 +10,7 @@ from typing import Any
 
 import pytest
 
-from replicator.model import QUEUE_NAME
-from replicator.plans import PLANS_QUEUE
+from replicator.domain.model import PLANS_QUEUE, QUEUE_NAME
 
 ROOT = Path(__file__).resolve().parents[2]
 

@@ -12,13 +12,13 @@ import pytest
 from azure.functions.timer import TimerRequest
 from integration.worker_support import worker_runtime
 
-from replicator import triggers
-from replicator.config import load_settings
-from replicator.errors import QueueUnavailableError
-from replicator.localstack import Azurite, Registry, free_port
-from replicator.model import CopyJob
-from replicator.queue import NO_WAIT_RETRY
-from replicator.runtime import Runtime, build_runtime
+from devstack.localstack import Azurite, Registry, free_port
+from replicator.adapters.azure.queue import NO_WAIT_RETRY
+from replicator.app.runtime import Runtime, build_runtime
+from replicator.domain.config import load_settings
+from replicator.domain.errors import QueueUnavailableError
+from replicator.domain.model import CopyJob
+from replicator.functions import triggers
 
 DIGEST = "sha256:" + "57" * 32
 
@@ -174,9 +174,9 @@ def test_one_trace_from_event_through_queue_to_copy(
     from opentelemetry.sdk.trace.export import SimpleSpanProcessor
     from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
 
-    from replicator import telemetry
-    from replicator.oci.reference import ImageRef
-    from replicator.oci.testimages import push_test_image
+    from devstack.testimages import push_test_image
+    from replicator.adapters.azure import telemetry
+    from replicator.domain.reference import ImageRef
 
     reader, exporter = InMemoryMetricReader(), InMemorySpanExporter()
     tracer_provider = TracerProvider()

@@ -1,5 +1,5 @@
 """Tables in docs/ against what they describe: docs/azure-facts.md names tests that exist,
-docs/deploy.md's roles table is the one generated from replicator/acr/roles.json, and the
+docs/deploy.md's roles table is the one generated from replicator/adapters/acr/roles.json, and the
 README's roles paragraph names the roles it grants."""
 
 from __future__ import annotations
@@ -12,7 +12,7 @@ from pathlib import Path
 import pytest
 from bicep_tree import ROOT
 
-from replicator.acr import roles
+from replicator.adapters.acr import roles
 
 FACTS = ROOT / "docs" / "azure-facts.md"
 TEST_NAME = re.compile(r"`(tests/[\w/]+\.py)::(\w+)`")
@@ -75,8 +75,8 @@ def test_the_roles_table_in_deploy_md_is_the_one_generated_from_roles_json() -> 
     start = doc.index("\n", start) + 1
     end = doc.index("<!-- /roles-table -->")
     assert doc[start:end] == roles.markdown_table(), (
-        "docs/deploy.md's roles table differs from replicator/acr/roles.json; paste "
-        "`python -c 'from replicator.acr import roles; print(roles.markdown_table())'`"
+        "docs/deploy.md's roles table differs from replicator/adapters/acr/roles.json; paste "
+        "`python -c 'from replicator.adapters.acr import roles; print(roles.markdown_table())'`"
     )
 
 

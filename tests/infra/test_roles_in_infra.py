@@ -1,5 +1,5 @@
 """infra/ grants the registry roles from the role table only: it loads
-replicator/acr/roles.json with loadJsonContent, indexes its grant matrix by strategy,
+replicator/adapters/acr/roles.json with loadJsonContent, indexes its grant matrix by strategy,
 delete policy and role-assignment mode, and writes no role id or role name itself."""
 
 from __future__ import annotations
@@ -10,9 +10,9 @@ import re
 import pytest
 from bicep_tree import INFRA, ROOT, load, string_value, text, walk
 
-from replicator.acr import roles
+from replicator.adapters.acr import roles
 
-TABLE = ROOT / "replicator" / "acr" / "roles.json"
+TABLE = ROOT / "replicator" / "adapters" / "acr" / "roles.json"
 GUID = re.compile(r"[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}", re.I)
 REGISTRY_FILES = ["main.bicep", "modules/registry-roles.bicep", "eventgrid.bicep"]
 TABLE_READERS = ["main.bicep", "modules/registry-roles.bicep"]

@@ -23,11 +23,12 @@ from bicep_tree import (
 )
 from tree_sitter import Node
 
-from replicator import model, telemetry
-from replicator.plans import PLANS_CONTAINER, PLANS_QUEUE
+from replicator.adapters.azure import telemetry
+from replicator.domain import model
+from replicator.domain.model import PLANS_CONTAINER, PLANS_QUEUE
 
 # Built-in role ids outside the registry role table (storage, monitoring), checked against
-# Microsoft's built-in roles list; the registry roles come from replicator/acr/roles.json.
+# Microsoft's built-in roles list; the registry roles come from replicator/adapters/acr/roles.json.
 ROLE_IDS = {
     "storageQueueDataContributorRoleId": "974c5e8b-45b9-4653-ba55-5f855dd0fb88",
     "storageTableDataContributorRoleId": "0a9a7e1f-b9d0-4cc4-a60d-0319b160aaa3",
@@ -268,7 +269,7 @@ def test_all_metric_names_in_queries_are_emitted() -> None:
         "queue_depth",
         "poison_messages",
     }
-    source = (ROOT / "replicator" / "telemetry.py").read_text()
+    source = (ROOT / "replicator" / "adapters" / "azure" / "telemetry.py").read_text()
     assert all(f'"{name}"' in source for name in emitted)
     dimensions = {"outcome", "strategy", "target", "kind", "lag_seconds"}
     assert "lag_seconds" in telemetry.result_fields.__code__.co_varnames or "lag_seconds" in source

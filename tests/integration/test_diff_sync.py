@@ -9,18 +9,17 @@ import threading
 import pytest
 from doubles.seed import manifest_digest, seed
 
+from devstack.localstack import Azurite, Registry
+from replicator.adapters.azure.queue import StorageJobQueue
+from replicator.adapters.oci.copy import ImageCopier
+from replicator.adapters.oci.registries import Registries
+from replicator.app.reconcile import compare
 from replicator.cli import main
 from replicator.cli.sync import copy_all
-from replicator.config import Settings, StorageConnection
-from replicator.filters import Filters
-from replicator.localstack import Azurite, Registry
-from replicator.model import CopyJob, Target
-from replicator.oci.copy import ImageCopier
-from replicator.oci.reference import ImageRef
-from replicator.oci.registries import Registries
-from replicator.ports import CopyReport
-from replicator.queue import StorageJobQueue
-from replicator.reconcile import compare
+from replicator.domain.config import Settings, StorageConnection
+from replicator.domain.filters import Filters
+from replicator.domain.model import CopyJob, CopyReport, Target
+from replicator.domain.reference import ImageRef
 
 pytestmark = pytest.mark.integration
 

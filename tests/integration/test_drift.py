@@ -19,12 +19,12 @@ from doubles.acr_listing import AcrListingDouble, serve
 from doubles.seed import manifest_digest, seed
 from worker_support import drain, worker_runtime
 
-from replicator import triggers
-from replicator.acr.tags import delete_tag
-from replicator.localstack import Azurite, Registry
-from replicator.oci.reference import ImageRef
-from replicator.oci.registries import Registries
-from replicator.reconcile import run_reconcile
+from devstack.localstack import Azurite, Registry
+from replicator.adapters.acr.tags import delete_tag
+from replicator.adapters.oci.registries import Registries
+from replicator.app.reconcile import run_reconcile
+from replicator.domain.reference import ImageRef
+from replicator.functions import triggers
 
 pytestmark = pytest.mark.integration
 

@@ -6,11 +6,11 @@ import pytest
 from doubles.acr_listing import AcrListingDouble, serve
 from doubles.seed import manifest_digest, seed
 
-from replicator.listing import RegistryLister
-from replicator.localstack import Registry
-from replicator.oci.registries import Registries
-from replicator.oci.transport import RetryPolicy
-from replicator.ports import TagEntry
+from devstack.localstack import Registry
+from replicator.adapters.oci.listing import RegistryLister
+from replicator.adapters.oci.registries import Registries
+from replicator.adapters.oci.transport import RetryPolicy
+from replicator.domain.model import TagEntry
 
 pytestmark = pytest.mark.integration
 

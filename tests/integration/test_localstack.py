@@ -9,8 +9,8 @@ from pathlib import Path
 
 import pytest
 
-from replicator.errors import StackError
-from replicator.localstack import LocalStack, find_registry_binary
+from devstack.localstack import LocalStack, find_registry_binary
+from replicator.domain.errors import StackError
 
 ROOT = Path(__file__).resolve().parents[2]
 

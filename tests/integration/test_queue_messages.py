@@ -17,12 +17,8 @@ from urllib.parse import parse_qs, urlsplit
 import pytest
 from worker_support import worker_runtime
 
-from replicator import service
-from replicator.config import StorageConnection
-from replicator.errors import InvalidJobError
-from replicator.localstack import Azurite, Registry
-from replicator.model import Action, CopyJob, Outcome, utcnow
-from replicator.queue import (
+from devstack.localstack import Azurite, Registry
+from replicator.adapters.azure.queue import (
     MAX_MESSAGE_BYTES,
     MAX_VISIBILITY_SECONDS,
     NEVER_EXPIRES,
@@ -31,6 +27,10 @@ from replicator.queue import (
     encoded_size,
     poison_envelope,
 )
+from replicator.app import service
+from replicator.domain.config import StorageConnection
+from replicator.domain.errors import InvalidJobError
+from replicator.domain.model import Action, CopyJob, Outcome, utcnow
 
 DIGEST = "sha256:" + "ab" * 32
 

@@ -12,17 +12,17 @@ import azure.functions as func
 import pytest
 from doubles.seed import manifest_digest, seed
 
-from replicator.api import handle_replay, handle_resync, handle_status
-from replicator.config import Settings, StorageConnection
-from replicator.localstack import Azurite, Registry
-from replicator.model import CopyJob, JobResult, Outcome, Target
-from replicator.oci.copy import ImageCopier
-from replicator.oci.registries import Registries
-from replicator.planblobs import PlanBlobs
-from replicator.queue import StorageJobQueue
-from replicator.reconcile import Pacing, run_reconcile
-from replicator.runtime import Runtime
-from replicator.status import TableStatusStore
+from devstack.localstack import Azurite, Registry
+from replicator.adapters.azure.planblobs import PlanBlobs
+from replicator.adapters.azure.queue import StorageJobQueue
+from replicator.adapters.azure.status import TableStatusStore
+from replicator.adapters.oci.copy import ImageCopier
+from replicator.adapters.oci.registries import Registries
+from replicator.app.api import handle_replay, handle_resync, handle_status
+from replicator.app.reconcile import Pacing, run_reconcile
+from replicator.app.runtime import Runtime
+from replicator.domain.config import Settings, StorageConnection
+from replicator.domain.model import CopyJob, JobResult, Outcome, Target
 
 pytestmark = pytest.mark.integration
 

@@ -13,13 +13,13 @@ from azure.functions.queue import QueueMessage
 from doubles.seed import manifest_digest, seed
 from worker_support import drain, plan_runner, worker_runtime
 
-from replicator import triggers
-from replicator.config import load_settings
-from replicator.localstack import Azurite, Registry, free_port
-from replicator.oci.reference import ImageRef
-from replicator.plans import PlanRequest
-from replicator.queue import NO_WAIT_RETRY
-from replicator.runtime import build_runtime
+from devstack.localstack import Azurite, Registry, free_port
+from replicator.adapters.azure.queue import NO_WAIT_RETRY
+from replicator.app.plans import PlanRequest
+from replicator.app.runtime import build_runtime
+from replicator.domain.config import load_settings
+from replicator.domain.reference import ImageRef
+from replicator.functions import triggers
 
 pytestmark = pytest.mark.integration
 

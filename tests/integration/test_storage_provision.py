@@ -10,11 +10,11 @@ import pytest
 from azure.functions.queue import QueueMessage
 from worker_support import deliver_push, drain, worker_runtime
 
-from replicator import triggers
-from replicator.localstack import Azurite, Registry
-from replicator.model import CopyJob
-from replicator.oci.reference import ImageRef
-from replicator.oci.testimages import push_test_image
+from devstack.localstack import Azurite, Registry
+from devstack.testimages import push_test_image
+from replicator.domain.model import CopyJob
+from replicator.domain.reference import ImageRef
+from replicator.functions import triggers
 
 RAW = ("ResourceNotFound", "QueueNotFound", "TableNotFound", "Traceback")
 

@@ -6,12 +6,12 @@ import json
 
 from worker_support import delete_event, deliver_push, drain, push_small_images, worker_runtime
 
-from replicator import triggers
-from replicator.demo import compare, push_event
-from replicator.localstack import Azurite, Registry
-from replicator.model import CopyJob, utcnow
-from replicator.oci.reference import ImageRef
-from replicator.oci.testimages import push_test_image
+from devstack.demo import compare, push_event
+from devstack.localstack import Azurite, Registry
+from devstack.testimages import push_test_image
+from replicator.domain.model import CopyJob, utcnow
+from replicator.domain.reference import ImageRef
+from replicator.functions import triggers
 
 INDEX = "application/vnd.oci.image.index.v1+json"
 

@@ -7,17 +7,16 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 
-from replicator import triggers
-from replicator.config import StorageConnection, load_settings
-from replicator.demo import push_event
-from replicator.localrun import QueueOptions, QueueRunner, RunStats, runner_for
-from replicator.localstack import Azurite, Registry
-from replicator.model import CopyJob, Target, utcnow
-from replicator.oci.reference import ImageRef
-from replicator.oci.transport import RetryPolicy
-from replicator.ports import CopyReport
-from replicator.queue import NO_WAIT_RETRY
-from replicator.runtime import Runtime, build_runtime
+from devstack.demo import push_event
+from devstack.localrun import QueueOptions, QueueRunner, RunStats, runner_for
+from devstack.localstack import Azurite, Registry
+from replicator.adapters.azure.queue import NO_WAIT_RETRY
+from replicator.adapters.oci.transport import RetryPolicy
+from replicator.app.runtime import Runtime, build_runtime
+from replicator.domain.config import StorageConnection, load_settings
+from replicator.domain.model import CopyJob, CopyReport, Target, utcnow
+from replicator.domain.reference import ImageRef
+from replicator.functions import triggers
 
 # The registry client's retry as configured, with short pauses: a refused connection is
 # retried as often as in Azure but does not hold a test for a minute per attempt.
@@ -89,7 +88,7 @@ def push_small_images(
 ) -> dict[ImageRef, str]:
     """``count`` tiny single-platform images spread over ``repos`` repositories, for bursts
     and load: ``{ref: digest}``."""
-    from replicator.oci.testimages import push_test_image
+    from devstack.testimages import push_test_image
 
     pushed = {}
     for i in range(count):

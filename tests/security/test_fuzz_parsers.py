@@ -14,20 +14,20 @@ import httpx
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from replicator.errors import (
+from replicator.adapters.oci.auth import Authenticator, RegistryAuth, parse_challenge
+from replicator.adapters.oci.paging import UnreadListing, next_page
+from replicator.adapters.oci.transport import RetryPolicy
+from replicator.domain.errors import (
     InvalidEventError,
     InvalidJobError,
     InvalidReferenceError,
     PermanentRegistryError,
     RegistryError,
 )
-from replicator.events import parse_event
-from replicator.model import CopyJob
-from replicator.oci.auth import Authenticator, RegistryAuth, parse_challenge
-from replicator.oci.manifests import Manifest, blob_descriptors, children_of
-from replicator.oci.paging import UnreadListing, next_page
-from replicator.oci.reference import ImageRef
-from replicator.oci.transport import RetryPolicy
+from replicator.domain.events import parse_event
+from replicator.domain.manifests import Manifest, blob_descriptors, children_of
+from replicator.domain.model import CopyJob
+from replicator.domain.reference import ImageRef
 
 FUZZ = settings(max_examples=400, deadline=timedelta(seconds=5), derandomize=True, database=None)
 DIGEST = "sha256:" + "ab" * 32

@@ -34,17 +34,17 @@ from doubles.hostile import (
     sized,
 )
 
-from replicator.errors import PermanentRegistryError, RegistryError, TransientRegistryError
-from replicator.listing import RegistryLister
-from replicator.localstack import Registry, find_registry_binary, registry_config
-from replicator.oci.auth import Authenticator, RegistryAuth
-from replicator.oci.copy import ImageCopier
-from replicator.oci.paging import UnreadListing
-from replicator.oci.reference import ImageRef
-from replicator.oci.referrers import fallback_tag, list_referrers
-from replicator.oci.registries import Registries
-from replicator.oci.testimages import push_test_image
-from replicator.oci.transport import RetryPolicy
+from devstack.localstack import Registry, find_registry_binary, registry_config
+from devstack.testimages import push_test_image
+from replicator.adapters.oci.auth import Authenticator, RegistryAuth
+from replicator.adapters.oci.copy import ImageCopier
+from replicator.adapters.oci.listing import RegistryLister
+from replicator.adapters.oci.paging import UnreadListing
+from replicator.adapters.oci.referrers import fallback_tag, list_referrers
+from replicator.adapters.oci.registries import Registries
+from replicator.adapters.oci.transport import RetryPolicy
+from replicator.domain.errors import PermanentRegistryError, RegistryError, TransientRegistryError
+from replicator.domain.reference import ImageRef
 
 pytestmark = pytest.mark.integration
 

@@ -19,11 +19,11 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from integration.worker_support import worker_runtime
 
-from replicator import triggers
-from replicator.api import MAX_BODY_BYTES, handle_replay, handle_resync, handle_status
-from replicator.localstack import LocalStack
-from replicator.model import Action, CopyJob
-from replicator.runtime import Runtime
+from devstack.localstack import LocalStack
+from replicator.app.api import MAX_BODY_BYTES, handle_replay, handle_resync, handle_status
+from replicator.app.runtime import Runtime
+from replicator.domain.model import Action, CopyJob
+from replicator.functions import triggers
 
 HOSTILE = settings(
     max_examples=60,

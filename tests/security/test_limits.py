@@ -13,11 +13,11 @@ from urllib.parse import parse_qs, urlsplit
 
 import pytest
 
-from replicator.errors import PermanentRegistryError
-from replicator.listing import RegistryLister
-from replicator.oci.manifests import MAX_MANIFEST_BYTES, OCI_MANIFEST
-from replicator.oci.reference import ImageRef
-from replicator.oci.registries import Registries
+from replicator.adapters.oci.listing import RegistryLister
+from replicator.adapters.oci.registries import Registries
+from replicator.domain.errors import PermanentRegistryError
+from replicator.domain.manifests import MAX_MANIFEST_BYTES, OCI_MANIFEST
+from replicator.domain.reference import ImageRef
 
 ENDLESS_CAP = 64 * MAX_MANIFEST_BYTES  # the server gives up by itself past this
 

@@ -18,14 +18,14 @@ from doubles.htpasswd import start_basic_registry
 from doubles.token_server import TokenService, serve
 from integration.worker_support import deliver_push, drain, worker_runtime
 
-from replicator import triggers
-from replicator.errors import PermanentRegistryError
-from replicator.localstack import AZURITE_KEY, Azurite, LocalStack, Registry
-from replicator.oci.auth import RegistryAuth
-from replicator.oci.reference import ImageRef
-from replicator.oci.registries import Registries
-from replicator.oci.testimages import push_test_image
-from replicator.reconcile import run_reconcile
+from devstack.localstack import AZURITE_KEY, Azurite, LocalStack, Registry
+from devstack.testimages import push_test_image
+from replicator.adapters.oci.auth import RegistryAuth
+from replicator.adapters.oci.registries import Registries
+from replicator.app.reconcile import run_reconcile
+from replicator.domain.errors import PermanentRegistryError
+from replicator.domain.reference import ImageRef
+from replicator.functions import triggers
 
 SOURCE_USER, SOURCE_PASSWORD = "puller", "source-pass-7f3a9c"
 TARGET_USER, TARGET_PASSWORD = "pusher", "target-pass-51be0d"

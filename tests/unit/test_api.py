@@ -13,7 +13,7 @@ from types import SimpleNamespace
 import azure.functions as func
 import pytest
 
-from replicator.api import (
+from replicator.app.api import (
     MAX_BODY_BYTES,
     handle_replay,
     handle_resync,
@@ -21,8 +21,8 @@ from replicator.api import (
     percentile,
     target_summary,
 )
-from replicator.config import Settings
-from replicator.model import Target
+from replicator.domain.config import Settings
+from replicator.domain.model import Target
 
 RUNTIME = SimpleNamespace(
     settings=Settings(source="src.example.io", targets=(Target("dr.example.io"),))

@@ -4,9 +4,9 @@ import json
 
 import pytest
 
-from replicator.config import load_settings, parse_duration
-from replicator.errors import ConfigError
-from replicator.model import Strategy
+from replicator.domain.config import load_settings, parse_duration
+from replicator.domain.errors import ConfigError
+from replicator.domain.model import Strategy
 
 BASE = {"REPLICATOR_SOURCE": "src.azurecr.io", "REPLICATOR_TARGETS": "dr.azurecr.io"}
 

@@ -8,10 +8,10 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from replicator.config import load_settings
-from replicator.errors import InvalidEventError
-from replicator.events import decide, parse_event
-from replicator.model import Action
+from replicator.domain.config import load_settings
+from replicator.domain.errors import InvalidEventError
+from replicator.domain.events import decide, parse_event
+from replicator.domain.model import Action
 
 DIGEST = "sha256:" + "57" * 32
 TOPIC = (

@@ -2,7 +2,7 @@ from __future__ import annotations
 
 import pytest
 
-from replicator.filters import Filters, glob_match
+from replicator.domain.filters import Filters, glob_match
 
 
 @pytest.mark.parametrize(

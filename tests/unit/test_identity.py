@@ -4,9 +4,9 @@ import json
 
 import pytest
 
-from replicator.config import load_settings
-from replicator.errors import ConfigError
-from replicator.identity import identity_of
+from replicator.domain.config import load_settings
+from replicator.domain.errors import ConfigError
+from replicator.domain.identities import identity_of
 
 BASE = {"REPLICATOR_SOURCE": "src.azurecr.io", "REPLICATOR_TARGETS": "dr.azurecr.io,127.0.0.1:5000"}
 FED = {"mode": "federated", "tenant_id": "t-other", "client_id": "app-id"}
@@ -165,9 +165,9 @@ def test_the_registry_token_audience_follows_the_cloud_or_the_setting(
     the audience of the registry's cloud (issue 13 item 12), unless the setting names one."""
     import httpx
 
-    from replicator import identity
-    from replicator.oci.auth import Authenticator
-    from replicator.oci.transport import RetryPolicy
+    from replicator.adapters.azure import credentials as identity
+    from replicator.adapters.oci.auth import Authenticator
+    from replicator.adapters.oci.transport import RetryPolicy
 
     recording = _Recording()
     monkeypatch.setattr(identity, "credential_from", lambda *_: recording)

@@ -8,8 +8,8 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from replicator.errors import InvalidJobError
-from replicator.model import Action, CopyJob, JobResult, Outcome
+from replicator.domain.errors import InvalidJobError
+from replicator.domain.model import Action, CopyJob, JobResult, Outcome
 
 DIGEST = "sha256:" + "0f" * 32
 JOB = CopyJob(

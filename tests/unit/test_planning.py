@@ -4,12 +4,11 @@ from collections import Counter
 
 import pytest
 
-from replicator.config import DeletePolicy, Settings
-from replicator.filters import Filters
-from replicator.model import Action, CopyJob, Target
-from replicator.planning import DriftEntry, Plan, jobs_for, plan
-from replicator.ports import TagEntry
-from replicator.reconcile import Pacing, enqueue, may_hold_allowed
+from replicator.app.reconcile import Pacing, enqueue, may_hold_allowed
+from replicator.domain.config import DeletePolicy, Settings
+from replicator.domain.filters import Filters
+from replicator.domain.model import Action, CopyJob, TagEntry, Target
+from replicator.domain.planning import DriftEntry, Plan, jobs_for, plan
 
 A = "sha256:" + "a" * 64
 B = "sha256:" + "b" * 64

@@ -8,9 +8,9 @@ from typing import Any
 
 import pytest
 
-from replicator.errors import InvalidJobError
-from replicator.model import Action, CopyJob
-from replicator.plans import PROGRESS_EVERY, PlanRequest, _Progress
+from replicator.app.plans import PROGRESS_EVERY, PlanRequest, _Progress
+from replicator.domain.errors import InvalidJobError
+from replicator.domain.model import Action, CopyJob
 
 GOOD = PlanRequest("src.example.io", ("dr.example.io",), repository="team/app", dry_run=True)
 

@@ -2,8 +2,8 @@ from __future__ import annotations
 
 import pytest
 
-from replicator.errors import InvalidReferenceError
-from replicator.oci.reference import ImageRef, is_loopback
+from replicator.domain.errors import InvalidReferenceError
+from replicator.domain.reference import ImageRef, is_loopback
 
 DIGEST = "sha256:" + "ab" * 32
 

@@ -7,8 +7,7 @@ import pytest
 from opentelemetry.sdk.metrics import MeterProvider
 from opentelemetry.sdk.metrics.export import InMemoryMetricReader
 
-from replicator import telemetry
-from replicator.acr.errors import (
+from replicator.adapters.acr.errors import (
     NETWORK,
     NOT_CONFIGURED,
     SOURCE_READ,
@@ -16,20 +15,19 @@ from replicator.acr.errors import (
     TOO_MANY_MANIFESTS,
     ImportUnavailableError,
 )
-from replicator.config import Settings
-from replicator.errors import PermanentRegistryError
-from replicator.model import Action, CopyJob, Strategy, Target
-from replicator.oci.reference import ImageRef
-from replicator.ports import CopyReport
-from replicator.strategy import (
+from replicator.adapters.azure import telemetry
+from replicator.app.delivery import (
     ImportVerdicts,
-    choose_strategy,
     deliverer,
     foreseen_refusal,
     import_verdicts,
-    planned_path,
     replicate_with_strategy,
 )
+from replicator.domain.config import Settings
+from replicator.domain.errors import PermanentRegistryError
+from replicator.domain.model import Action, CopyJob, CopyReport, Strategy, Target
+from replicator.domain.reference import ImageRef
+from replicator.domain.strategy import choose_strategy, planned_path
 
 RID = (
     "/subscriptions/s/resourceGroups/rg/providers/Microsoft.ContainerRegistry/registries/contosodr"

@@ -1,4 +1,5 @@
-"""What replicator.telemetry emits, read back through OpenTelemetry's in-memory exporters."""
+"""What replicator.adapters.azure.telemetry emits, read back through OpenTelemetry's in-memory
+exporters."""
 
 from __future__ import annotations
 
@@ -21,8 +22,8 @@ from opentelemetry.sdk.trace.export import SimpleSpanProcessor
 from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
 from opentelemetry.trace import StatusCode
 
-from replicator import telemetry
-from replicator.model import Action, CopyJob, JobResult, Outcome
+from replicator.adapters.azure import telemetry
+from replicator.domain.model import Action, CopyJob, JobResult, Outcome
 
 ROOT = Path(__file__).resolve().parents[2]
 DIGEST = "sha256:" + "ab" * 32
@@ -369,7 +370,7 @@ def test_configure_telemetry_without_a_connection_string_exports_nothing() -> No
 SCRIPT = """
 import json, logging, os
 from opentelemetry import metrics, trace
-from replicator import telemetry
+from replicator.adapters.azure import telemetry
 env = {"APPLICATIONINSIGHTS_CONNECTION_STRING": os.environ["CS"]}
 first = telemetry.configure_telemetry(env)
 provider = trace.get_tracer_provider()
@@ -422,7 +423,7 @@ def test_configure_telemetry_configures_azure_monitor_once(tmp_path: Path) -> No
 
 PROXY_SCRIPT = """
 import json
-from replicator import telemetry  # instruments made before any provider exists
+from replicator.adapters.azure import telemetry  # instruments made before any provider exists
 from opentelemetry import metrics, trace
 from opentelemetry.sdk.metrics import MeterProvider
 from opentelemetry.sdk.metrics.export import InMemoryMetricReader
@@ -441,11 +442,12 @@ print(json.dumps({"metrics": sorted(names), "traceparent": carried}))
 
 
 def test_instruments_made_at_import_follow_the_provider_set_later() -> None:
-    """Production order: replicator.telemetry is imported (instruments on the API's proxy
+    """Production order: replicator.adapters.azure.telemetry is imported (instruments on the
+    API's proxy
     providers) before configure_azure_monitor installs the SDK's; the data must follow."""
     setup = (
         "from datetime import UTC, datetime\n"
-        "from replicator.model import Action, CopyJob, JobResult, Outcome\n"
+        "from replicator.domain.model import Action, CopyJob, JobResult, Outcome\n"
         "job = CopyJob(action=Action.PUSH, source='a.azurecr.io', target='b.azurecr.io', "
         f"repository='r', digest='{DIGEST}', pushed_at=datetime(2026, 1, 1, tzinfo=UTC))\n"
         "telemetry_result = JobResult(job, Outcome.COPIED, strategy='copy', bytes_copied=5)\n"

@@ -13,11 +13,11 @@ from doubles.arm import ArmDouble, ArmPair, FakeAcr
 from doubles.identity import FED_APP, FUNCTION_MI, USER_MI, App, EntraDouble, ManagedIdentityDouble
 from doubles.seed import seed
 
-from replicator.acr import roles
-from replicator.acr.importer import AcrImporter
-from replicator.config import Settings
-from replicator.identity import credential_for
-from replicator.localstack import LocalStack
+from devstack.localstack import LocalStack
+from replicator.adapters.acr import roles
+from replicator.adapters.acr.importer import AcrImporter
+from replicator.adapters.azure.credentials import credential_for
+from replicator.domain.config import Settings
 
 
 @pytest.fixture

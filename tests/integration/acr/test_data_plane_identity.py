@@ -17,16 +17,16 @@ from doubles import RoleAssignments, TokenBook
 from doubles.identity import FUNCTION_MI, ManagedIdentityDouble
 from doubles.token_server import ACR_AUDIENCE, AcrExchange, TokenService, serve
 
-from replicator.acr import roles
+from devstack.localstack import LocalStack, Registry
+from devstack.testimages import push_test_image
+from replicator.adapters.acr import roles
+from replicator.adapters.azure.credentials import registry_credentials
+from replicator.adapters.oci.copy import ImageCopier
+from replicator.adapters.oci.registries import Registries
 from replicator.cli import main
-from replicator.config import load_settings
-from replicator.errors import PermanentRegistryError
-from replicator.identity import registry_credentials
-from replicator.localstack import LocalStack, Registry
-from replicator.oci.copy import ImageCopier
-from replicator.oci.reference import ImageRef
-from replicator.oci.registries import Registries
-from replicator.oci.testimages import push_test_image
+from replicator.domain.config import load_settings
+from replicator.domain.errors import PermanentRegistryError
+from replicator.domain.reference import ImageRef
 
 REGISTRY_ID = (
     "/subscriptions/00000000-0000-0000-0000-0000000000aa/resourceGroups/rg-dr"
@@ -210,7 +210,7 @@ def test_on_abac_registries_listing_the_catalog_needs_catalog_lister(
 ) -> None:
     """Repository Reader reads repositories but not the catalog; Catalog Lister lists it
     (what reconcile needs, so infra/ grants it on ABAC registries)."""
-    from replicator.listing import RegistryLister
+    from replicator.adapters.oci.listing import RegistryLister
 
     acr, service = acr_like
     copy_into(registry, acr)  # pushed with AcrPush on a registry in RBAC mode

@@ -29,20 +29,20 @@ from doubles.identity import FUNCTION_MI, USER_MI, ManagedIdentityDouble
 from doubles.token_server import ACR_AUDIENCE, AcrExchange, TokenService, serve
 from integration.worker_support import drain
 
-from replicator import triggers
-from replicator.acr import roles
-from replicator.api import handle_status
-from replicator.config import load_settings
-from replicator.demo import push_event
-from replicator.errors import PermanentRegistryError
-from replicator.localstack import Azurite, LocalStack
-from replicator.model import utcnow
-from replicator.oci.manifests import sha256_digest
-from replicator.oci.reference import ImageRef
-from replicator.oci.referrers import list_referrers
-from replicator.oci.registries import Registries, RegistryAuth
-from replicator.oci.testimages import PushedImage, push_test_image
-from replicator.runtime import Runtime, build_runtime
+from devstack.demo import push_event
+from devstack.localstack import Azurite, LocalStack
+from devstack.testimages import PushedImage, push_test_image
+from replicator.adapters.acr import roles
+from replicator.adapters.oci.referrers import list_referrers
+from replicator.adapters.oci.registries import Registries, RegistryAuth
+from replicator.app.api import handle_status
+from replicator.app.runtime import Runtime, build_runtime
+from replicator.domain.config import load_settings
+from replicator.domain.errors import PermanentRegistryError
+from replicator.domain.manifests import sha256_digest
+from replicator.domain.model import utcnow
+from replicator.domain.reference import ImageRef
+from replicator.functions import triggers
 
 ROOT = Path(__file__).resolve().parents[3]
 MAIN_BICEP = ROOT / "infra" / "main.bicep"

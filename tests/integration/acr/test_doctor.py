@@ -16,9 +16,9 @@ from doubles.arm import ABAC_MODE, ArmPair
 from doubles.identity import FED_APP, FUNCTION_MI, OTHER, App, EntraDouble, ManagedIdentityDouble
 from doubles.token_server import ACR_AUDIENCE, AcrExchange, TokenService, serve
 
-from replicator.acr import roles
+from devstack.localstack import LocalStack
+from replicator.adapters.acr import roles
 from replicator.cli import main
-from replicator.localstack import LocalStack
 
 
 def doctor(
@@ -224,7 +224,7 @@ def test_an_unreachable_registry_fails(
     monkeypatch: pytest.MonkeyPatch,
     capsys: pytest.CaptureFixture[str],
 ) -> None:
-    from replicator.localstack import free_port
+    from devstack.localstack import free_port
 
     readable.target.host = f"127.0.0.1:{free_port()}"  # nothing listens there
     code, checks = doctor(readable, monkeypatch, capsys)
@@ -407,15 +407,19 @@ def test_verdicts_do_not_import_doctor() -> None:
     """The doctor <-> verdicts cycle is gone: verdicts is pure, doctor uses it."""
     import ast
 
-    import replicator.acr.audience_checks
-    import replicator.acr.role_checks
-    import replicator.acr.verdicts
+    import replicator.app.doctor.audience_checks
+    import replicator.app.doctor.role_checks
+    import replicator.app.doctor.verdicts
 
-    modules = (replicator.acr.verdicts, replicator.acr.role_checks, replicator.acr.audience_checks)
+    modules = (
+        replicator.app.doctor.verdicts,
+        replicator.app.doctor.role_checks,
+        replicator.app.doctor.audience_checks,
+    )
     for module in modules:
         tree = ast.parse(Path(module.__file__).read_text())
         imported = {n.module for n in ast.walk(tree) if isinstance(n, ast.ImportFrom)}
-        assert "replicator.acr.doctor" not in imported, module.__name__
+        assert "replicator.app.doctor.run" not in imported, module.__name__
 
 
 # -- the registry token's audience and azureADAuthenticationAsArmPolicy (issue 13 item 12) --

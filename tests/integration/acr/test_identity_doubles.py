@@ -23,9 +23,9 @@ from doubles.identity import (
     ManagedIdentityDouble,
 )
 
-from replicator.acr import roles
-from replicator.config import Settings, load_settings
-from replicator.identity import credential_for
+from replicator.adapters.acr import roles
+from replicator.adapters.azure.credentials import credential_for
+from replicator.domain.config import Settings, load_settings
 
 SOURCE = "src.azurecr.io"
 TARGET = "dr.azurecr.io"

@@ -10,11 +10,11 @@ from doubles.arm import ArmPair
 from doubles.identity import FED_APP, FUNCTION_MI, OTHER
 from doubles.seed import manifest_digest, seed
 
-from replicator.acr.errors import ImportUnavailableError
-from replicator.acr.importer import AcrImporter
-from replicator.config import Settings, load_settings
-from replicator.errors import NotFoundError, TransientRegistryError
-from replicator.model import Action, CopyJob
+from replicator.adapters.acr.errors import ImportUnavailableError
+from replicator.adapters.acr.importer import AcrImporter
+from replicator.domain.config import Settings, load_settings
+from replicator.domain.errors import NotFoundError, TransientRegistryError
+from replicator.domain.model import Action, CopyJob
 
 IMPORTER_ROLE = "Container Registry Data Importer and Data Reader"
 MANIFEST = "application/vnd.oci.image.manifest.v1+json"

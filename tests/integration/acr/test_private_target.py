@@ -21,19 +21,19 @@ import pytest
 from doubles.arm import ArmPair
 from integration.worker_support import QUICK_REGISTRY_RETRY, drain
 
-from replicator import triggers
-from replicator.config import load_settings
-from replicator.demo import push_event
-from replicator.localstack import Azurite
-from replicator.model import CopyJob, Target, utcnow
-from replicator.oci.reference import ImageRef
-from replicator.oci.referrers import list_referrers
-from replicator.oci.registries import Registries
-from replicator.oci.testimages import PushedImage, push_test_image
-from replicator.ports import CopyReport, Importer
-from replicator.queue import NO_WAIT_RETRY
-from replicator.runtime import Runtime, build_runtime
-from replicator.strategy import Planner
+from devstack.demo import push_event
+from devstack.localstack import Azurite
+from devstack.testimages import PushedImage, push_test_image
+from replicator.adapters.azure.queue import NO_WAIT_RETRY
+from replicator.adapters.oci.referrers import list_referrers
+from replicator.adapters.oci.registries import Registries
+from replicator.app.delivery import Planner
+from replicator.app.ports import Importer
+from replicator.app.runtime import Runtime, build_runtime
+from replicator.domain.config import load_settings
+from replicator.domain.model import CopyJob, CopyReport, Target, utcnow
+from replicator.domain.reference import ImageRef
+from replicator.functions import triggers
 
 
 class Dropping:

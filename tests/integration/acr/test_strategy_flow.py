@@ -11,20 +11,20 @@ from doubles.identity import FUNCTION_MI
 from opentelemetry.sdk.metrics import MeterProvider
 from opentelemetry.sdk.metrics.export import InMemoryMetricReader
 
-from replicator import telemetry
-from replicator.acr.errors import ImportUnavailableError
-from replicator.acr.import_plan import IMPORT_MANIFEST_BUDGET
-from replicator.acr.importer import AcrImporter
-from replicator.config import Settings, load_settings
-from replicator.errors import PermanentRegistryError
-from replicator.model import Action, CopyJob
-from replicator.oci.copy import ImageCopier
-from replicator.oci.manifests import OCI_INDEX, Manifest
-from replicator.oci.reference import ImageRef
-from replicator.oci.referrers import Referrers, list_referrers, update_fallback
-from replicator.oci.registries import Registries
-from replicator.oci.testimages import PushedImage, push_test_image
-from replicator.strategy import replicate_with_strategy
+from devstack.testimages import PushedImage, push_test_image
+from replicator.adapters.acr.errors import ImportUnavailableError
+from replicator.adapters.acr.import_plan import IMPORT_MANIFEST_BUDGET
+from replicator.adapters.acr.importer import AcrImporter
+from replicator.adapters.azure import telemetry
+from replicator.adapters.oci.copy import ImageCopier
+from replicator.adapters.oci.referrers import Referrers, list_referrers, update_fallback
+from replicator.adapters.oci.registries import Registries
+from replicator.app.delivery import replicate_with_strategy
+from replicator.domain.config import Settings, load_settings
+from replicator.domain.errors import PermanentRegistryError
+from replicator.domain.manifests import OCI_INDEX, Manifest
+from replicator.domain.model import Action, CopyJob
+from replicator.domain.reference import ImageRef
 
 
 @pytest.fixture
@@ -173,8 +173,8 @@ def test_the_worker_wiring_imports_with_one_importer_per_target(
     pair: ArmPair, image: PushedImage, registries: Registries
 ) -> None:
     """What the worker builds: ``deliverer(settings, importer=AcrImporters(...), copier=...)``."""
-    from replicator.acr.importer import AcrImporters
-    from replicator.strategy import deliverer
+    from replicator.adapters.acr.importer import AcrImporters
+    from replicator.app.delivery import deliverer
 
     settings = load_settings({**pair.env("auto"), "IDENTITY_ENDPOINT": "set"})
     copier = ImageCopier(registries)

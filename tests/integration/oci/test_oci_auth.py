@@ -15,13 +15,13 @@ from azure.core.credentials import AccessToken
 from doubles.htpasswd import start_basic_registry
 from doubles.token_server import TokenService, serve
 
-from replicator.errors import PermanentRegistryError
-from replicator.localstack import LocalStack, Registry
-from replicator.oci.auth import RegistryAuth, docker_config_auth
-from replicator.oci.copy import ImageCopier
-from replicator.oci.reference import ImageRef
-from replicator.oci.registries import Registries
-from replicator.oci.testimages import push_test_image
+from devstack.localstack import LocalStack, Registry
+from devstack.testimages import push_test_image
+from replicator.adapters.oci.auth import RegistryAuth, docker_config_auth
+from replicator.adapters.oci.copy import ImageCopier
+from replicator.adapters.oci.registries import Registries
+from replicator.domain.errors import PermanentRegistryError
+from replicator.domain.reference import ImageRef
 
 USER, PASSWORD = "replicator", "s3cret-pass"
 
@@ -176,7 +176,7 @@ def test_auth_value_hides_secrets() -> None:
 def test_token_service_outage_is_retried(
     registry: Registry, token_registry: tuple[Registry, TokenService]
 ) -> None:
-    from replicator.oci.transport import RetryPolicy
+    from replicator.adapters.oci.transport import RetryPolicy
 
     target, service = token_registry
     service.fail_next = 2  # two 503s from the token service first
@@ -192,8 +192,8 @@ def test_the_token_cache_is_bounded_least_recently_used_out() -> None:
     registry are bounded, the least recently used dropped first (and fetched again)."""
     import httpx
 
-    from replicator.oci.auth import Authenticator
-    from replicator.oci.transport import RetryPolicy
+    from replicator.adapters.oci.auth import Authenticator
+    from replicator.adapters.oci.transport import RetryPolicy
 
     fetched: list[str] = []
 
@@ -227,8 +227,8 @@ def test_the_token_cache_is_bounded_least_recently_used_out() -> None:
 def test_no_authorization_for_a_url_off_the_registrys_origin() -> None:
     import httpx
 
-    from replicator.oci.auth import Authenticator
-    from replicator.oci.transport import RetryPolicy
+    from replicator.adapters.oci.auth import Authenticator
+    from replicator.adapters.oci.transport import RetryPolicy
 
     request = httpx.Request("GET", "https://reg.example/v2/")
     basic = httpx.Response(401, headers={"WWW-Authenticate": 'Basic realm="r"'}, request=request)
@@ -257,8 +257,8 @@ def test_no_secret_goes_over_plain_http_to_a_host_that_is_not_loopback() -> None
     no basic credentials and no Entra token; nor does a plain-HTTP token realm."""
     import httpx
 
-    from replicator.oci.auth import Authenticator
-    from replicator.oci.transport import RetryPolicy
+    from replicator.adapters.oci.auth import Authenticator
+    from replicator.adapters.oci.transport import RetryPolicy
 
     sent: list[str] = []
 
@@ -296,8 +296,8 @@ def test_a_refresh_token_goes_to_the_registrys_own_realm_as_named() -> None:
     the realm its challenge names, on its own origin, whatever the realm's path."""
     import httpx
 
-    from replicator.oci.auth import Authenticator
-    from replicator.oci.transport import RetryPolicy
+    from replicator.adapters.oci.auth import Authenticator
+    from replicator.adapters.oci.transport import RetryPolicy
 
     posted: list[tuple[str, str]] = []
 
@@ -331,8 +331,8 @@ def test_basic_credentials_go_only_to_a_realm_on_the_origin_or_allowed(
 ) -> None:
     import httpx
 
-    from replicator.oci.auth import Authenticator
-    from replicator.oci.transport import RetryPolicy
+    from replicator.adapters.oci.auth import Authenticator
+    from replicator.adapters.oci.transport import RetryPolicy
 
     asked: list[str] = []
 

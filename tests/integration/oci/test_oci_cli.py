@@ -6,11 +6,11 @@ import json
 
 import pytest
 
+from devstack.localstack import Registry
+from devstack.testimages import push_test_image
+from replicator.adapters.oci.registries import Registries
 from replicator.cli import main
-from replicator.localstack import Registry
-from replicator.oci.reference import ImageRef
-from replicator.oci.registries import Registries
-from replicator.oci.testimages import push_test_image
+from replicator.domain.reference import ImageRef
 
 
 def test_copy_command(

@@ -7,14 +7,14 @@ from collections.abc import Iterator
 
 import pytest
 
-from replicator.localstack import Registry
-from replicator.oci.client import RegistryClient
-from replicator.oci.copy import ImageCopier
-from replicator.oci.manifests import Manifest, blobs_of, children_of
-from replicator.oci.reference import ImageRef
-from replicator.oci.referrers import fallback_tag, list_referrers
-from replicator.oci.registries import Registries
-from replicator.oci.testimages import push_test_image
+from devstack.localstack import Registry
+from devstack.testimages import push_test_image
+from replicator.adapters.oci.client import RegistryClient
+from replicator.adapters.oci.copy import ImageCopier
+from replicator.adapters.oci.referrers import fallback_tag, list_referrers
+from replicator.adapters.oci.registries import Registries
+from replicator.domain.manifests import Manifest, blobs_of, children_of
+from replicator.domain.reference import ImageRef
 
 
 @pytest.fixture
@@ -136,7 +136,7 @@ def test_manifest_bytes_pushed_unchanged(
 def test_referrers_added_later_are_copied_on_their_own(
     registry_pair: tuple[Registry, Registry], registries: Registries
 ) -> None:
-    from replicator.oci.testimages import push_referrer
+    from devstack.testimages import push_referrer
 
     source, target = registry_pair
     src = ImageRef(source.host, "team/app", "v1")

@@ -7,13 +7,13 @@ from collections.abc import Iterator
 import pytest
 from doubles.faulty_proxy import Fault, FaultyProxy
 
-from replicator.errors import DigestMismatchError, TransientRegistryError
-from replicator.localstack import Registry
-from replicator.oci.copy import ImageCopier
-from replicator.oci.reference import ImageRef
-from replicator.oci.registries import Registries
-from replicator.oci.testimages import PushedImage, push_test_image
-from replicator.oci.transport import RetryPolicy
+from devstack.localstack import Registry
+from devstack.testimages import PushedImage, push_test_image
+from replicator.adapters.oci.copy import ImageCopier
+from replicator.adapters.oci.registries import Registries
+from replicator.adapters.oci.transport import RetryPolicy
+from replicator.domain.errors import DigestMismatchError, TransientRegistryError
+from replicator.domain.reference import ImageRef
 
 BLOB_GET = r"/v2/team/app/blobs/sha256:"
 
@@ -151,7 +151,7 @@ def test_copy_comes_through_a_sustained_fault_mix_every_time(
     succeeds, digest for digest, each of 20 runs (each blob: its HEAD, upload start and
     GET retried where they fail, the whole attempt again only when the stream broke, all
     from one budget; the pauses are recorded, not slept)."""
-    from replicator.demo import compare
+    from devstack.demo import compare
 
     source, target = registry_pair
     sleeps: list[float] = []

@@ -9,11 +9,11 @@ from datetime import timedelta
 from doubles.faulty_proxy import Fault, FaultyProxy
 from integration.worker_support import worker_runtime
 
-from replicator import service
-from replicator.localstack import Azurite, Registry
-from replicator.model import Action, CopyJob, Outcome, utcnow
-from replicator.oci.reference import ImageRef
-from replicator.oci.testimages import push_test_image
+from devstack.localstack import Azurite, Registry
+from devstack.testimages import push_test_image
+from replicator.app import service
+from replicator.domain.model import Action, CopyJob, Outcome, utcnow
+from replicator.domain.reference import ImageRef
 
 
 def test_a_long_retry_after_defers_the_job_instead_of_sleeping(

@@ -1,4 +1,4 @@
-"""The registry transport: one small ``httpx.Client`` per registry (``replicator.oci.
+"""The registry transport: one small ``httpx.Client`` per registry (``replicator.adapters.oci.
 registries``), against real registries (plain and TLS) and a forwarding proxy.
 
 Connections are counted from this process's own sockets (``/proc/self/fd`` and
@@ -26,13 +26,13 @@ from opentelemetry.sdk.trace.export import SimpleSpanProcessor
 from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
 from opentelemetry.trace import SpanKind
 
-from replicator.errors import TransientRegistryError
-from replicator.localstack import LocalStack, Registry, free_port
-from replicator.oci.copy import ImageCopier
-from replicator.oci.reference import ImageRef
-from replicator.oci.registries import Registries
-from replicator.oci.testimages import push_test_image
-from replicator.oci.transport import RetryPolicy
+from devstack.localstack import LocalStack, Registry, free_port
+from devstack.testimages import push_test_image
+from replicator.adapters.oci.copy import ImageCopier
+from replicator.adapters.oci.registries import Registries
+from replicator.adapters.oci.transport import RetryPolicy
+from replicator.domain.errors import TransientRegistryError
+from replicator.domain.reference import ImageRef
 
 NO_RETRY = RetryPolicy(attempts=1)
 PROXY_VARIABLES = ("HTTP_PROXY", "HTTPS_PROXY", "ALL_PROXY", "NO_PROXY")
@@ -284,9 +284,9 @@ import json, os
 from opentelemetry import trace
 from opentelemetry.sdk.trace.export import SimpleSpanProcessor
 from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
-from replicator import telemetry
-from replicator.oci.reference import ImageRef
-from replicator.oci.registries import Registries
+from replicator.adapters.azure import telemetry
+from replicator.domain.reference import ImageRef
+from replicator.adapters.oci.registries import Registries
 telemetry.configure_telemetry({"APPLICATIONINSIGHTS_CONNECTION_STRING": os.environ["CS"]})
 exporter = InMemorySpanExporter()
 trace.get_tracer_provider().add_span_processor(SimpleSpanProcessor(exporter))

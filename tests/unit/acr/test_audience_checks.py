@@ -7,12 +7,12 @@ from __future__ import annotations
 
 import pytest
 
-from replicator.acr.arm import RegistryProperties
-from replicator.acr.audience_checks import audience_check, is_arm_audience
-from replicator.acr.verdicts import Check
-from replicator.config import load_settings
-from replicator.identity import registry_audience
-from replicator.oci.credentials import acr_audience
+from replicator.adapters.acr.arm import RegistryProperties
+from replicator.adapters.azure.credentials import registry_audience
+from replicator.adapters.oci.credentials import acr_audience
+from replicator.app.doctor.audience_checks import audience_check, is_arm_audience
+from replicator.app.doctor.verdicts import Check
+from replicator.domain.config import load_settings
 
 ARM = "https://management.azure.com"
 

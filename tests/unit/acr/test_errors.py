@@ -3,7 +3,7 @@ from __future__ import annotations
 import pytest
 from azure.core.exceptions import HttpResponseError
 
-from replicator.acr.errors import (
+from replicator.adapters.acr.errors import (
     IMPORT_ROLE,
     NETWORK,
     SOURCE_READ,
@@ -12,7 +12,7 @@ from replicator.acr.errors import (
     classify,
     error_kind,
 )
-from replicator.errors import (
+from replicator.domain.errors import (
     NotFoundError,
     PermanentRegistryError,
     RegistryError,

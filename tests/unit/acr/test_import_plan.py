@@ -7,8 +7,8 @@ from typing import Any
 
 import pytest
 
-from replicator.acr.errors import TOO_MANY_MANIFESTS, ImportUnavailableError
-from replicator.acr.import_plan import (
+from replicator.adapters.acr.errors import TOO_MANY_MANIFESTS, ImportUnavailableError
+from replicator.adapters.acr.import_plan import (
     IMPORT_MANIFEST_BUDGET,
     MAX_IMPORT_MANIFESTS,
     MAX_REFERRER_DEPTH,
@@ -16,7 +16,7 @@ from replicator.acr.import_plan import (
     plan_import,
     referrer_order,
 )
-from replicator.oci.manifests import OCI_INDEX, OCI_MANIFEST, Manifest
+from replicator.domain.manifests import OCI_INDEX, OCI_MANIFEST, Manifest
 
 REF = "src.azurecr.io/team/app@sha256:top"
 

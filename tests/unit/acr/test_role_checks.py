@@ -5,10 +5,10 @@ from __future__ import annotations
 
 import pytest
 
-from replicator.acr import roles
-from replicator.acr.arm import RegistryProperties
-from replicator.acr.role_checks import Need, held_roles, role_check, source_import_check
-from replicator.acr.verdicts import ArmFacts
+from replicator.adapters.acr import roles
+from replicator.adapters.acr.arm import RegistryProperties
+from replicator.app.doctor.role_checks import Need, held_roles, role_check, source_import_check
+from replicator.app.doctor.verdicts import ArmFacts
 
 HOST = "contosodr.azurecr.io"
 RID = (

@@ -5,8 +5,8 @@ from __future__ import annotations
 
 import pytest
 
-from replicator.acr import roles
-from replicator.acr.roles import (
+from replicator.adapters.acr import roles
+from replicator.adapters.acr.roles import (
     CATALOG_READ,
     CONTENT_READ,
     CONTENT_WRITE,

@@ -9,20 +9,20 @@ from pathlib import Path
 import httpx
 import pytest
 
-from replicator.errors import (
+from replicator.adapters.oci.auth import RegistryAuth, docker_config_auth, parse_challenge
+from replicator.adapters.oci.client import scopes_for
+from replicator.adapters.oci.referrers import fallback_tag
+from replicator.adapters.oci.registries import Registries
+from replicator.adapters.oci.transport import RetryPolicy, error_for, retry_after
+from replicator.domain import manifests as mt
+from replicator.domain.errors import (
     DigestMismatchError,
     NotFoundError,
     PermanentRegistryError,
     TransientRegistryError,
 )
-from replicator.oci import manifests as mt
-from replicator.oci.auth import RegistryAuth, docker_config_auth, parse_challenge
-from replicator.oci.client import scopes_for
-from replicator.oci.manifests import Manifest, blob_descriptors, children_of
-from replicator.oci.reference import ImageRef
-from replicator.oci.referrers import fallback_tag
-from replicator.oci.registries import Registries
-from replicator.oci.transport import RetryPolicy, error_for, retry_after
+from replicator.domain.manifests import Manifest, blob_descriptors, children_of
+from replicator.domain.reference import ImageRef
 
 D1 = "sha256:" + "a" * 64
 D2 = "sha256:" + "b" * 64
@@ -233,7 +233,7 @@ def test_oversized_manifest_is_refused_before_reading() -> None:
 
 
 def test_referrers_api_is_used_paged_and_its_absence_remembered() -> None:
-    from replicator.oci.referrers import list_referrers
+    from replicator.adapters.oci.referrers import list_referrers
 
     seen: list[str] = []
     page = {

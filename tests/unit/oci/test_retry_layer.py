@@ -1,4 +1,5 @@
-"""The one retry layer (``replicator.oci.transport``): one budget per operation shared by its
+"""The one retry layer (``replicator.adapters.oci.transport``): one budget per operation shared
+by its
 nested steps, ``Retry-After`` in both forms, the pacer, deferral; and error bodies read
 bounded, once. Registries scripted with ``httpx.MockTransport``."""
 
@@ -13,11 +14,11 @@ from email.utils import format_datetime
 import httpx
 import pytest
 
-from replicator.errors import DeferRequested, TransientRegistryError
-from replicator.oci.blobs import BlobCopy, copy_blob
-from replicator.oci.reference import ImageRef
-from replicator.oci.registries import Registries
-from replicator.oci.transport import ERROR_BODY_BYTES, RetryPolicy, parse_retry_after
+from replicator.adapters.oci.blobs import BlobCopy, copy_blob
+from replicator.adapters.oci.registries import Registries
+from replicator.adapters.oci.transport import ERROR_BODY_BYTES, RetryPolicy, parse_retry_after
+from replicator.domain.errors import DeferRequested, TransientRegistryError
+from replicator.domain.reference import ImageRef
 
 DIGEST = "sha256:" + "a" * 64
 NOW = datetime(2026, 12, 1, 10, 0, 0, tzinfo=UTC)
@@ -245,8 +246,8 @@ def test_an_error_body_is_read_once_for_its_codes() -> None:
     def handler(request: httpx.Request) -> httpx.Response:
         return httpx.Response(400, stream=EndlessBody(pulled))
 
-    from replicator.errors import PermanentRegistryError
-    from replicator.oci.manifests import OCI_MANIFEST, Manifest
+    from replicator.domain.errors import PermanentRegistryError
+    from replicator.domain.manifests import OCI_MANIFEST, Manifest
 
     manifest = Manifest.from_bytes(b'{"schemaVersion": 2}', OCI_MANIFEST)
     with (

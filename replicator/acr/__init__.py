@@ -1,1 +1,0 @@
-"""Azure Container Registry specifics: ARM (ImportImage, registry properties, roles)."""

@@ -1,0 +1,217 @@
+"""Reconcile: list both sides, plan, and close the drift through the jobs queue.
+
+The timer runs ``run_reconcile(runtime)``; ``resync`` and ``sync --enqueue`` reuse its
+parts. Jobs go out paced (``Pacing``): in batches with pauses, so 10,000 tags do not hit
+the queue in one burst, and spread over minutes with the message visibility delay, so the
+workers do not hit the registries in one burst either. A job already queued (same job id)
+costs the worker one status read, nothing more.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from collections.abc import Callable, Iterable, Sequence
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass, field, replace
+from typing import TYPE_CHECKING, Protocol
+
+from replicator.adapters.oci.listing import Allows, Listing, RegistryLister, RegistryRequester
+from replicator.domain.config import Settings
+from replicator.domain.filters import Filters, glob_match
+from replicator.domain.model import CopyJob
+from replicator.domain.planning import Plan, jobs_for, plan
+
+if TYPE_CHECKING:
+    from replicator.app.runtime import Runtime
+
+log = logging.getLogger(__name__)
+
+
+class ClientSource(Protocol):
+    def client(self, host: str) -> RegistryRequester: ...
+
+
+class JobSender(Protocol):
+    def send(self, job: CopyJob, *, delay_seconds: int = 0) -> None: ...
+
+
+@dataclass(frozen=True)
+class Pacing:
+    """At most ``batch`` messages back to back, then ``pause_seconds``; job *i* becomes
+    visible ``(i // jobs_per_minute)`` minutes later, at most ``max_spread_seconds``."""
+
+    batch: int = 100
+    pause_seconds: float = 0.5
+    jobs_per_minute: int = 600
+    max_spread_seconds: int = 6 * 3600  # beyond that, the last minute takes the rest
+
+    def delay_for(self, index: int) -> int:
+        return min((index // max(1, self.jobs_per_minute)) * 60, self.max_spread_seconds)
+
+
+@dataclass(frozen=True)
+class TargetDrift:
+    target: str
+    plan: Plan | None  # None: the target could not be listed at all
+    errors: tuple[str, ...] = ()
+
+
+@dataclass(frozen=True)
+class ReconcileReport:
+    source_tags: int
+    targets: tuple[TargetDrift, ...]
+    enqueued: int = 0
+    errors: tuple[str, ...] = ()  # every listing problem, source and targets
+    jobs: tuple[CopyJob, ...] = field(default=(), repr=False)
+
+    @property
+    def complete(self) -> bool:
+        return not self.errors
+
+    def drift(self) -> dict[str, dict[str, int]]:
+        """``{target: {"missing": n, "stale": n, "extra": n}}`` (-1s when unknown)."""
+        unknown = {"missing": -1, "stale": -1, "extra": -1}
+        return {d.target: d.plan.counts() if d.plan else unknown for d in self.targets}
+
+
+def compare(
+    registries: ClientSource,
+    source: str,
+    targets: Sequence[str],
+    filters: Filters,
+    settings: Settings,
+    *,
+    repositories: Sequence[str] | None = None,
+    allows: Allows | None = None,
+    concurrency: int = 16,
+) -> ReconcileReport:
+    """List the source and each target (concurrently) and plan each target. Repositories
+    that either side could not read are left out of the plan: they are not drift."""
+
+    def allowed(repository: str, tag: str) -> bool:
+        return filters.allows(repository, tag) and (allows is None or allows(repository, tag))
+
+    def list_one(host: str) -> Listing:
+        lister = RegistryLister(registries.client(host), host, concurrency=concurrency)
+        return lister.listing(repositories, allowed, lambda r: may_hold_allowed(filters, r))
+
+    with ThreadPoolExecutor(1 + len(targets), thread_name_prefix="side") as pool:
+        listings = list(pool.map(list_one, [source, *targets]))
+    have, errors = listings[0], list(listings[0].errors)
+    drifts = []
+    for target, want in zip(targets, listings[1:], strict=True):
+        errors.extend(want.errors)
+        if "" in have.failed or "" in want.failed:
+            drifts.append(TargetDrift(target, None, want.errors))
+            continue
+        unread = have.failed | want.failed
+        made = plan(
+            (e for e in have.entries if e.repository not in unread),
+            (e for e in want.entries if e.repository not in unread),
+            filters,
+            settings.delete_policy,
+            source=source,
+            target=target,
+        )
+        drifts.append(TargetDrift(target, made, want.errors))
+    return ReconcileReport(len(have.entries), tuple(drifts), errors=tuple(errors))
+
+
+def may_hold_allowed(filters: Filters, repository: str) -> bool:
+    """False when no tag of ``repository`` can pass the filters, so it need not be listed."""
+    if filters.include and not any(
+        glob_match(_repo_part(p) + ":**", repository, "") for p in filters.include
+    ):
+        return False
+    return not any(
+        (p.partition(":")[2] if ":" in p else "**") in {"*", "**"} and glob_match(p, repository, "")
+        for p in filters.exclude
+    )
+
+
+def _repo_part(pattern: str) -> str:
+    return pattern.partition(":")[0]
+
+
+def enqueue(
+    queue: JobSender,
+    jobs: Iterable[CopyJob],
+    pacing: Pacing = Pacing(),
+    sleep: Callable[[float], None] = time.sleep,
+) -> int:
+    """Send ``jobs`` paced; returns how many were sent."""
+    sent = 0
+    for index, job in enumerate(jobs):
+        if index and index % max(1, pacing.batch) == 0:
+            sleep(pacing.pause_seconds)
+        queue.send(job, delay_seconds=pacing.delay_for(index))
+        sent += 1
+    return sent
+
+
+class UntagVerdicts(Protocol):
+    def untag_refused(self, target: str) -> str | None: ...
+
+
+def refusing_untag(verdicts: UntagVerdicts | None, report: ReconcileReport) -> frozenset[str]:
+    """The planned targets known to refuse tag deletes (their retagged extras get no job)."""
+    if verdicts is None or not report.targets:
+        return frozenset()
+    return frozenset(d.target for d in report.targets if verdicts.untag_refused(d.target))
+
+
+def plan_jobs(
+    report: ReconcileReport,
+    settings: Settings,
+    origin: str,
+    *,
+    untag_refused: frozenset[str] = frozenset(),
+) -> list[CopyJob]:
+    """The jobs of every planned target, interleaved by target so each one progresses."""
+    per_target = [
+        jobs_for(d.plan, settings, origin, untag_refused=untag_refused)
+        for d in report.targets
+        if d.plan
+    ]
+    jobs: list[CopyJob] = []
+    for row in range(max((len(j) for j in per_target), default=0)):
+        jobs.extend(j[row] for j in per_target if row < len(j))
+    return jobs
+
+
+def run_reconcile(
+    runtime: Runtime,
+    *,
+    pacing: Pacing = Pacing(),
+    sleep: Callable[[float], None] = time.sleep,
+) -> ReconcileReport:
+    """Plan every configured target, enqueue a job per missing or stale tag (and per extra
+    under a propagating delete policy), record the drift for ``status``, log a summary."""
+    settings = runtime.settings
+    filters = Filters(settings.include, settings.exclude)
+    targets = [t.login_server for t in settings.targets]
+    report = compare(runtime.registries, settings.source, targets, filters, settings)
+    refused = refusing_untag(runtime.status, report)
+    jobs = plan_jobs(report, settings, "reconcile", untag_refused=refused)
+    sent = enqueue(runtime.queue, jobs, pacing, sleep)
+    report = replace(report, enqueued=sent, jobs=tuple(jobs))
+    runtime.status.record_reconcile(report.drift(), sent)
+    kept = {d.target: len(d.plan.retagged) for d in report.targets if d.plan}
+    kept = {
+        t: n for t, n in kept.items() if n and (t in refused or not settings.delete_policy.deletes)
+    }
+    log.log(
+        logging.WARNING if report.errors else logging.INFO,
+        "reconcile %s: %d source tags; drift %s; %d jobs enqueued; %d listing errors%s%s",
+        settings.source,
+        report.source_tags,
+        report.drift(),
+        sent,
+        len(report.errors),
+        f" (first: {report.errors[0]})" if report.errors else "",
+        f"; extra tags left in place (source holds their digest, target keeps them): {kept}"
+        if kept
+        else "",
+    )
+    return report

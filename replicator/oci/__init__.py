@@ -1,1 +1,0 @@
-"""The OCI registry client: references, transport, auth, manifests, blobs, copy."""

@@ -1,4 +1,4 @@
-"""Azure Functions entry point: a registration shim. The handlers live in replicator.triggers."""
+"""Azure Functions entry point: a registration shim. The handlers live in replicator.functions.triggers."""
 
 from __future__ import annotations
 
@@ -6,7 +6,7 @@ import os
 
 import azure.functions as func
 
-from replicator.triggers import register, startup
+from replicator.functions.triggers import register, startup
 
 settings = startup(os.environ)  # a bad setting fails start-up, with every problem listed
 app = func.FunctionApp(http_auth_level=func.AuthLevel.FUNCTION)

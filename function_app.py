@@ -1,4 +1,4 @@
-"""Azure Functions entry point: a registration shim (the handlers: replicator.functions.triggers)."""
+"""Azure Functions entry point: a registration shim (handlers: replicator.functions.triggers)."""
 
 from __future__ import annotations
 

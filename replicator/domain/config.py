@@ -12,6 +12,14 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 from urllib.parse import urlparse
 
+from replicator.domain.budgets import (
+    DEFAULT_SOURCE_SHARE,
+    DEFAULT_TARGET_SHARE,
+    Limits,
+    parse_rate_limits,
+    parse_share,
+    parse_skus,
+)
 from replicator.domain.errors import ConfigError, InvalidReferenceError
 from replicator.domain.identities import IdentitySettings, parse_identity_settings
 from replicator.domain.model import Strategy, Target
@@ -75,6 +83,11 @@ class Settings:
         default_factory=IdentitySettings
     )  # replicator.domain.identities
     acr_audience: str | None = None  # None: each ACR's from its login server's cloud suffix
+    # request budgets (replicator.domain.budgets): REPLICATOR_RATE_LIMITS, the shares, SKUs
+    rate_limits: Mapping[str, Limits] = field(default_factory=dict)
+    source_share: float = DEFAULT_SOURCE_SHARE
+    target_share: float = DEFAULT_TARGET_SHARE
+    skus: Mapping[str, str] = field(default_factory=dict)  # login server -> ACR SKU
 
     def target(self, login_server: str) -> Target | None:
         for target in self.targets:
@@ -291,6 +304,20 @@ def load_settings(env: Mapping[str, str], *, require_storage: bool = False) -> S
         problems.append(f"REPLICATOR_UNTAGGED_DELAY: {exc}")
     identity = parse_identity_settings(env, problems)
     acr_audience = parse_audience(env.get("REPLICATOR_ACR_AUDIENCE", ""), problems)
+    rate_limits = parse_rate_limits(env.get("REPLICATOR_RATE_LIMITS", ""), problems)
+    source_share = parse_share(
+        env.get("REPLICATOR_SOURCE_SHARE", ""),
+        "REPLICATOR_SOURCE_SHARE",
+        DEFAULT_SOURCE_SHARE,
+        problems,
+    )
+    target_share = parse_share(
+        env.get("REPLICATOR_TARGET_SHARE", ""),
+        "REPLICATOR_TARGET_SHARE",
+        DEFAULT_TARGET_SHARE,
+        problems,
+    )
+    skus = parse_skus(env.get("REPLICATOR_REGISTRY_SKUS", ""), problems)
 
     if problems:
         raise ConfigError(problems)
@@ -309,4 +336,8 @@ def load_settings(env: Mapping[str, str], *, require_storage: bool = False) -> S
         untagged_delay_seconds=untagged_delay,
         identity=identity,
         acr_audience=acr_audience,
+        rate_limits=rate_limits,
+        source_share=source_share,
+        target_share=target_share,
+        skus=skus,
     )

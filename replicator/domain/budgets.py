@@ -1,0 +1,317 @@
+"""Request budgets per registry and bucket, and the token bucket that paces by them.
+
+ACR throttles with token buckets that refill continuously, per registry and per identity,
+in requests a minute (MicrosoftDocs/azure-management-docs,
+articles/container-registry/container-registry-skus.md, "ACR API request limits", as
+summarised in /work/shared/reference/azure.md section 3). The depth of ACR's buckets is
+not published, so the replicator never spends a minute's share in its first second: it
+paces itself evenly with a bucket of its own whose burst is a few seconds' worth.
+
+Where a budget comes from (``limits_for``), per bucket:
+
+1. ``REPLICATOR_RATE_LIMITS`` for that login server (requests a minute, per registry);
+2. else, for an ACR, its SKU's published per-registry figure (``REPLICATOR_REGISTRY_SKUS``,
+   filled by Bicep from the registry's ``sku.name``; an ACR whose SKU is not given is
+   taken as Standard, the lower figures, since Basic and Standard share one row);
+3. else no limit (``None``).
+
+The replicator's share of it: ``REPLICATOR_SOURCE_SHARE`` (default 0.5) for the source,
+whose per-registry buckets also serve every production pull; ``REPLICATOR_TARGET_SHARE``
+(default 1.0) for a DR target. For an ACR the result is also capped at the published
+per-identity figure, since the whole fleet runs as one identity. A geo-replicated
+registry is throttled per replica: the budget is for the replica the login server routes
+the fleet to. The ``arm`` key budgets ImportImage calls (ARM limits those per subscription
+and principal, not per registry): by default ARM's published regional write rate, 10 a
+second (whether ImportImage counts as an ARM write is unconfirmed; pacing at it costs
+nothing if it does not).
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import threading
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Literal, get_args
+
+from replicator.domain.model import is_acr_host
+
+if TYPE_CHECKING:
+    from replicator.domain.config import Settings
+
+Bucket = Literal["read", "write", "delete", "referrers", "token"]
+BUCKETS: tuple[Bucket, ...] = get_args(Bucket)
+ARM = "arm"  # the REPLICATOR_RATE_LIMITS key for ImportImage calls ({"write": N})
+DEFAULT_SOURCE_SHARE = 0.5
+DEFAULT_TARGET_SHARE = 1.0
+DEFAULT_BURST_SECONDS = 2.0
+SKUS = ("Basic", "Standard", "Premium")
+
+
+@dataclass(frozen=True)
+class Limits:
+    """Requests a minute per bucket; ``None``: no published or configured limit."""
+
+    read: float | None = None
+    write: float | None = None
+    delete: float | None = None
+    referrers: float | None = None
+    token: float | None = None
+
+    def rate(self, bucket: Bucket) -> float | None:
+        value: float | None = getattr(self, bucket)
+        return value
+
+    def over(self, other: Limits) -> Limits:
+        """These limits where set, ``other``'s where these are silent."""
+        return Limits(
+            **{b: (mine if (mine := self.rate(b)) is not None else other.rate(b)) for b in BUCKETS}
+        )
+
+    def times(self, share: float) -> Limits:
+        return Limits(
+            **{b: (r * share if (r := self.rate(b)) is not None else None) for b in BUCKETS}
+        )
+
+    def at_most(self, cap: Limits) -> Limits:
+        """Each bucket no higher than ``cap``'s (where ``cap`` has one)."""
+        out: dict[str, float | None] = {}
+        for b in BUCKETS:
+            mine, most = self.rate(b), cap.rate(b)
+            out[b] = mine if most is None else (most if mine is None else min(mine, most))
+        return Limits(**out)
+
+    def __str__(self) -> str:
+        parts = [f"{b} {r:g}/min" for b in BUCKETS if (r := self.rate(b)) is not None]
+        return ", ".join(parts) or "no limit"
+
+
+# ACR's published table (reference section 3; container-registry-skus.md, read 2026-06):
+# requests a minute. Basic and Standard share a row; Premium doubles most of it.
+_ACR_REGISTRY = {
+    "Standard": Limits(read=10_000, write=2_000, delete=1_000, referrers=500, token=10_000),
+    "Premium": Limits(read=20_000, write=4_000, delete=4_000, referrers=2_000, token=20_000),
+}
+_ACR_IDENTITY = {
+    "Standard": Limits(read=5_000, write=1_000, delete=500, referrers=250),
+    "Premium": Limits(read=10_000, write=2_000, delete=2_000, referrers=1_000),
+}
+# ARM: regional token bucket per subscription and principal, writes 200 then 10 a second,
+# reads 250 then 25 a second (reference section 3). ImportImage is a POST (a write).
+_ARM_DEFAULT = Limits(read=25 * 60, write=10 * 60)
+
+
+def _row(sku: str) -> str:
+    name = sku.strip().capitalize()
+    if name not in SKUS:
+        raise ValueError(f"unknown ACR SKU {sku!r} (Basic, Standard or Premium)")
+    return "Premium" if name == "Premium" else "Standard"
+
+
+def acr_limits(sku: str) -> Limits:
+    """ACR's published per-registry limits for ``sku`` (Basic, Standard or Premium)."""
+    return _ACR_REGISTRY[_row(sku)]
+
+
+def acr_identity_limits(sku: str) -> Limits:
+    """ACR's published per-identity limits for ``sku`` (none published for OAuth)."""
+    return _ACR_IDENTITY[_row(sku)]
+
+
+def _rate(value: object) -> float | None:
+    if isinstance(value, bool) or not isinstance(value, (int, float)):
+        return None
+    rate = float(value)
+    return rate if math.isfinite(rate) and rate > 0 else None
+
+
+def parse_rate_limits(raw: str, problems: list[str]) -> dict[str, Limits]:
+    """``REPLICATOR_RATE_LIMITS``: ``{"<login server>": {"read": N, ...}, "arm": {"write": N}}``,
+    requests a minute. Every problem is appended to ``problems``; the valid entries are kept."""
+    name = "REPLICATOR_RATE_LIMITS"
+    if not raw.strip():
+        return {}
+    try:
+        loaded = json.loads(raw)
+    except ValueError as exc:
+        problems.append(f"{name} is not valid JSON: {exc}")
+        return {}
+    if not isinstance(loaded, dict):
+        problems.append(
+            f'{name} must be a JSON object, e.g. {{"<login server>": {{"read": 5000}}}}'
+        )
+        return {}
+    out: dict[str, Limits] = {}
+    for key, entry in loaded.items():
+        where = f"{name}[{key!r}]"
+        registry = key.strip().lower()
+        if not registry or any(c in registry for c in "/ \t@"):
+            problems.append(f"{where}: the key must be a login server (or {ARM!r})")
+            continue
+        if not isinstance(entry, dict):
+            problems.append(f"{where} must be an object of requests a minute per bucket")
+            continue
+        allowed: tuple[str, ...] = ("read", "write") if registry == ARM else BUCKETS
+        unknown = sorted(set(entry) - set(allowed))
+        if unknown:
+            problems.append(
+                f"{where} has unknown buckets: {', '.join(unknown)} (known: {', '.join(allowed)})"
+            )
+        values: dict[str, float] = {}
+        for bucket in allowed:
+            if bucket not in entry:
+                continue
+            rate = _rate(entry[bucket])
+            if rate is None:
+                problems.append(f"{where}.{bucket} must be a positive number of requests a minute")
+                continue
+            values[bucket] = rate
+        if registry in out:
+            problems.append(f"{where}: {registry} is given twice")
+        out[registry] = Limits(**values)
+    return out
+
+
+def parse_share(raw: str, name: str, default: float, problems: list[str]) -> float:
+    """A fraction in (0, 1] (``REPLICATOR_SOURCE_SHARE``, ``REPLICATOR_TARGET_SHARE``)."""
+    text = raw.strip()
+    if not text:
+        return default
+    try:
+        share = float(text)
+    except ValueError:
+        share = math.nan
+    if not (math.isfinite(share) and 0 < share <= 1):
+        problems.append(f"{name} must be a fraction above 0 and at most 1, e.g. 0.5 (got {text!r})")
+        return default
+    return share
+
+
+def parse_skus(raw: str, problems: list[str]) -> dict[str, str]:
+    """``REPLICATOR_REGISTRY_SKUS``: ``{"<login server>": "Standard", ...}`` (Bicep fills it
+    from each registry's ``sku.name``), or ``server=Sku,server=Sku``."""
+    name = "REPLICATOR_REGISTRY_SKUS"
+    text = raw.strip()
+    if not text:
+        return {}
+    pairs: list[tuple[str, object]]
+    if text.startswith("{"):
+        try:
+            loaded = json.loads(text)
+        except ValueError as exc:
+            problems.append(f"{name} is not valid JSON: {exc}")
+            return {}
+        if not isinstance(loaded, dict):
+            problems.append(f"{name} must be a JSON object of login server -> SKU")
+            return {}
+        pairs = list(loaded.items())
+    else:
+        pairs = []
+        for part in (p.strip() for p in text.split(",") if p.strip()):
+            server, sep, sku = part.partition("=")
+            if not sep:
+                problems.append(f"{name}: {part!r} is not <login server>=<SKU>")
+                continue
+            pairs.append((server, sku))
+    out: dict[str, str] = {}
+    for server, value in pairs:
+        registry = str(server).strip().lower()
+        if not isinstance(value, str):
+            problems.append(f"{name}[{server!r}] must be a SKU name (Basic, Standard or Premium)")
+            continue
+        try:
+            _row(value)
+        except ValueError as exc:
+            problems.append(f"{name}[{server!r}]: {exc}")
+            continue
+        if not is_acr_host(registry):
+            problems.append(f"{name}[{server!r}] is not an ACR login server (*.azurecr.io)")
+            continue
+        out[registry] = value.strip().capitalize()
+    return out
+
+
+def limits_for(settings: Settings, registry: str) -> Limits:
+    """The replicator fleet's budget for ``registry`` (or ``ARM``), requests a minute."""
+    key = registry.strip().lower()
+    configured = settings.rate_limits.get(key, Limits())
+    if key == ARM:
+        return configured.over(_ARM_DEFAULT)
+    share = settings.source_share if key == settings.source.lower() else settings.target_share
+    if not is_acr_host(key):
+        return configured.times(share)
+    sku = settings.skus.get(key, "Standard")
+    budget = configured.over(acr_limits(sku)).times(share)
+    return budget.at_most(acr_identity_limits(sku))
+
+
+def budget_plan(settings: Settings) -> dict[str, Limits]:
+    """Every registry's budget (and ARM's), for ``doctor`` and ``status``."""
+    registries = sorted(settings.registries)
+    return {**{r: limits_for(settings, r) for r in registries}, ARM: limits_for(settings, ARM)}
+
+
+class TokenBucket:
+    """Pacing, not bursts: ``rate_per_minute`` refilled continuously into a bucket of
+    ``burst_seconds`` worth (at least one request).
+
+    ``take(n)`` takes ``n`` tokens at once, going into debt when there are not enough, and
+    answers how long the caller must wait before sending: callers that take one after
+    another are spaced evenly (``1/rate``) in the order they asked. ``hold(seconds)``
+    (a 429's ``Retry-After``) stops the refill until then and drops what was saved, so the
+    registry is not met with a burst when the pause ends. Thread-safe; ``clock`` is
+    injectable (monotonic seconds)."""
+
+    def __init__(
+        self,
+        rate_per_minute: float,
+        *,
+        burst_seconds: float = DEFAULT_BURST_SECONDS,
+        clock: Callable[[], float] = time.monotonic,
+    ) -> None:
+        if not (math.isfinite(rate_per_minute) and rate_per_minute > 0):
+            raise ValueError(f"a token bucket needs a positive rate, not {rate_per_minute!r}")
+        if not (math.isfinite(burst_seconds) and burst_seconds >= 0):
+            raise ValueError(f"burst_seconds must be zero or more, not {burst_seconds!r}")
+        self.rate_per_minute = float(rate_per_minute)
+        self.per_second = self.rate_per_minute / 60.0
+        self.capacity = max(1.0, self.per_second * burst_seconds)
+        self._clock = clock
+        self._lock = threading.Lock()
+        self._tokens = self.capacity
+        self._stamp = clock()  # refill accrues from here (in the future while held)
+
+    def _refill(self, now: float) -> None:
+        if now > self._stamp:
+            self._tokens = min(self.capacity, self._tokens + (now - self._stamp) * self.per_second)
+            self._stamp = now
+
+    def take(self, n: float = 1.0) -> float:
+        """Take ``n`` tokens; seconds to wait before sending them (0: now)."""
+        with self._lock:
+            now = self._clock()
+            self._refill(now)
+            self._tokens -= n
+            held = max(0.0, self._stamp - now)
+            return held + max(0.0, -self._tokens) / self.per_second
+
+    def give_back(self, n: float = 1.0) -> None:
+        """Return ``n`` tokens taken but not used (never above the bucket's depth)."""
+        with self._lock:
+            self._tokens = min(self.capacity, self._tokens + n)
+
+    def hold(self, seconds: float) -> None:
+        """No refill for ``seconds`` from now, and nothing saved (a 429's ``Retry-After``)."""
+        with self._lock:
+            now = self._clock()
+            self._refill(now)
+            self._tokens = min(self._tokens, 0.0)
+            self._stamp = max(self._stamp, now + max(0.0, seconds))
+
+    def available(self) -> float:
+        """Tokens in the bucket now (negative: debt already promised to waiting callers)."""
+        with self._lock:
+            self._refill(self._clock())
+            return self._tokens

@@ -47,10 +47,10 @@ from typing import Any
 import httpx
 import trustme
 
-from doubles import JsonServer, Principal, RoleAssignments, Served, TokenBook, bearer, split
-from doubles.registry_copy import BackendAuth, copy_image
 from replicator.adapters.acr import roles
 from replicator.adapters.acr.roles import ABAC_MODE, IMPORT_ACTION, REGISTRY_READ
+from tests.doubles import JsonServer, Principal, RoleAssignments, Served, TokenBook, bearer, split
+from tests.doubles.registry_copy import BackendAuth, copy_image
 
 LEGACY_MODE = "LegacyRegistryPermissions"
 TOPICS_READ = "Microsoft.EventGrid/systemTopics/read"

@@ -23,7 +23,7 @@ from urllib.parse import parse_qsl
 
 import trustme
 
-from doubles import JsonServer, Principal, Served, TokenBook, split
+from tests.doubles import JsonServer, Principal, Served, TokenBook, split
 
 EXCHANGE_AUDIENCE = "api://AzureADTokenExchange"
 HOME = "tenant-home"  # the function's tenant

@@ -47,8 +47,8 @@ from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import ec, rsa
 from cryptography.x509.oid import NameOID
 
-from doubles import Principal, RoleAssignments, TokenBook
 from replicator.adapters.acr import roles
+from tests.doubles import Principal, RoleAssignments, TokenBook
 
 ISSUER = "acr-replicator-test-issuer"
 ACR_AUDIENCE = "https://containerregistry.azure.net"

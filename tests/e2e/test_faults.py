@@ -14,14 +14,14 @@ from collections import Counter
 from pathlib import Path
 
 import pytest
-from doubles.faulty_proxy import Fault, FaultyProxy
-from e2e_support import PATIENT, differences, push_images, same_content
-from integration.worker_support import deliver_push, runner, worker_runtime
 
 from devstack.localstack import Azurite, Registry
 from devstack.testimages import PushedImage, push_test_image
 from replicator.adapters.oci.registries import Registries
 from replicator.domain.reference import ImageRef
+from tests.doubles.faulty_proxy import Fault, FaultyProxy
+from tests.e2e.e2e_support import PATIENT, differences, push_images, same_content
+from tests.integration.worker_support import deliver_push, runner, worker_runtime
 
 ROOT = Path(__file__).resolve().parents[2]
 IMAGES = 12

@@ -7,8 +7,6 @@ from collections.abc import Iterator
 
 import azure.functions as func
 import pytest
-from e2e_support import PATIENT, differences, push_images, same_content
-from integration.worker_support import FAST, deliver_push, runner, worker_runtime
 
 from devstack.localstack import Azurite, LocalStack, Registry
 from replicator.app.reconcile import run_reconcile
@@ -16,6 +14,8 @@ from replicator.domain.errors import QueueUnavailableError
 from replicator.domain.model import CopyJob
 from replicator.domain.reference import ImageRef
 from replicator.functions import triggers
+from tests.e2e.e2e_support import PATIENT, differences, push_images, same_content
+from tests.integration.worker_support import FAST, deliver_push, runner, worker_runtime
 
 
 @pytest.fixture

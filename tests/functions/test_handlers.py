@@ -10,7 +10,6 @@ from datetime import UTC, datetime
 import azure.functions as func
 import pytest
 from azure.functions.timer import TimerRequest
-from integration.worker_support import worker_runtime
 
 from devstack.localstack import Azurite, Registry, free_port
 from replicator.adapters.azure.queue import NO_WAIT_RETRY
@@ -19,6 +18,7 @@ from replicator.domain.config import load_settings
 from replicator.domain.errors import QueueUnavailableError
 from replicator.domain.model import CopyJob
 from replicator.functions import triggers
+from tests.integration.worker_support import worker_runtime
 
 DIGEST = "sha256:" + "57" * 32
 
@@ -167,7 +167,6 @@ def test_reconcile_timer_runs_and_records(runtime: Runtime) -> None:
 def test_one_trace_from_event_through_queue_to_copy(
     registry_pair: tuple[Registry, Registry], fresh_azurite: Azurite
 ) -> None:
-    from integration.worker_support import deliver_push, drain
     from opentelemetry.sdk.metrics import MeterProvider
     from opentelemetry.sdk.metrics.export import InMemoryMetricReader
     from opentelemetry.sdk.trace import TracerProvider
@@ -177,6 +176,7 @@ def test_one_trace_from_event_through_queue_to_copy(
     from devstack.testimages import push_test_image
     from replicator.adapters.azure import telemetry
     from replicator.domain.reference import ImageRef
+    from tests.integration.worker_support import deliver_push, drain
 
     reader, exporter = InMemoryMetricReader(), InMemorySpanExporter()
     tracer_provider = TracerProvider()

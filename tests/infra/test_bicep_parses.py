@@ -4,7 +4,8 @@ cannot be installed here, so this is the syntax check the templates get."""
 from __future__ import annotations
 
 import pytest
-from bicep_tree import INFRA, all_files, load, parse, problems
+
+from tests.infra.bicep_tree import INFRA, all_files, load, parse, problems
 
 
 def test_there_are_templates_to_check() -> None:

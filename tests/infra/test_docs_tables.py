@@ -10,9 +10,9 @@ from functools import cache
 from pathlib import Path
 
 import pytest
-from bicep_tree import ROOT
 
 from replicator.adapters.acr import roles
+from tests.infra.bicep_tree import ROOT
 
 FACTS = ROOT / "docs" / "azure-facts.md"
 TEST_NAME = re.compile(r"`(tests/[\w/]+\.py)::(\w+)`")

@@ -16,7 +16,8 @@ import subprocess
 from pathlib import Path
 
 import pytest
-from bicep_tree import INFRA, load, text
+
+from tests.infra.bicep_tree import INFRA, load, text
 
 HOOK = INFRA / "hooks" / "postdeploy.sh"
 SOURCE_ID = (

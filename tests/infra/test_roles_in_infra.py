@@ -8,9 +8,9 @@ import json
 import re
 
 import pytest
-from bicep_tree import INFRA, ROOT, load, string_value, text, walk
 
 from replicator.adapters.acr import roles
+from tests.infra.bicep_tree import INFRA, ROOT, load, string_value, text, walk
 
 TABLE = ROOT / "replicator" / "adapters" / "acr" / "roles.json"
 GUID = re.compile(r"[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}", re.I)

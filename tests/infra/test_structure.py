@@ -9,7 +9,12 @@ import re
 from collections.abc import Iterator
 
 import pytest
-from bicep_tree import (
+from tree_sitter import Node
+
+from replicator.adapters.azure import telemetry
+from replicator.domain import model
+from replicator.domain.model import PLANS_CONTAINER, PLANS_QUEUE
+from tests.infra.bicep_tree import (
     INFRA,
     ROOT,
     all_files,
@@ -21,11 +26,6 @@ from bicep_tree import (
     text,
     walk,
 )
-from tree_sitter import Node
-
-from replicator.adapters.azure import telemetry
-from replicator.domain import model
-from replicator.domain.model import PLANS_CONTAINER, PLANS_QUEUE
 
 # Built-in role ids outside the registry role table (storage, monitoring), checked against
 # Microsoft's built-in roles list; the registry roles come from replicator/adapters/acr/roles.json.

@@ -3,11 +3,12 @@ repositories, and ``sync --enqueue`` onto a real (Azurite) jobs queue."""
 
 from __future__ import annotations
 
+import io
 import json
+import sys
 import threading
 
 import pytest
-from doubles.seed import manifest_digest, seed
 
 from devstack.localstack import Azurite, Registry
 from replicator.adapters.azure.queue import StorageJobQueue
@@ -20,6 +21,7 @@ from replicator.domain.config import Settings, StorageConnection
 from replicator.domain.filters import Filters
 from replicator.domain.model import CopyJob, CopyReport, Target
 from replicator.domain.reference import ImageRef
+from tests.doubles.seed import manifest_digest, seed
 
 pytestmark = pytest.mark.integration
 
@@ -163,3 +165,29 @@ def test_sync_interrupted_then_rerun_finishes_what_is_left(
     assert len(MISSING | STALE) - 3 <= len(rest["copied"]) <= len(MISSING | STALE) - 2  # type: ignore[arg-type]
     code, drift = run_json(capsys, "diff", "--source", source, "--target", target, "--json")
     assert (drift["missing"], drift["stale"]) == ([], [])
+
+
+class Terminal(io.StringIO):
+    def isatty(self) -> bool:
+        return True
+
+
+def test_sync_shows_progress_on_a_terminal_but_never_with_json(
+    registry_pair: tuple[Registry, Registry],
+    capsys: pytest.CaptureFixture[str],
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    source, target = (r.host for r in registry_pair)
+    seed(source, [(f"{team}/app", "v1", 0) for team in ("a", "b")])
+    common = ["sync", "--source", source, "--target", target]
+    terminal = Terminal()
+    monkeypatch.setattr(sys, "stderr", terminal)
+    code, report = run_json(capsys, *common, "--include", "a/**", "--json")
+    assert (code, keys(report["copied"])) == (0, {("a/app", "v1")})
+    assert terminal.getvalue() == ""  # the old bar drew here: it only asked isatty
+
+    assert main(common) == 0
+    assert "1 copied" in capsys.readouterr().out
+    drawn = terminal.getvalue()
+    assert drawn.startswith("\r[") and drawn.endswith("\n")
+    assert "1/1 images" in drawn

@@ -15,9 +15,6 @@ import json
 import azure.functions as func
 import httpx
 import pytest
-from doubles.acr_listing import AcrListingDouble, serve
-from doubles.seed import manifest_digest, seed
-from worker_support import drain, worker_runtime
 
 from devstack.localstack import Azurite, Registry
 from replicator.adapters.acr.tags import delete_tag
@@ -25,6 +22,9 @@ from replicator.adapters.oci.registries import Registries
 from replicator.app.reconcile import run_reconcile
 from replicator.domain.reference import ImageRef
 from replicator.functions import triggers
+from tests.doubles.acr_listing import AcrListingDouble, serve
+from tests.doubles.seed import manifest_digest, seed
+from tests.integration.worker_support import drain, worker_runtime
 
 pytestmark = pytest.mark.integration
 

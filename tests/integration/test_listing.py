@@ -3,14 +3,14 @@ from __future__ import annotations
 from collections.abc import Iterator
 
 import pytest
-from doubles.acr_listing import AcrListingDouble, serve
-from doubles.seed import manifest_digest, seed
 
 from devstack.localstack import Registry
 from replicator.adapters.oci.listing import RegistryLister
 from replicator.adapters.oci.registries import Registries
 from replicator.adapters.oci.transport import RetryPolicy
 from replicator.domain.model import TagEntry
+from tests.doubles.acr_listing import AcrListingDouble, serve
+from tests.doubles.seed import manifest_digest, seed
 
 pytestmark = pytest.mark.integration
 

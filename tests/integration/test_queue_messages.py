@@ -15,7 +15,6 @@ from datetime import timedelta
 from urllib.parse import parse_qs, urlsplit
 
 import pytest
-from worker_support import worker_runtime
 
 from devstack.localstack import Azurite, Registry
 from replicator.adapters.azure.queue import (
@@ -31,6 +30,7 @@ from replicator.app import service
 from replicator.domain.config import StorageConnection
 from replicator.domain.errors import InvalidJobError
 from replicator.domain.model import Action, CopyJob, Outcome, utcnow
+from tests.integration.worker_support import worker_runtime
 
 DIGEST = "sha256:" + "ab" * 32
 

@@ -10,7 +10,6 @@ from datetime import UTC, datetime, timedelta
 
 import azure.functions as func
 import pytest
-from doubles.seed import manifest_digest, seed
 
 from devstack.localstack import Azurite, Registry
 from replicator.adapters.azure.planblobs import PlanBlobs
@@ -23,6 +22,7 @@ from replicator.app.reconcile import Pacing, run_reconcile
 from replicator.app.runtime import Runtime
 from replicator.domain.config import Settings, StorageConnection
 from replicator.domain.model import CopyJob, JobResult, Outcome, Target
+from tests.doubles.seed import manifest_digest, seed
 
 pytestmark = pytest.mark.integration
 

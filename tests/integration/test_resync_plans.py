@@ -10,8 +10,6 @@ from typing import Any
 import azure.functions as func
 import pytest
 from azure.functions.queue import QueueMessage
-from doubles.seed import manifest_digest, seed
-from worker_support import drain, plan_runner, worker_runtime
 
 from devstack.localstack import Azurite, Registry, free_port
 from replicator.adapters.azure.queue import NO_WAIT_RETRY
@@ -20,6 +18,8 @@ from replicator.app.runtime import build_runtime
 from replicator.domain.config import load_settings
 from replicator.domain.reference import ImageRef
 from replicator.functions import triggers
+from tests.doubles.seed import manifest_digest, seed
+from tests.integration.worker_support import drain, plan_runner, worker_runtime
 
 pytestmark = pytest.mark.integration
 

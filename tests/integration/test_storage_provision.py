@@ -8,13 +8,13 @@ import logging
 import azure.functions as func
 import pytest
 from azure.functions.queue import QueueMessage
-from worker_support import deliver_push, drain, worker_runtime
 
 from devstack.localstack import Azurite, Registry
 from devstack.testimages import push_test_image
 from replicator.domain.model import CopyJob
 from replicator.domain.reference import ImageRef
 from replicator.functions import triggers
+from tests.integration.worker_support import deliver_push, drain, worker_runtime
 
 RAW = ("ResourceNotFound", "QueueNotFound", "TableNotFound", "Traceback")
 

@@ -4,14 +4,19 @@ from __future__ import annotations
 
 import json
 
-from worker_support import delete_event, deliver_push, drain, push_small_images, worker_runtime
-
 from devstack.demo import compare, push_event
 from devstack.localstack import Azurite, Registry
 from devstack.testimages import push_test_image
 from replicator.domain.model import CopyJob, utcnow
 from replicator.domain.reference import ImageRef
 from replicator.functions import triggers
+from tests.integration.worker_support import (
+    delete_event,
+    deliver_push,
+    drain,
+    push_small_images,
+    worker_runtime,
+)
 
 INDEX = "application/vnd.oci.image.index.v1+json"
 

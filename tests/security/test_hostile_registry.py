@@ -22,17 +22,6 @@ from typing import Any
 
 import httpx
 import pytest
-from doubles.hostile import (
-    INDEX,
-    Answer,
-    Challenge,
-    Elsewhere,
-    HostileRegistry,
-    endless,
-    on,
-    running,
-    sized,
-)
 
 from devstack.localstack import Registry, find_registry_binary, registry_config
 from devstack.testimages import push_test_image
@@ -45,6 +34,17 @@ from replicator.adapters.oci.registries import Registries
 from replicator.adapters.oci.transport import RetryPolicy
 from replicator.domain.errors import PermanentRegistryError, RegistryError, TransientRegistryError
 from replicator.domain.reference import ImageRef
+from tests.doubles.hostile import (
+    INDEX,
+    Answer,
+    Challenge,
+    Elsewhere,
+    HostileRegistry,
+    endless,
+    on,
+    running,
+    sized,
+)
 
 pytestmark = pytest.mark.integration
 
@@ -155,7 +155,7 @@ def test_an_unread_referrers_listing_fails_the_job_with_its_reason(
     """In the worker: the source's referrers listing names another origin: the job is
     retried (transient), the status row says why, and it never ends as a copy short of
     its referrers."""
-    from integration.worker_support import deliver_push, drain, worker_runtime
+    from tests.integration.worker_support import deliver_push, drain, worker_runtime
 
     upstream, target = registry_pair
     proxy = HostileRegistry(upstream.host)

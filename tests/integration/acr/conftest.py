@@ -8,16 +8,23 @@ from typing import Any
 
 import pytest
 import trustme
-from doubles import TokenBook
-from doubles.arm import ArmDouble, ArmPair, FakeAcr
-from doubles.identity import FED_APP, FUNCTION_MI, USER_MI, App, EntraDouble, ManagedIdentityDouble
-from doubles.seed import seed
 
 from devstack.localstack import LocalStack
 from replicator.adapters.acr import roles
 from replicator.adapters.acr.importer import AcrImporter
 from replicator.adapters.azure.credentials import credential_for
 from replicator.domain.config import Settings
+from tests.doubles import TokenBook
+from tests.doubles.arm import ArmDouble, ArmPair, FakeAcr
+from tests.doubles.identity import (
+    FED_APP,
+    FUNCTION_MI,
+    USER_MI,
+    App,
+    EntraDouble,
+    ManagedIdentityDouble,
+)
+from tests.doubles.seed import seed
 
 
 @pytest.fixture

@@ -13,9 +13,6 @@ from pathlib import Path
 
 import jwt
 import pytest
-from doubles import RoleAssignments, TokenBook
-from doubles.identity import FUNCTION_MI, ManagedIdentityDouble
-from doubles.token_server import ACR_AUDIENCE, AcrExchange, TokenService, serve
 
 from devstack.localstack import LocalStack, Registry
 from devstack.testimages import push_test_image
@@ -27,6 +24,9 @@ from replicator.cli import main
 from replicator.domain.config import load_settings
 from replicator.domain.errors import PermanentRegistryError
 from replicator.domain.reference import ImageRef
+from tests.doubles import RoleAssignments, TokenBook
+from tests.doubles.identity import FUNCTION_MI, ManagedIdentityDouble
+from tests.doubles.token_server import ACR_AUDIENCE, AcrExchange, TokenService, serve
 
 REGISTRY_ID = (
     "/subscriptions/00000000-0000-0000-0000-0000000000aa/resourceGroups/rg-dr"

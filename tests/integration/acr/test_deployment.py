@@ -23,11 +23,6 @@ from pathlib import Path
 
 import pytest
 from azure.core.credentials import AccessToken
-from doubles import TokenBook
-from doubles.arm import ArmDouble, ArmPair, FakeAcr
-from doubles.identity import FUNCTION_MI, USER_MI, ManagedIdentityDouble
-from doubles.token_server import ACR_AUDIENCE, AcrExchange, TokenService, serve
-from integration.worker_support import drain
 
 from devstack.demo import push_event
 from devstack.localstack import Azurite, LocalStack
@@ -43,6 +38,11 @@ from replicator.domain.manifests import sha256_digest
 from replicator.domain.model import utcnow
 from replicator.domain.reference import ImageRef
 from replicator.functions import triggers
+from tests.doubles import TokenBook
+from tests.doubles.arm import ArmDouble, ArmPair, FakeAcr
+from tests.doubles.identity import FUNCTION_MI, USER_MI, ManagedIdentityDouble
+from tests.doubles.token_server import ACR_AUDIENCE, AcrExchange, TokenService, serve
+from tests.integration.worker_support import drain
 
 ROOT = Path(__file__).resolve().parents[3]
 MAIN_BICEP = ROOT / "infra" / "main.bicep"

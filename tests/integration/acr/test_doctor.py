@@ -11,14 +11,21 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from doubles import TokenBook
-from doubles.arm import ABAC_MODE, ArmPair
-from doubles.identity import FED_APP, FUNCTION_MI, OTHER, App, EntraDouble, ManagedIdentityDouble
-from doubles.token_server import ACR_AUDIENCE, AcrExchange, TokenService, serve
 
 from devstack.localstack import LocalStack
 from replicator.adapters.acr import roles
 from replicator.cli import main
+from tests.doubles import TokenBook
+from tests.doubles.arm import ABAC_MODE, ArmPair
+from tests.doubles.identity import (
+    FED_APP,
+    FUNCTION_MI,
+    OTHER,
+    App,
+    EntraDouble,
+    ManagedIdentityDouble,
+)
+from tests.doubles.token_server import ACR_AUDIENCE, AcrExchange, TokenService, serve
 
 
 def doctor(
@@ -262,7 +269,7 @@ def test_settings_that_cannot_be_read_exit_2(
 def test_a_resource_id_of_another_registry_fails(
     readable: ArmPair, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
 ) -> None:
-    from doubles.arm import FakeAcr
+    from tests.doubles.arm import FakeAcr
 
     other = readable.arm.add(FakeAcr("contosoelsewhere", "elsewhere.azurecr.io"))
     readable.arm.grant(FUNCTION_MI, roles.source_grants(["copy"], abac=False), other)

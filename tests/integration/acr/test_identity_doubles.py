@@ -10,9 +10,13 @@ import httpx
 import pytest
 import trustme
 from azure.core.exceptions import ClientAuthenticationError
-from doubles import Principal, TokenBook
-from doubles.arm import ArmDouble, ArmPair, FakeAcr
-from doubles.identity import (
+
+from replicator.adapters.acr import roles
+from replicator.adapters.azure.credentials import credential_for
+from replicator.domain.config import Settings, load_settings
+from tests.doubles import Principal, TokenBook
+from tests.doubles.arm import ArmDouble, ArmPair, FakeAcr
+from tests.doubles.identity import (
     EXCHANGE_AUDIENCE,
     FED_APP,
     FUNCTION_MI,
@@ -22,10 +26,6 @@ from doubles.identity import (
     EntraDouble,
     ManagedIdentityDouble,
 )
-
-from replicator.adapters.acr import roles
-from replicator.adapters.azure.credentials import credential_for
-from replicator.domain.config import Settings, load_settings
 
 SOURCE = "src.azurecr.io"
 TARGET = "dr.azurecr.io"

@@ -6,15 +6,15 @@ import json
 from collections.abc import Callable
 
 import pytest
-from doubles.arm import ArmPair
-from doubles.identity import FED_APP, FUNCTION_MI, OTHER
-from doubles.seed import manifest_digest, seed
 
 from replicator.adapters.acr.errors import ImportUnavailableError
 from replicator.adapters.acr.importer import AcrImporter
 from replicator.domain.config import Settings, load_settings
 from replicator.domain.errors import NotFoundError, TransientRegistryError
 from replicator.domain.model import Action, CopyJob
+from tests.doubles.arm import ArmPair
+from tests.doubles.identity import FED_APP, FUNCTION_MI, OTHER
+from tests.doubles.seed import manifest_digest, seed
 
 IMPORTER_ROLE = "Container Registry Data Importer and Data Reader"
 MANIFEST = "application/vnd.oci.image.manifest.v1+json"
@@ -92,8 +92,8 @@ def test_force_moves_an_existing_target_tag(
 def test_cross_tenant_source_by_uri_with_a_source_tenant_token(
     pair: ArmPair, importer_for: Callable[..., AcrImporter], entra: object, book: object
 ) -> None:
-    from doubles import TokenBook
-    from doubles.identity import EntraDouble
+    from tests.doubles import TokenBook
+    from tests.doubles.identity import EntraDouble
 
     assert isinstance(entra, EntraDouble)
     assert isinstance(book, TokenBook)

@@ -18,8 +18,6 @@ from contextlib import contextmanager
 from dataclasses import dataclass, field, replace
 
 import pytest
-from doubles.arm import ArmPair
-from integration.worker_support import QUICK_REGISTRY_RETRY, drain
 
 from devstack.demo import push_event
 from devstack.localstack import Azurite
@@ -34,6 +32,8 @@ from replicator.domain.config import load_settings
 from replicator.domain.model import CopyJob, CopyReport, Target, utcnow
 from replicator.domain.reference import ImageRef
 from replicator.functions import triggers
+from tests.doubles.arm import ArmPair
+from tests.integration.worker_support import QUICK_REGISTRY_RETRY, drain
 
 
 class Dropping:

@@ -6,8 +6,6 @@ import json
 from collections.abc import Callable, Iterator
 
 import pytest
-from doubles.arm import ArmPair
-from doubles.identity import FUNCTION_MI
 from opentelemetry.sdk.metrics import MeterProvider
 from opentelemetry.sdk.metrics.export import InMemoryMetricReader
 
@@ -25,6 +23,8 @@ from replicator.domain.errors import PermanentRegistryError
 from replicator.domain.manifests import OCI_INDEX, Manifest
 from replicator.domain.model import Action, CopyJob
 from replicator.domain.reference import ImageRef
+from tests.doubles.arm import ArmPair
+from tests.doubles.identity import FUNCTION_MI
 
 
 @pytest.fixture

@@ -12,8 +12,6 @@ from typing import Any
 
 import pytest
 from azure.core.credentials import AccessToken
-from doubles.htpasswd import start_basic_registry
-from doubles.token_server import TokenService, serve
 
 from devstack.localstack import LocalStack, Registry
 from devstack.testimages import push_test_image
@@ -22,6 +20,8 @@ from replicator.adapters.oci.copy import ImageCopier
 from replicator.adapters.oci.registries import Registries
 from replicator.domain.errors import PermanentRegistryError
 from replicator.domain.reference import ImageRef
+from tests.doubles.htpasswd import start_basic_registry
+from tests.doubles.token_server import TokenService, serve
 
 USER, PASSWORD = "replicator", "s3cret-pass"
 

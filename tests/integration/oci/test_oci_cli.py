@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import io
 import json
+import sys
 
 import pytest
 
@@ -63,3 +65,30 @@ def test_missing_source_exits_1(
     err = capsys.readouterr().err
     assert "404" in err
     assert len(err.strip().splitlines()) == 1
+
+
+class Terminal(io.StringIO):
+    def isatty(self) -> bool:
+        return True
+
+
+def test_copy_shows_progress_on_a_terminal_only_without_json_or_no_progress(
+    registry_pair: tuple[Registry, Registry],
+    capsys: pytest.CaptureFixture[str],
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    source, target = registry_pair
+    with Registries() as registries:
+        push_test_image(registries, ImageRef(source.host, "team/app", "v1"))
+    terminal = Terminal()
+    monkeypatch.setattr(sys, "stderr", terminal)
+    for quiet in (["--json"], ["--no-progress"]):
+        dst = f"{target.host}/quiet{len(quiet[0])}/app"
+        assert main(["copy", *quiet, f"{source.host}/team/app:v1", dst]) == 0
+        assert terminal.getvalue() == ""
+    assert main(["copy", f"{source.host}/team/app:v1", f"{target.host}/dr/app"]) == 0
+    drawn = terminal.getvalue()
+    last = drawn.rstrip("\n").rsplit("\r", 1)[1]
+    assert drawn.endswith("\n")
+    assert last.startswith("[" + "#" * 20 + "]") and " blobs" in last
+    assert "copied" in capsys.readouterr().out

@@ -5,7 +5,6 @@ from __future__ import annotations
 from collections.abc import Iterator
 
 import pytest
-from doubles.faulty_proxy import Fault, FaultyProxy
 
 from devstack.localstack import Registry
 from devstack.testimages import PushedImage, push_test_image
@@ -14,6 +13,7 @@ from replicator.adapters.oci.registries import Registries
 from replicator.adapters.oci.transport import RetryPolicy
 from replicator.domain.errors import DigestMismatchError, TransientRegistryError
 from replicator.domain.reference import ImageRef
+from tests.doubles.faulty_proxy import Fault, FaultyProxy
 
 BLOB_GET = r"/v2/team/app/blobs/sha256:"
 

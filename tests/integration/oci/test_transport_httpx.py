@@ -19,7 +19,6 @@ from pathlib import Path
 import httpx
 import pytest
 import trustme
-from doubles.faulty_proxy import FaultyProxy
 from opentelemetry.instrumentation.httpx import HTTPXClientInstrumentor
 from opentelemetry.sdk.trace import TracerProvider
 from opentelemetry.sdk.trace.export import SimpleSpanProcessor
@@ -33,6 +32,7 @@ from replicator.adapters.oci.registries import Registries
 from replicator.adapters.oci.transport import RetryPolicy
 from replicator.domain.errors import TransientRegistryError
 from replicator.domain.reference import ImageRef
+from tests.doubles.faulty_proxy import FaultyProxy
 
 NO_RETRY = RetryPolicy(attempts=1)
 PROXY_VARIABLES = ("HTTP_PROXY", "HTTPS_PROXY", "ALL_PROXY", "NO_PROXY")

@@ -16,7 +16,7 @@ from collections.abc import Sequence
 from replicator.cli.exits import EXIT_FAILURES, EXIT_USAGE
 from replicator.domain.errors import ConfigError, InvalidReferenceError, ReplicatorError, StackError
 
-COMMANDS = ("copy", "sync", "diff", "doctor", "demo")
+COMMANDS = ("copy", "sync", "diff", "verify", "doctor", "demo")
 
 
 class _Parser(argparse.ArgumentParser):

@@ -210,6 +210,7 @@ module functionApp 'modules/functionapp.bicep' = {
       REPLICATOR_UNTAGGED_DELAY: untaggedDelay
       REPLICATOR_IDENTITY: 'managed'
       REPLICATOR_IDENTITIES: string(identities)
+      REPLICATOR_REGISTRY_SKUS: string(registrySkus)
     }
   }
 }
@@ -243,6 +244,23 @@ module targetRoles 'modules/registry-roles.bicep' = [
     }
   }
 ]
+
+// Each registry's SKU (Basic, Standard, Premium), read from the registries by the role
+// modules: the worker paces itself by the SKU's published throttling limits. A source in
+// another tenant is not readable from here: it is left out, and its limits come from
+// REPLICATOR_RATE_LIMITS or the most conservative SKU's.
+// (A for-expression, not a lambda: a module collection cannot be indexed by a lambda's
+// variable; ARM's if() evaluates only the branch taken, so an undeployed module is not read.)
+var targetSkuEntries = [
+  for (target, i) in targetList: empty(target.?resource_id ?? '')
+    ? {}
+    : { loginServer: target.login_server, sku: targetRoles[i].outputs.sku }
+]
+var skuEntries = filter(
+  concat(crossTenant ? [] : [{ loginServer: source, sku: sourceRoles.outputs.sku }], targetSkuEntries),
+  entry => contains(entry, 'sku')
+)
+var registrySkus = toObject(skuEntries, entry => entry.loginServer, entry => entry.sku)
 
 module alerts 'modules/alerts.bicep' = {
   name: 'alerts'

@@ -27,3 +27,8 @@ resource assignments 'Microsoft.Authorization/roleAssignments@2022-04-01' = [
 ]
 
 output roleIds array = roleIds
+
+// The registry's SKU, read at deployment: the worker paces itself by the SKU's published
+// throttling limits (REPLICATOR_REGISTRY_SKUS) and needs no ARM read of the registry at run
+// time (AcrPush and the ABAC roles do not include registries/read).
+output sku string = registry.sku.name

@@ -13,11 +13,12 @@ import dataclasses
 import json
 import os
 import sys
-import threading
 import time
-from typing import Any, TextIO
+from collections.abc import Callable
+from typing import Any
 
 from replicator.cli.exits import EXIT_OK
+from replicator.cli.progress import Progress, human_size, progress, wanted
 from replicator.domain.errors import InvalidReferenceError
 from replicator.domain.reference import ImageRef
 
@@ -62,16 +63,15 @@ def run(args: argparse.Namespace) -> int:
         raise InvalidReferenceError("--concurrency must be at least 1")
     src, dst = references(args.source, args.destination)
     plain = plain_http_hosts(os.environ, args.plain_http)
-    show = not args.no_progress and not args.json and sys.stderr.isatty()
-    progress = Progress(sys.stderr) if show else None
+    show = wanted(sys.stderr, json=args.json, no_progress=args.no_progress)
     started = time.monotonic()
-    with Registries(plain_http=plain, credentials=workstation_credentials()) as registries:
-        copier = ImageCopier(registries, concurrency=args.concurrency, progress=progress)
-        try:
-            report = copier.copy_image(src, dst)
-        finally:
-            if progress is not None:
-                progress.finish()
+    with (
+        Registries(plain_http=plain, credentials=workstation_credentials()) as registries,
+        progress(0, "blobs", enabled=show) as bar,
+    ):
+        events = copier_events(bar) if show else None
+        copier = ImageCopier(registries, concurrency=args.concurrency, progress=events)
+        report = copier.copy_image(src, dst)
     seconds = time.monotonic() - started
     if args.json:
         json.dump(
@@ -90,50 +90,25 @@ def run(args: argparse.Namespace) -> int:
     else:
         print(
             f"copied {src} -> {dst.with_digest(report.digest)}: {report.manifests_copied} "
-            f"manifest(s), {report.blobs_copied} blob(s) ({_size(report.bytes_copied)}), "
+            f"manifest(s), {report.blobs_copied} blob(s) ({human_size(report.bytes_copied)}), "
             f"{report.blobs_mounted} mounted, {report.blobs_skipped} already there, "
             f"{report.referrers_copied} referrer(s) in {seconds:.1f}s"
         )
     return EXIT_OK
 
 
-class Progress:
-    """A one-line progress display on a terminal, redrawn at most ten times a second."""
+def copier_events(bar: Progress) -> Callable[..., None]:
+    """The copier's progress events (``blobs``, ``bytes``, ``blob``) fed to ``bar``: a blob
+    mounted or already there leaves the bytes to move, so the bar can reach its end."""
 
-    def __init__(self, out: TextIO) -> None:
-        self.out = out
-        self.lock = threading.Lock()
-        self.total = self.done = self.blobs = self.blobs_done = 0
-        self.drawn = 0.0
+    def on(event: str, **fields: Any) -> None:
+        if event == "blobs":
+            bar.grow(int(fields.get("count", 0)), int(fields.get("total", 0)))
+        elif event == "bytes":
+            bar.advance(0, nbytes=int(fields.get("count", 0)))
+        elif event == "blob":
+            if fields.get("action") != "copied":
+                bar.grow(0, -max(int(fields.get("size", 0)), 0))
+            bar.advance()
 
-    def __call__(self, event: str, **fields: Any) -> None:
-        with self.lock:
-            if event == "blobs":
-                self.blobs += int(fields.get("count", 0))
-                self.total += int(fields.get("total", 0))
-            elif event == "bytes":
-                self.done += int(fields.get("count", 0))
-            elif event == "blob":
-                self.blobs_done += 1
-            now = time.monotonic()
-            if now - self.drawn >= 0.1 or event == "blob":
-                self.drawn = now
-                self.out.write(
-                    f"\r{self.blobs_done}/{self.blobs} blobs, "
-                    f"{_size(self.done)} of {_size(self.total)}   "
-                )
-                self.out.flush()
-
-    def finish(self) -> None:
-        with self.lock:
-            if self.drawn:
-                self.out.write("\n")
-                self.out.flush()
-
-
-def _size(count: int) -> str:
-    for unit in ("B", "KiB", "MiB"):
-        if count < 1024:
-            return f"{count:.0f} {unit}" if unit == "B" else f"{count:.1f} {unit}"
-        count /= 1024  # type: ignore[assignment]
-    return f"{count:.1f} GiB"
+    return on

@@ -17,7 +17,7 @@ import threading
 import time
 from concurrent.futures import FIRST_COMPLETED, Future, ThreadPoolExecutor, wait
 from dataclasses import dataclass, field
-from typing import Any, TextIO
+from typing import Any
 
 import httpx
 
@@ -27,6 +27,7 @@ from replicator.app.ports import Copier
 from replicator.app.reconcile import Pacing, enqueue
 from replicator.cli.diff import add_common, measure, print_plan, registries_for, settings_from
 from replicator.cli.exits import EXIT_FAILURES, EXIT_INTERRUPTED, EXIT_OK, EXIT_USAGE
+from replicator.cli.progress import Progress, progress, wanted
 from replicator.domain.config import DEFAULT_QUEUE_CONNECTION, Settings, parse_storage
 from replicator.domain.errors import ConfigError, ReplicatorError
 from replicator.domain.model import CopyReport, Strategy
@@ -53,6 +54,7 @@ def register(subparsers: Any) -> None:
         action="store_true",
         help="send the jobs to the deployed jobs queue instead of copying here",
     )
+    parser.add_argument("--no-progress", action="store_true", help="no progress display")
     parser.add_argument(
         "--queue-connection",
         default=os.environ.get("REPLICATOR_QUEUE_CONNECTION") or DEFAULT_QUEUE_CONNECTION,
@@ -83,39 +85,6 @@ class SyncReport:
         }
 
 
-class ProgressBar:
-    """``[####......] 120/2000 images  35.2 MiB  12.3 img/s  ETA 2m31s`` on a terminal."""
-
-    def __init__(self, total: int, stream: TextIO) -> None:
-        self.total, self.stream = total, stream
-        self.enabled = stream.isatty()
-        self.started = time.monotonic()
-        self.done = 0
-        self.bytes = 0
-
-    def advance(self, nbytes: int) -> None:
-        self.done += 1
-        self.bytes += nbytes
-        if self.enabled:
-            self.stream.write("\r" + self.line())
-            self.stream.flush()
-
-    def line(self) -> str:
-        elapsed = max(time.monotonic() - self.started, 1e-6)
-        rate = self.done / elapsed
-        eta = (self.total - self.done) / rate if rate else 0.0
-        filled = int(20 * self.done / self.total) if self.total else 20
-        return (
-            f"[{'#' * filled}{'.' * (20 - filled)}] {self.done}/{self.total} images  "
-            f"{self.bytes / 2**20:.1f} MiB  {rate:.1f} img/s  {self.bytes / elapsed / 2**20:.1f}"
-            f" MiB/s  ETA {int(eta) // 60}m{int(eta) % 60:02d}s "
-        )
-
-    def close(self) -> None:
-        if self.enabled:
-            self.stream.write("\n")
-
-
 def run(args: argparse.Namespace) -> int:
     settings = settings_from(args)
     if args.strategy == Strategy.IMPORT.value and not args.enqueue:
@@ -140,7 +109,8 @@ def run(args: argparse.Namespace) -> int:
         if args.enqueue:
             return _enqueue(args, settings, drift)
         copier = _copier(registries, args.concurrency)
-        outcome = copy_all(copier, settings, drift, args.concurrency)
+        show = wanted(sys.stderr, json=args.json, no_progress=args.no_progress)
+        outcome = copy_all(copier, settings, drift, args.concurrency, show_progress=show)
     finally:
         registries.close()
     _print_report(args, outcome, drift, time.monotonic() - started)
@@ -186,11 +156,28 @@ def _enqueue(args: argparse.Namespace, settings: Settings, drift: Plan) -> int:
     return EXIT_OK
 
 
-def copy_all(copier: Copier, settings: Settings, drift: Plan, concurrency: int) -> SyncReport:
+def copy_all(
+    copier: Copier,
+    settings: Settings,
+    drift: Plan,
+    concurrency: int,
+    *,
+    show_progress: bool = False,
+) -> SyncReport:
     """Copy every missing or stale tag; Ctrl-C stops handing out new images."""
-    report = SyncReport()
     entries = list(drift.to_copy)
-    bar = ProgressBar(len(entries), sys.stderr)
+    with progress(len(entries), "images", enabled=show_progress) as bar:
+        return _copy_entries(copier, settings, entries, concurrency, bar)
+
+
+def _copy_entries(
+    copier: Copier,
+    settings: Settings,
+    entries: list[DriftEntry],
+    concurrency: int,
+    bar: Progress,
+) -> SyncReport:
+    report = SyncReport()
     lock = threading.Lock()
     target = settings.targets[0].login_server
 
@@ -213,12 +200,11 @@ def copy_all(copier: Copier, settings: Settings, drift: Plan, concurrency: int) 
         for future in pending:
             future.cancel()
         pool.shutdown(wait=True, cancel_futures=True)
-        bar.close()
     return report
 
 
 def _record(
-    report: SyncReport, entry: DriftEntry, future: Future[CopyReport], bar: ProgressBar
+    report: SyncReport, entry: DriftEntry, future: Future[CopyReport], bar: Progress
 ) -> None:
     item: dict[str, Any] = entry.to_dict()
     try:
@@ -228,7 +214,7 @@ def _record(
         return
     except (ReplicatorError, httpx.HTTPError, OSError) as exc:
         report.failed.append({**item, "reason": f"{type(exc).__name__}: {exc}"[:500]})
-        bar.advance(0)
+        bar.advance()
         return
     item["digest"] = result.digest
     if result.already_present:
@@ -236,7 +222,7 @@ def _record(
     else:
         report.copied.append({**item, "bytes": result.bytes_copied})
         report.bytes_copied += result.bytes_copied
-    bar.advance(result.bytes_copied)
+    bar.advance(nbytes=result.bytes_copied)
 
 
 def _print_report(

@@ -11,6 +11,7 @@ import threading
 import pytest
 
 from devstack.localstack import Azurite, Registry
+from devstack.testimages import manifest_digest, seed
 from replicator.adapters.azure.queue import StorageJobQueue
 from replicator.adapters.oci.copy import ImageCopier
 from replicator.adapters.oci.registries import Registries
@@ -21,7 +22,6 @@ from replicator.domain.config import Settings, StorageConnection
 from replicator.domain.filters import Filters
 from replicator.domain.model import CopyJob, CopyReport, Target
 from replicator.domain.reference import ImageRef
-from tests.doubles.seed import manifest_digest, seed
 
 pytestmark = pytest.mark.integration
 
@@ -32,14 +32,14 @@ EXTRA = {("team1/app005", "old"), ("gone/app", "v0")}
 
 
 @pytest.fixture
-def planted(registry_pair: tuple[Registry, Registry]) -> tuple[str, str]:
+def planted(registry_pair: tuple[Registry, Registry], registries: Registries) -> tuple[str, str]:
     """200 repositories x 2 tags in the source; the target lacks, differs and adds a few."""
     source, target = registry_pair
     images = [(repo, f"v{k}", k) for repo in REPOS for k in range(2)]
-    seed(source.host, images)
+    seed(registries, source.host, images)
     kept = [(r, t, v) for r, t, v in images if (r, t) not in MISSING]
-    seed(target.host, [(r, t, v + 10 if (r, t) in STALE else v) for r, t, v in kept])
-    seed(target.host, [(r, t, 7) for r, t in EXTRA])
+    seed(registries, target.host, [(r, t, v + 10 if (r, t) in STALE else v) for r, t, v in kept])
+    seed(registries, target.host, [(r, t, 7) for r, t in EXTRA])
     return source.host, target.host
 
 
@@ -174,11 +174,12 @@ class Terminal(io.StringIO):
 
 def test_sync_shows_progress_on_a_terminal_but_never_with_json(
     registry_pair: tuple[Registry, Registry],
+    registries: Registries,
     capsys: pytest.CaptureFixture[str],
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:
     source, target = (r.host for r in registry_pair)
-    seed(source, [(f"{team}/app", "v1", 0) for team in ("a", "b")])
+    seed(registries, source, [(f"{team}/app", "v1", 0) for team in ("a", "b")])
     common = ["sync", "--source", source, "--target", target]
     terminal = Terminal()
     monkeypatch.setattr(sys, "stderr", terminal)

@@ -17,12 +17,14 @@ from dataclasses import dataclass, field, replace
 from typing import TYPE_CHECKING, Protocol
 
 from replicator.adapters.oci.listing import Allows, Listing, RegistryLister, RegistryRequester
+from replicator.app.referrer_sweep import check_referrers
 from replicator.domain.config import Settings
 from replicator.domain.filters import Filters, glob_match
-from replicator.domain.model import CopyJob
+from replicator.domain.model import CopyJob, TagEntry
 from replicator.domain.planning import Plan, jobs_for, plan
 
 if TYPE_CHECKING:
+    from replicator.app.referrer_sweep import TargetReferrers
     from replicator.app.runtime import Runtime
 
 log = logging.getLogger(__name__)
@@ -55,6 +57,7 @@ class TargetDrift:
     target: str
     plan: Plan | None  # None: the target could not be listed at all
     errors: tuple[str, ...] = ()
+    entries: tuple[TagEntry, ...] = field(default=(), repr=False)  # the target's listing
 
 
 @dataclass(frozen=True)
@@ -64,6 +67,8 @@ class ReconcileReport:
     enqueued: int = 0
     errors: tuple[str, ...] = ()  # every listing problem, source and targets
     jobs: tuple[CopyJob, ...] = field(default=(), repr=False)
+    source_entries: tuple[TagEntry, ...] = field(default=(), repr=False)  # the source's listing
+    referrers: tuple[TargetReferrers, ...] = ()  # referrer drift (replicator.app.referrer_sweep)
 
     @property
     def complete(self) -> bool:
@@ -114,8 +119,10 @@ def compare(
             source=source,
             target=target,
         )
-        drifts.append(TargetDrift(target, made, want.errors))
-    return ReconcileReport(len(have.entries), tuple(drifts), errors=tuple(errors))
+        drifts.append(TargetDrift(target, made, want.errors, want.entries))
+    return ReconcileReport(
+        len(have.entries), tuple(drifts), errors=tuple(errors), source_entries=have.entries
+    )
 
 
 def may_hold_allowed(filters: Filters, repository: str) -> bool:
@@ -195,7 +202,10 @@ def run_reconcile(
     refused = refusing_untag(runtime.status, report)
     jobs = plan_jobs(report, settings, "reconcile", untag_refused=refused)
     sent = enqueue(runtime.queue, jobs, pacing, sleep)
-    report = replace(report, enqueued=sent, jobs=tuple(jobs))
+    referrers = check_referrers(runtime, report, sleep=sleep)  # paced by the referrers budget
+    sent += enqueue(runtime.queue, referrers.jobs, pacing, sleep)
+    jobs += referrers.jobs
+    report = replace(report, enqueued=sent, jobs=tuple(jobs), referrers=referrers.targets)
     runtime.status.record_reconcile(report.drift(), sent)
     kept = {d.target: len(d.plan.retagged) for d in report.targets if d.plan}
     kept = {
@@ -203,10 +213,12 @@ def run_reconcile(
     }
     log.log(
         logging.WARNING if report.errors else logging.INFO,
-        "reconcile %s: %d source tags; drift %s; %d jobs enqueued; %d listing errors%s%s",
+        "reconcile %s: %d source tags; drift %s; referrers %s; %d jobs enqueued; "
+        "%d listing errors%s%s",
         settings.source,
         report.source_tags,
         report.drift(),
+        {r.target: r.counts() for r in report.referrers},
         sent,
         len(report.errors),
         f" (first: {report.errors[0]})" if report.errors else "",

@@ -15,7 +15,7 @@ Names emitted (App Insights ``customMetrics`` / ``dependencies`` / ``traces``):
 - ``bytes_copied`` counter {target, strategy}
 - ``replication_fallbacks`` counter {target, reason, part=image|referrers}: an import not
   used (refused, or known not to work) and copied over the data plane instead
-- ``drift_tags`` gauge {target, kind=missing|stale|extra}: last reconcile
+- ``drift_tags`` gauge {target, kind=missing|stale|extra|referrers_missing}: last reconcile
 - ``queue_depth`` / ``poison_messages`` gauges
 - spans ``event``, ``replicate``, ``import``, ``copy``, ``referrers``; the W3C
   ``traceparent`` travels in the job so the worker continues the event's trace.
@@ -179,6 +179,14 @@ def record_drift(target: str, missing: int, stale: int, extra: int) -> None:
     with _lock:
         for kind, count in zip(DRIFT_KINDS, (missing, stale, extra), strict=True):
             inst.drift[(target, kind)] = count
+
+
+def record_referrer_drift(target: str, missing: int) -> None:
+    """Referrers the source lists and ``target`` lacks, found by the last reconcile pass
+    (``drift_tags`` with kind ``referrers_missing``; a pass checks part of the registry)."""
+    inst = _instruments()
+    with _lock:
+        inst.drift[(target, "referrers_missing")] = missing
 
 
 def record_queue(depth: int, poison: int) -> None:

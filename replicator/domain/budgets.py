@@ -315,3 +315,35 @@ class TokenBucket:
         with self._lock:
             self._refill(self._clock())
             return self._tokens
+
+
+def lease_slot(
+    tat: float, now: float, tokens: float, rate_per_minute: float, burst_seconds: float
+) -> tuple[float, float]:
+    """The fleet's shared bucket as one number (GCRA, the generic cell rate algorithm):
+    ``tat`` is the time up to which the budget's timeline is already handed out. A lease of
+    ``tokens`` gets the next stretch of it, ``tokens / rate`` long, starting no earlier
+    than ``burst_seconds`` ago (what an idle bucket saved up). Returns ``(start, new tat)``:
+    the lease's tokens are due one every ``60 / rate`` seconds from ``start``. Stretches
+    never overlap, so however many instances lease, the tokens due in any ``T`` seconds are
+    at most ``rate * (T + burst_seconds) / 60 + 1``."""
+    start = max(tat, now - burst_seconds)
+    return start, start + tokens * 60.0 / rate_per_minute
+
+
+def pacing_limits(limits: Limits) -> Limits:
+    """The rates to pace each kind of request at, so that a referrers call, which ACR
+    counts against both ListReferrers and DataplaneRead, needs one token only: referrers
+    calls at ``referrers`` (at most half of ``read``), every other read at what is left of
+    ``read``. Together they never exceed ``read``."""
+    read, referrers = limits.read, limits.referrers
+    if read is None or referrers is None:
+        return limits
+    referrers = min(referrers, read / 2)
+    return Limits(
+        read=read - referrers,
+        write=limits.write,
+        delete=limits.delete,
+        referrers=referrers,
+        token=limits.token,
+    )

@@ -43,7 +43,13 @@ from replicator.adapters.oci.credentials import (
     docker_config_path,
 )
 from replicator.adapters.oci.paging import origin, same_origin
-from replicator.adapters.oci.transport import RetryPolicy, error_for, read_limited, transport_error
+from replicator.adapters.oci.transport import (
+    RetryPolicy,
+    error_for,
+    read_limited,
+    retry_after,
+    transport_error,
+)
 from replicator.domain.errors import PermanentRegistryError
 from replicator.domain.model import is_acr_host
 from replicator.domain.reference import is_loopback
@@ -307,11 +313,14 @@ class Authenticator:
         def once() -> dict[str, Any]:
             self.token_requests += 1
             request = self.http.build_request(method, url, **kwargs)
+            self.retry.before_request(self.host, method, request.url)  # the token bucket
             try:
                 response = self.http.send(request, auth=auth, stream=True, follow_redirects=False)
             except httpx.TransportError as exc:
                 raise transport_error(exc, "token", self.host) from None
             try:
+                if response.status_code == 429:
+                    self.retry.throttled(self.host, method, retry_after(response), request.url)
                 if response.status_code != 200:
                     raise error_for(response, "token", self.host)
                 content = read_limited(

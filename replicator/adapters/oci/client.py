@@ -119,7 +119,7 @@ class RegistryClient:
         status = response.status_code
         if is_transient_status(status):
             if status == 429:
-                self.retry.throttled(self.host, method, retry_after(response))
+                self.retry.throttled(self.host, method, retry_after(response), response.request.url)
             raise error_for(response, operation, reference)
         if not stream and status < 400:
             return _read_whole(response, reference, operation)
@@ -129,7 +129,7 @@ class RegistryClient:
         """One request, streamed; a GET follows redirects (ACR sends blobs to storage)
         without reading their bodies whole; an error answer comes back read bounded."""
         for _ in range(MAX_REDIRECTS + 1):
-            self.retry.before_request(self.host, request.method)
+            self.retry.before_request(self.host, request.method, request.url)
             self.requests += 1
             try:
                 response = self.http.send(request, stream=True, follow_redirects=False)

@@ -32,6 +32,7 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from email.utils import parsedate_to_datetime
 from typing import Protocol, TypeVar
+from urllib.parse import urlsplit
 
 import httpx
 
@@ -53,8 +54,9 @@ READ_CHUNK = 64 * 1024
 
 class Pacer(Protocol):
     """Where the retry layer takes its pauses: asked before every request to a registry
-    (``bucket``: ``"read"`` or ``"write"``, ACR's ReadOps and WriteOps limits), told of
-    every 429. A fleet-wide budget implements this; the default does nothing."""
+    (``bucket``: ``"read"``, ``"write"``, ``"delete"``, ``"referrers"`` or ``"token"``, ACR's
+    request-limit buckets, ``bucket_of``), told of every 429. The budgets implement this
+    (``replicator.adapters.budget_pacer``); the default does nothing."""
 
     def before(self, registry: str, bucket: str) -> float:
         """Seconds to wait before sending (0: go now)."""
@@ -75,8 +77,24 @@ class NoPacer:
         return None
 
 
-def bucket_of(method: str) -> str:
-    return "read" if method.upper() in ("GET", "HEAD") else "write"
+def bucket_of(method: str, path: str = "") -> str:
+    """A request's bucket of ACR's limits (reference section 3): ``token`` for the token
+    endpoints, ``referrers`` for the referrers API, ``delete``, ``read`` (GET, HEAD) or
+    ``write``."""
+    if "/oauth2/" in path:
+        return "token"
+    verb = method.upper()
+    if verb == "GET" and "/referrers/" in path:
+        return "referrers"
+    if verb == "DELETE":
+        return "delete"
+    return "read" if verb in ("GET", "HEAD") else "write"
+
+
+def _on_registry(registry: str, url: httpx.URL | None) -> bool:
+    """False for a request off the registry's host (ACR redirects blobs to storage):
+    not the registry's budget."""
+    return url is None or url.host == (urlsplit("//" + registry).hostname or registry)
 
 
 class Budget:
@@ -175,14 +193,19 @@ class RetryPolicy:
             reference=cause.reference if cause else "",
         )
 
-    def before_request(self, registry: str, method: str) -> None:
+    def before_request(self, registry: str, method: str, url: httpx.URL | None = None) -> None:
         """Ask the pacer before a request; wait (or defer) as it says."""
-        wait = self.pacer.before(registry, bucket_of(method))
+        if not _on_registry(registry, url):
+            return
+        wait = self.pacer.before(registry, bucket_of(method, url.path if url else ""))
         if wait > 0:
             self.pause(wait)
 
-    def throttled(self, registry: str, method: str, retry_after: float | None) -> None:
-        self.pacer.throttled(registry, bucket_of(method), retry_after)
+    def throttled(
+        self, registry: str, method: str, retry_after: float | None, url: httpx.URL | None = None
+    ) -> None:
+        if _on_registry(registry, url):
+            self.pacer.throttled(registry, bucket_of(method, url.path if url else ""), retry_after)
 
 
 # -- statuses and errors ------------------------------------------------------------------

@@ -25,7 +25,7 @@ import threading
 from collections import OrderedDict, deque
 from collections.abc import Iterable, Mapping, Sequence
 from concurrent.futures import Future, ThreadPoolExecutor
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any, Protocol
 
@@ -126,7 +126,7 @@ class Auditor:
 
     def image(self, image: Image) -> _Result:
         result = _Result()
-        self._walk(result, image.repository, image.digest, image.digest, None, 0)
+        self._walk(result, Finding("manifest", image.repository, image.digest, image=image.digest))
         return result
 
     def _first(self, repository: str, digest: str) -> bool:
@@ -141,12 +141,13 @@ class Auditor:
                 self._seen.popitem(last=False)
             return True
 
-    def _walk(
-        self, out: _Result, repo: str, digest: str, image: str, parent: str | None, depth: int
-    ) -> None:
+    def _walk(self, out: _Result, what: Finding, depth: int = 0) -> None:
+        """Check the manifest ``what`` names in DR (the image, a child, or a ``referrer``
+        DR lists), what it names and its referrers."""
+        repo, digest, image = what.repository, str(what.digest), str(what.image)
         if not self._first(repo, digest):
             return
-        manifest = self._manifest(out, repo, digest, image, parent)
+        manifest = self._manifest(out, what)
         if manifest is None:
             return
         out.manifests += 1
@@ -154,35 +155,31 @@ class Auditor:
             children = children_of(manifest)
             blobs = blob_descriptors(manifest)
         except RegistryError as exc:
-            out.unreadable.append(
-                Finding("manifest", repo, digest, None, parent, image, reason=str(exc))
-            )
+            out.unreadable.append(replace(what, reason=str(exc)))
             return
         for child in dict.fromkeys(children):
-            self._walk(out, repo, child, image, digest, depth)
+            self._walk(out, Finding("manifest", repo, child, None, digest, image), depth)
         for blob, size in dict.fromkeys(blobs):
             self._blob(out, repo, blob, size, image, digest)
         if depth < MAX_REFERRER_DEPTH:
             self._referrers(out, repo, digest, image, depth)
 
-    def _manifest(
-        self, out: _Result, repo: str, digest: str, image: str, parent: str | None
-    ) -> Manifest | None:
-        ref = ImageRef(self.target.host, repo, digest=digest)
+    def _manifest(self, out: _Result, what: Finding) -> Manifest | None:
+        """The manifest ``what`` names, read by digest from DR; else ``what`` recorded as
+        missing (absent, or corrupt) or unreadable, and None."""
+        assert what.digest is not None
+        ref = ImageRef(self.target.host, what.repository, digest=what.digest)
+        listed = "listed by DR, but its manifest is not there" if what.kind == "referrer" else ""
         try:
             return self.target.get_manifest(ref)
         except NotFoundError:
-            out.missing.append(Finding("manifest", repo, digest, None, parent, image))
+            out.missing.append(replace(what, reason=listed))
         except DigestMismatchError as exc:
-            out.missing.append(
-                Finding("manifest", repo, digest, None, parent, image, reason=f"corrupt: {exc}")
-            )
+            out.missing.append(replace(what, reason=f"corrupt: {exc}"))
         except DeferRequested:
             raise
         except RegistryError as exc:
-            out.unreadable.append(
-                Finding("manifest", repo, digest, None, parent, image, reason=str(exc))
-            )
+            out.unreadable.append(replace(what, reason=str(exc)))
         return None
 
     def _blob(
@@ -214,22 +211,21 @@ class Auditor:
             return
         for descriptor in wanted.descriptors:
             digest = str(descriptor.get("digest"))
+            kind = descriptor.get("artifactType")
+            what = Finding(
+                "referrer",
+                repo,
+                digest,
+                None,
+                subject,
+                image,
+                artifact_type=kind if isinstance(kind, str) else None,
+            )
             out.referrers += 1
             if digest in there.digests:
-                self._walk(out, repo, digest, image, subject, depth + 1)
-                continue
-            kind = descriptor.get("artifactType")
-            out.missing.append(
-                Finding(
-                    "referrer",
-                    repo,
-                    digest,
-                    None,
-                    subject,
-                    image,
-                    artifact_type=kind if isinstance(kind, str) else None,
-                )
-            )
+                self._walk(out, what, depth + 1)
+            else:
+                out.missing.append(what)
 
     def _listed(
         self, out: _Result, client: RegistryClient, repo: str, subject: str, image: str

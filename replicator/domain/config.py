@@ -88,6 +88,7 @@ class Settings:
     source_share: float = DEFAULT_SOURCE_SHARE
     target_share: float = DEFAULT_TARGET_SHARE
     skus: Mapping[str, str] = field(default_factory=dict)  # login server -> ACR SKU
+    verify_sweep: int | None = None  # REPLICATOR_VERIFY_SWEEP: images a reconcile audits
 
     def target(self, login_server: str) -> Target | None:
         for target in self.targets:
@@ -233,6 +234,19 @@ def parse_audience(value: str, problems: list[str]) -> str | None:
     return audience
 
 
+def parse_verify_sweep(value: str, problems: list[str]) -> int | None:
+    """``REPLICATOR_VERIFY_SWEEP``: ``off`` (the default) or how many images a pass audits."""
+    text = value.strip().lower()
+    if text in {"", "off"}:
+        return None
+    if text.isdigit() and int(text) > 0:
+        return int(text)
+    problems.append(
+        f"REPLICATOR_VERIFY_SWEEP must be off or a positive number of images, not {value.strip()!r}"
+    )
+    return None
+
+
 def load_settings(env: Mapping[str, str], *, require_storage: bool = False) -> Settings:
     """Parse every CONTRACT setting; raise one ``ConfigError`` listing every problem."""
     problems: list[str] = []
@@ -318,6 +332,7 @@ def load_settings(env: Mapping[str, str], *, require_storage: bool = False) -> S
         problems,
     )
     skus = parse_skus(env.get("REPLICATOR_REGISTRY_SKUS", ""), problems)
+    verify_sweep = parse_verify_sweep(env.get("REPLICATOR_VERIFY_SWEEP", ""), problems)
 
     if problems:
         raise ConfigError(problems)
@@ -340,4 +355,5 @@ def load_settings(env: Mapping[str, str], *, require_storage: bool = False) -> S
         source_share=source_share,
         target_share=target_share,
         skus=skus,
+        verify_sweep=verify_sweep,
     )

@@ -9,6 +9,7 @@ from typing import Any
 import pytest
 
 from devstack.localstack import Azurite, LocalStack, Registry
+from devstack.referrers_api import ReferrersRegistry, referrers_registry
 
 
 @pytest.fixture(scope="session")
@@ -31,6 +32,14 @@ def registry_pair(stack: LocalStack) -> Iterator[tuple[Registry, Registry]]:
     yield pair
     for running in pair:
         running.stop()
+
+
+@pytest.fixture
+def api_registry(stack: LocalStack) -> Iterator[ReferrersRegistry]:
+    """A fresh registry with the OCI 1.1 referrers API (``devstack.referrers_api``), its
+    referrers two to a page, so a longer list comes in pages linked by ``Link``."""
+    with referrers_registry(stack, page_size=2) as running:
+        yield running
 
 
 @pytest.fixture(scope="session")

@@ -1,0 +1,402 @@
+"""A registry with the OCI 1.1 referrers API: a layer in front of a real distribution registry.
+
+The CNCF distribution registry the stack runs (2.8) has no referrers API; ACR has it. This
+layer gives a real registry the API as opencontainers/distribution-spec v1.1.1 (spec.md)
+defines it, and passes everything else through unchanged, streamed both ways:
+
+- "Listing Referrers" (endpoints end-12a, end-12b): ``GET /v2/<name>/referrers/<digest>``
+  answers 200 with an OCI image index (``Content-Type`` the index type) whose ``manifests``
+  are descriptors of the image manifests and indexes pushed into ``<name>`` with that
+  ``subject``; each carries ``artifactType`` (the manifest's own, else its config's
+  ``mediaType``; omitted for an index without one) and the manifest's annotations. Never a
+  404 (a registry with the API must not answer one); a malformed digest or name is a 400;
+  no match is an empty list. ``?artifactType=`` filters, answered with
+  ``OCI-Filters-Applied: artifactType``. A list longer than ``page_size`` comes in pages
+  linked by ``Link: <...>; rel="next"`` (RFC 5988), each page an index of other descriptors.
+- "Pushing Manifests with Subject": a manifest PUT whose body has a ``subject`` is answered
+  with ``OCI-Subject: <subject digest>`` once the registry stored it. "Push" (a manifest
+  whose subject does not exist yet is accepted, either order) holds because the subject is
+  only recorded, never looked up.
+- "Deleting Manifests": a manifest deleted by digest (202 from the registry) leaves the
+  referrers lists at once.
+- "Pushing Manifests": a manifest body over ``max_manifest_bytes`` (4 MiB, what clients
+  should expect to be able to push) is refused with 413 before it reaches the registry.
+
+The index is what was pushed through this layer ("Enabling the Referrers API" asks a
+registry that gains the API to adopt referrers tag schema indexes already there: the layer
+starts with its registry, empty, so it has none to adopt). Authorization is the registry's:
+a listing is answered only when the registry answers the same credentials' HEAD of the
+subject with something other than 401/403 (whose answer, challenge included, is relayed).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import hashlib
+import json
+import re
+import threading
+from collections.abc import Iterator, Mapping
+from dataclasses import dataclass, field
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from types import TracebackType
+from typing import Any
+from urllib.parse import parse_qs, quote, urlsplit
+
+import httpx
+
+from devstack.localstack import LocalStack, Registry
+
+OCI_INDEX = "application/vnd.oci.image.index.v1+json"
+OCI_MANIFEST = "application/vnd.oci.image.manifest.v1+json"
+MAX_MANIFEST_BYTES = 4 * 1024 * 1024
+CHUNK = 256 * 1024
+HOP_BY_HOP = {"connection", "keep-alive", "transfer-encoding", "te", "trailer", "upgrade"}
+HOP_BY_HOP |= {"proxy-connection", "proxy-authorization", "host", "content-length"}
+# spec.md, "Pulling manifests": the repository name and digest grammars
+NAME = r"[a-z0-9]+(?:(?:\.|_|__|-+)[a-z0-9]+)*(?:/[a-z0-9]+(?:(?:\.|_|__|-+)[a-z0-9]+)*)*"
+DIGEST = re.compile(r"[a-z0-9]+(?:[+._-][a-z0-9]+)*:[a-zA-Z0-9=_-]+")
+REFERRERS = re.compile(r"/v2/(?P<name>.+)/referrers/(?P<digest>[^/]*)")
+MANIFESTS = re.compile(r"/v2/(?P<name>.+)/manifests/(?P<reference>[^/]+)")
+NAME_RE = re.compile(NAME)
+
+
+@dataclass
+class ReferrersIndex:
+    """``(name, subject) -> {digest: descriptor}``, and each referrer's subject."""
+
+    lists: dict[tuple[str, str], dict[str, dict[str, Any]]] = field(default_factory=dict)
+    subjects: dict[tuple[str, str], str] = field(default_factory=dict)
+    lock: threading.Lock = field(default_factory=threading.Lock)
+
+    def add(self, name: str, subject: str, descriptor: dict[str, Any]) -> None:
+        with self.lock:
+            self.lists.setdefault((name, subject), {})[descriptor["digest"]] = descriptor
+            self.subjects[(name, descriptor["digest"])] = subject
+
+    def forget(self, name: str, digest: str) -> None:
+        with self.lock:
+            subject = self.subjects.pop((name, digest), None)
+            if subject is not None:
+                self.lists.get((name, subject), {}).pop(digest, None)
+
+    def listed(self, name: str, subject: str, artifact_type: str | None) -> list[dict[str, Any]]:
+        """The descriptors, ordered by digest (a stable order to page through)."""
+        with self.lock:
+            found = list(self.lists.get((name, subject), {}).values())
+        if artifact_type is not None:
+            found = [d for d in found if d.get("artifactType") == artifact_type]
+        return sorted(found, key=lambda d: str(d["digest"]))
+
+
+def descriptor_of(body: dict[str, Any], content: bytes, media_type: str) -> dict[str, Any]:
+    """The referrers list's descriptor of a pushed manifest ("Listing Referrers")."""
+    found: dict[str, Any] = {
+        "mediaType": media_type,
+        "digest": "sha256:" + hashlib.sha256(content).hexdigest(),
+        "size": len(content),
+    }
+    artifact_type = body.get("artifactType")
+    config = body.get("config")
+    if not artifact_type and media_type == OCI_MANIFEST and isinstance(config, dict):
+        artifact_type = config.get("mediaType")
+    if isinstance(artifact_type, str) and artifact_type:
+        found["artifactType"] = artifact_type
+    if isinstance(body.get("annotations"), dict):
+        found["annotations"] = body["annotations"]
+    return found
+
+
+def subject_of(content: bytes, content_type: str) -> tuple[str, dict[str, Any]] | None:
+    """``(subject digest, descriptor)`` of an OCI image manifest or index with a subject."""
+    try:
+        body = json.loads(content)
+    except ValueError:
+        return None
+    if not isinstance(body, dict):
+        return None
+    media_type = body.get("mediaType") or content_type.split(";", 1)[0].strip()
+    subject = body.get("subject")
+    if media_type not in (OCI_MANIFEST, OCI_INDEX) or not isinstance(subject, dict):
+        return None
+    digest = subject.get("digest")
+    if not isinstance(digest, str) or not DIGEST.fullmatch(digest):
+        return None
+    return digest, descriptor_of(body, content, media_type)
+
+
+@dataclass
+class ReferrersApi:
+    """The layer, on a free loopback port, in front of ``upstream`` (``host:port``)."""
+
+    upstream: str
+    page_size: int = 100
+    max_manifest_bytes: int = MAX_MANIFEST_BYTES
+    index: ReferrersIndex = field(default_factory=ReferrersIndex)
+    requests: list[str] = field(default_factory=list)  # "METHOD path" of each request
+    tags_written: list[tuple[str, str]] = field(default_factory=list)  # (name, tag) PUT
+    _server: _Server | None = None
+    _lock: threading.Lock = field(default_factory=threading.Lock)
+
+    @property
+    def host(self) -> str:
+        assert self._server is not None, "start() the layer first"
+        return f"127.0.0.1:{self._server.server_address[1]}"
+
+    def start(self) -> ReferrersApi:
+        self._server = _Server(self)
+        threading.Thread(target=self._server.serve_forever, daemon=True).start()
+        return self
+
+    def stop(self) -> None:
+        if self._server is not None:
+            self._server.shutdown()
+            self._server.server_close()
+            self._server.upstream.close()
+            self._server = None
+
+    def __enter__(self) -> ReferrersApi:
+        return self.start()
+
+    def __exit__(
+        self, kind: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None
+    ) -> None:
+        self.stop()
+
+    def note(self, method: str, path: str) -> None:
+        with self._lock:
+            self.requests.append(f"{method} {path}")
+
+    def wrote_tag(self, name: str, tag: str) -> None:
+        with self._lock:
+            self.tags_written.append((name, tag))
+
+
+@dataclass
+class ReferrersRegistry(Registry):
+    """A distribution registry behind a ``ReferrersApi``: ``host`` is the layer's."""
+
+    api: ReferrersApi = field(default_factory=lambda: ReferrersApi(""))
+    backend: Registry | None = None  # the registry itself, reached without the layer
+
+    def stop(self) -> None:
+        self.api.stop()
+        if self.backend is not None:
+            self.backend.stop()
+
+
+def start_referrers_registry(
+    stack: LocalStack, *, page_size: int = 100, config: Mapping[str, object] | None = None
+) -> ReferrersRegistry:
+    """A fresh distribution registry (``config`` as ``LocalStack.start_registry`` takes it)
+    with the referrers API in front; ``stop()`` stops both."""
+    backend = stack.start_registry(config=config)
+    api = ReferrersApi(backend.host, page_size=page_size).start()
+    port = int(api.host.rpartition(":")[2])
+    return ReferrersRegistry(api.host, port, backend.service, backend.access_log, api, backend)
+
+
+@contextlib.contextmanager
+def referrers_registry(
+    stack: LocalStack, *, page_size: int = 100, config: Mapping[str, object] | None = None
+) -> Iterator[ReferrersRegistry]:
+    running = start_referrers_registry(stack, page_size=page_size, config=config)
+    try:
+        yield running
+    finally:
+        running.stop()
+
+
+class _Server(ThreadingHTTPServer):
+    daemon_threads = True
+
+    def __init__(self, api: ReferrersApi) -> None:
+        super().__init__(("127.0.0.1", 0), _Handler)
+        self.api = api
+        # no pool limit beyond the default, no environment proxies, no redirects followed
+        self.upstream = httpx.Client(
+            base_url=f"http://{api.upstream}", trust_env=False, timeout=httpx.Timeout(60.0)
+        )
+
+
+class _Handler(BaseHTTPRequestHandler):
+    server: _Server
+    protocol_version = "HTTP/1.1"
+
+    def _serve(self) -> None:
+        api = self.server.api
+        path = urlsplit(self.path).path
+        api.note(self.command, self.path)
+        listing = REFERRERS.fullmatch(path)
+        if self.command == "GET" and listing:
+            self._referrers(listing["name"], listing["digest"])
+            return
+        manifest = MANIFESTS.fullmatch(path)
+        if self.command == "PUT" and manifest:
+            self._put_manifest(manifest["name"], manifest["reference"])
+            return
+        response = self._forward(self._body_stream())
+        deleted = self.command == "DELETE" and response.status_code == 202
+        if deleted and manifest and DIGEST.fullmatch(manifest["reference"]):
+            api.index.forget(manifest["name"], manifest["reference"])
+        self._relay(response)
+
+    do_GET = do_HEAD = do_PUT = do_POST = do_PATCH = do_DELETE = _serve
+
+    # -- the referrers API -------------------------------------------------------------
+    def _referrers(self, name: str, digest: str) -> None:
+        if not NAME_RE.fullmatch(name):
+            self._error(400, "NAME_INVALID", "invalid repository name")
+            return
+        if not DIGEST.fullmatch(digest):
+            self._error(400, "DIGEST_INVALID", "invalid digest")
+            return
+        check = self._forward(None, method="HEAD", path=f"/v2/{name}/manifests/{digest}")
+        check.close()
+        if check.status_code in (401, 403):  # a HEAD has no body: the challenge, an error
+            code = "UNAUTHORIZED" if check.status_code == 401 else "DENIED"
+            headers = {"Content-Type": "application/json"}
+            if "WWW-Authenticate" in check.headers:
+                headers["WWW-Authenticate"] = check.headers["WWW-Authenticate"]
+            body = _errors(code, "authentication required" if code == "UNAUTHORIZED" else code)
+            self._answer(check.status_code, headers, json.dumps(body).encode())
+            return
+        query = parse_qs(urlsplit(self.path).query)
+        artifact_type = query.get("artifactType", [None])[-1]
+        after = query.get("last", [""])[-1]
+        found = self.server.api.index.listed(name, digest, artifact_type)
+        rest = [d for d in found if str(d["digest"]) > after]
+        size = max(1, self.server.api.page_size)
+        page, more = rest[:size], len(rest) > size
+        headers = {"Content-Type": OCI_INDEX}
+        if artifact_type is not None:
+            headers["OCI-Filters-Applied"] = "artifactType"
+        if more:
+            link = f"/v2/{name}/referrers/{digest}?last={quote(str(page[-1]['digest']))}"
+            if artifact_type is not None:
+                link += f"&artifactType={quote(artifact_type, safe='')}"
+            headers["Link"] = f'<{link}>; rel="next"'
+        body = {"schemaVersion": 2, "mediaType": OCI_INDEX, "manifests": page}
+        self._answer(200, headers, json.dumps(body).encode())
+
+    def _put_manifest(self, name: str, reference: str) -> None:
+        content = self._bounded_body(self.server.api.max_manifest_bytes)
+        if content is None:
+            self._error(413, "SIZE_INVALID", "manifest over the registry's limit")
+            return
+        response = self._forward(content)
+        headers: dict[str, str] = {}
+        found = subject_of(content, self.headers.get("Content-Type", ""))
+        if response.status_code == 201:
+            if not DIGEST.fullmatch(reference):
+                self.server.api.wrote_tag(name, reference)
+            if found is not None:
+                self.server.api.index.add(name, *found)
+                headers["OCI-Subject"] = found[0]
+        self._relay(response, headers)
+
+    # -- passing through ---------------------------------------------------------------
+    def _forward(
+        self, content: bytes | Iterator[bytes] | None, *, method: str = "", path: str = ""
+    ) -> httpx.Response:
+        headers = [(k, v) for k, v in self.headers.items() if k.lower() not in HOP_BY_HOP]
+        headers.append(("Host", self.headers.get("Host") or self.server.api.upstream))
+        length = self.headers.get("Content-Length")
+        if isinstance(content, bytes):
+            headers.append(("Content-Length", str(len(content))))
+        elif content is not None and length is not None:
+            headers.append(("Content-Length", length))
+        request = self.server.upstream.build_request(
+            method or self.command, path or self.path, headers=headers, content=content
+        )
+        sent = {k.lower() for k, _ in headers}
+        for default in ("accept", "accept-encoding", "user-agent"):  # httpx's, not the client's
+            if default not in sent:
+                request.headers.pop(default, None)
+        try:
+            return self.server.upstream.send(request, stream=True)
+        except httpx.HTTPError as exc:
+            return httpx.Response(502, json=_errors("UNAVAILABLE", f"registry: {exc}"))
+
+    def _relay(self, response: httpx.Response, extra: dict[str, str] | None = None) -> None:
+        try:
+            self.send_response(response.status_code)
+            for key, value in response.headers.multi_items():
+                if key.lower() not in HOP_BY_HOP:
+                    self.send_header(key, value)
+            for key, value in (extra or {}).items():
+                self.send_header(key, value)
+            length = response.headers.get("Content-Length")
+            no_body = self.command == "HEAD" or response.status_code in (204, 304)
+            if length is not None:
+                self.send_header("Content-Length", length)
+            elif not no_body:
+                self.send_header("Transfer-Encoding", "chunked")
+            self.end_headers()
+            if no_body:
+                return
+            for chunk in response.iter_raw(CHUNK):
+                self.wfile.write(chunk if length is not None else _chunk(chunk))
+            if length is None:
+                self.wfile.write(b"0\r\n\r\n")
+        finally:
+            response.close()
+
+    def _body_stream(self) -> Iterator[bytes] | None:
+        if self.headers.get("Transfer-Encoding", "").lower() == "chunked":
+            return self._chunked()
+        length = int(self.headers.get("Content-Length") or 0)
+        return self._exactly(length) if length else None
+
+    def _exactly(self, length: int) -> Iterator[bytes]:
+        left = length
+        while left > 0:
+            data = self.rfile.read(min(CHUNK, left))
+            if not data:
+                return
+            left -= len(data)
+            yield data
+
+    def _chunked(self) -> Iterator[bytes]:
+        while True:
+            size = int(self.rfile.readline(1024).split(b";")[0].strip() or b"0", 16)
+            if size == 0:
+                while self.rfile.readline(1024) not in (b"\r\n", b"\n", b""):
+                    pass  # trailers
+                return
+            yield from self._exactly(size)
+            self.rfile.readline(1024)
+
+    def _bounded_body(self, limit: int) -> bytes | None:
+        """The whole request body, or None once it runs over ``limit`` (the rest drained)."""
+        body = bytearray()
+        stream = self._body_stream()
+        for data in stream or ():
+            if len(body) <= limit:
+                body += data
+        return bytes(body) if len(body) <= limit else None
+
+    # -- answers -----------------------------------------------------------------------
+    def _error(self, status: int, code: str, message: str) -> None:
+        headers = {"Content-Type": "application/json"}
+        self._answer(status, headers, json.dumps(_errors(code, message)).encode())
+
+    def _answer(self, status: int, headers: dict[str, str], data: bytes) -> None:
+        self.send_response(status)
+        for key, value in headers.items():
+            self.send_header(key, value)
+        self.send_header("Content-Length", str(len(data)))
+        self.end_headers()
+        self.wfile.write(data)
+
+    def log_message(self, format: str, *args: Any) -> None:
+        return
+
+
+def _errors(code: str, message: str) -> dict[str, Any]:
+    """The error body of spec.md's "Error Codes"."""
+    return {"errors": [{"code": code, "message": message, "detail": None}]}
+
+
+def _chunk(data: bytes) -> bytes:
+    return b"%x\r\n%s\r\n" % (len(data), data)

@@ -27,6 +27,7 @@ from replicator.adapters.acr.errors import (
 )
 from replicator.adapters.acr.reach import DataPlaneReach
 from replicator.adapters.azure.telemetry import record_fallback, span
+from replicator.app.ports import DeliveryPath
 from replicator.domain.config import Settings
 from replicator.domain.expiring import Expiring
 from replicator.domain.identities import identity_of
@@ -34,14 +35,11 @@ from replicator.domain.model import Strategy, utcnow
 from replicator.domain.strategy import Choice, choose_strategy
 
 if TYPE_CHECKING:
-    from replicator.app.ports import Copier, Importer
+    from replicator.app.ports import Copier, Deliver, Importer
     from replicator.domain.model import CopyJob, CopyReport, Target
     from replicator.domain.reference import ImageRef
 
 log = logging.getLogger(__name__)
-
-# (job, target, digest) -> (what the copy did, which path ran: "import" | "copy")
-Deliver = Callable[["CopyJob", "Target", str], tuple["CopyReport", str]]
 
 VERDICT_TTL = timedelta(minutes=15)
 VERDICT_LIMIT = 256  # targets remembered at most (a deployment has a handful)
@@ -142,18 +140,18 @@ def replicate_with_strategy(
     copier: Copier,
     settings: Settings | None = None,
     verdicts: ImportVerdicts | None = None,
-) -> tuple[CopyReport, str]:
+) -> tuple[CopyReport, DeliveryPath]:
     """Deliver one image to ``target``; returns the report and the path that ran."""
     choice = _choice(job, target, settings)
     src = job.source_ref.with_digest(digest)
     dst = src.with_registry(target.login_server)
     if not choice.imports or importer is None:
         with span("copy", source=str(src), target=str(dst)):
-            return copier.copy_image(src, dst), "copy"
+            return copier.copy_image(src, dst), DeliveryPath.COPY
     known = verdicts.current(target.login_server) if verdicts is not None else None
     if known is not None and target.strategy is Strategy.AUTO:
         detail = f"import skipped until {known.until:%H:%M:%SZ}: {known.detail}"
-        return _fall_back(copier, src, dst, known.reason, detail), "copy"
+        return _fall_back(copier, src, dst, known.reason, detail), DeliveryPath.COPY
     try:
         with span("import", source=str(src), target=str(dst)):
             report = importer.import_image(job, target, digest)
@@ -162,10 +160,10 @@ def replicate_with_strategy(
             verdicts.remember(target.login_server, exc)
         if target.strategy is Strategy.IMPORT:
             raise
-        return _fall_back(copier, src, dst, exc.reason, str(exc)), "copy"
+        return _fall_back(copier, src, dst, exc.reason, str(exc)), DeliveryPath.COPY
     if verdicts is not None:
         verdicts.forget(target.login_server)
-    return report, "import"
+    return report, DeliveryPath.IMPORT
 
 
 def _fall_back(
@@ -179,11 +177,12 @@ def _fall_back(
         extra={"fallback_reason": reason, "target": dst.registry},
     )
     record_fallback(dst.registry, reason)
-    with span("copy", source=str(src), target=str(dst), fallback_from="import", reason=reason):
+    imported = DeliveryPath.IMPORT.value
+    with span("copy", source=str(src), target=str(dst), fallback_from=imported, reason=reason):
         report = copier.copy_image(src, dst)
     extra = {
         **report.extra,
-        "fallback_from": "import",
+        "fallback_from": imported,
         "fallback_reason_code": reason,
         "fallback_reason": f"copied, not imported ({reason}): {detail}"[:500],
     }
@@ -192,7 +191,7 @@ def _fall_back(
 
 @dataclass(frozen=True)
 class Planner:
-    """A ``Runtime.deliver`` that plans per target and remembers import verdicts."""
+    """The ``Deliver`` port: plans per target and remembers import verdicts."""
 
     settings: Settings
     importer: Importer | None
@@ -200,7 +199,9 @@ class Planner:
     verdicts: ImportVerdicts = field(default_factory=ImportVerdicts)
     reach: DataPlaneReach = field(default_factory=DataPlaneReach)
 
-    def __call__(self, job: CopyJob, target: Target, digest: str) -> tuple[CopyReport, str]:
+    def __call__(
+        self, job: CopyJob, target: Target, digest: str
+    ) -> tuple[CopyReport, DeliveryPath]:
         return replicate_with_strategy(
             job,
             target,
@@ -232,11 +233,11 @@ def deliverer(
     )
 
 
-def import_reach(deliver: object, target: Target) -> DataPlaneReach | None:
+def import_reach(deliver: Deliver | None, target: Target) -> DataPlaneReach | None:
     """When ``deliver`` will import into ``target`` (strategy ``import``, or ``auto`` that
     chose import and holds no verdict against it), the memory of unreachable data planes:
     the target's data plane is then optional to the worker. None when a copy may run, which
-    needs it."""
+    needs it (and for a ``deliver`` that is no ``Planner``: it may copy)."""
     if not isinstance(deliver, Planner) or deliver.importer is None:
         return None
     if not choose_strategy(deliver.settings, target).imports:
@@ -246,7 +247,7 @@ def import_reach(deliver: object, target: Target) -> DataPlaneReach | None:
     return deliver.reach
 
 
-def import_verdicts(deliver: object) -> list[dict[str, str]]:
+def import_verdicts(deliver: Deliver | None) -> list[dict[str, str]]:
     """The verdicts a runtime's ``deliver`` holds (for ``status``); none for another one."""
     verdicts: Any = getattr(deliver, "verdicts", None)
     if not isinstance(verdicts, ImportVerdicts):

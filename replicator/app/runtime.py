@@ -1,10 +1,17 @@
-"""What a process needs to do the work: settings and the adapters built from them, once."""
+"""What a process needs to do the work: settings and the ports it reaches the world through.
+
+``Runtime`` is typed against ``replicator.app.ports`` only; ``build_runtime`` is the
+composition root, the one place that builds the concrete adapters from the settings.
+Tests build a ``Runtime`` of in-memory fakes (``tests/fakes.py``) the same way.
+"""
 
 from __future__ import annotations
 
 from dataclasses import dataclass, field
+from typing import Protocol
 
 from replicator.adapters.acr.importer import AcrImporters
+from replicator.adapters.azure.claims import TableClaims
 from replicator.adapters.azure.credentials import registry_credentials
 from replicator.adapters.azure.planblobs import PlanBlobs
 from replicator.adapters.azure.queue import DEFAULT_RETRY, StorageJobQueue, StorageRetry
@@ -12,28 +19,42 @@ from replicator.adapters.azure.status import TableStatusStore
 from replicator.adapters.oci.copy import ImageCopier
 from replicator.adapters.oci.registries import Registries
 from replicator.adapters.oci.transport import RetryPolicy
-from replicator.app.delivery import Deliver, deliverer
+from replicator.app.delivery import deliverer
+from replicator.app.ports import (
+    Deliver,
+    JobQueue,
+    PlanBlobStore,
+    PlanQueue,
+    PushClaims,
+    RegistryClients,
+    StatusStore,
+)
 from replicator.domain.config import Settings
+from replicator.domain.errors import ConfigError
 from replicator.domain.model import PLANS_QUEUE
 from replicator.domain.strategy import choose_strategy
+
+
+class Closeable(Protocol):
+    def close(self) -> None: ...
 
 
 @dataclass
 class Runtime:
     settings: Settings
-    registries: Registries
-    queue: StorageJobQueue
-    status: TableStatusStore
-    copier: ImageCopier
-    plans: StorageJobQueue  # replication-plans: whole-registry resync plans
-    plan_blobs: PlanBlobs  # dry-run plans, too big for a table entity
-    deliver: Deliver | None = field(default=None)
+    registries: RegistryClients
+    queue: JobQueue
+    status: StatusStore
+    claims: PushClaims  # one replication per push, however often it is delivered
+    plans: PlanQueue  # replication-plans: whole-registry resync plans
+    plan_blobs: PlanBlobStore  # dry-run plans, too big for a table entity
+    deliver: Deliver | None = None
     busy_recheck_seconds: int = 30  # when a duplicate finds its push under way elsewhere
-    importer: AcrImporters | None = None
+    closing: tuple[Closeable, ...] = field(default=())  # closed before the registries
 
     def close(self) -> None:
-        if self.importer is not None:
-            self.importer.close()
+        for resource in self.closing:
+            resource.close()
         self.registries.close()
 
 
@@ -46,8 +67,6 @@ def build_runtime(
     """Adapters for ``settings``; the storage connection must be configured.
     ``storage_retry`` / ``registry_retry``: the storage SDKs' and the registry client's
     retries (None: the client's default); tests pass ones that barely sleep."""
-    from replicator.domain.errors import ConfigError
-
     if settings.storage is None:
         raise ConfigError([f"the queue connection {settings.queue_connection!r} is not set"])
     registries = Registries(
@@ -59,14 +78,15 @@ def build_runtime(
     importer = None
     if any(choose_strategy(settings, target).imports for target in settings.targets):
         importer = AcrImporters(settings, copier=copier, registries=registries)
+    status = TableStatusStore(settings.storage, retry=storage_retry)
     return Runtime(
         settings=settings,
         registries=registries,
         queue=StorageJobQueue(settings.storage, retry=storage_retry),
-        status=TableStatusStore(settings.storage, retry=storage_retry),
-        copier=copier,
+        status=status,
+        claims=TableClaims(status),
         plans=StorageJobQueue(settings.storage, name=PLANS_QUEUE, retry=storage_retry),
         plan_blobs=PlanBlobs(settings.storage, retry=storage_retry),
         deliver=deliverer(settings, importer=importer, copier=copier),
-        importer=importer,
+        closing=() if importer is None else (importer,),
     )

@@ -24,7 +24,7 @@ from datetime import datetime, timedelta
 
 from replicator.adapters.acr.reach import read_manifest
 from replicator.adapters.acr.tags import delete_tag
-from replicator.adapters.azure.status import Claim, claim, release
+from replicator.adapters.azure.claims import Claim
 from replicator.adapters.azure.telemetry import (
     continue_trace,
     log_fields,
@@ -32,6 +32,7 @@ from replicator.adapters.azure.telemetry import (
     result_fields,
 )
 from replicator.app.delivery import import_reach
+from replicator.app.ports import DeliveryPath
 from replicator.app.runtime import Runtime
 from replicator.domain.errors import DeferRequested, PermanentRegistryError, TransientRegistryError
 from replicator.domain.model import Action, CopyJob, CopyReport, JobResult, Outcome, Target, utcnow
@@ -64,7 +65,7 @@ def _replicate(runtime: Runtime, job: CopyJob, attempt: int) -> JobResult:
         return _finish(runtime, _defer(runtime, job, job.not_before, attempt))
     claimed = job.action is Action.PUSH and job.origin == "event" and job.pushed_at is not None
     if claimed:
-        state = claim(runtime.status, job)
+        state = runtime.claims.claim(job)
         if state is not Claim.OWNED:
             return _duplicate(runtime, job, state, attempt)
     try:
@@ -74,19 +75,19 @@ def _replicate(runtime: Runtime, job: CopyJob, attempt: int) -> JobResult:
             result = _push(runtime, job, target, attempt)
     except DeferRequested as exc:  # a registry asked for a wait too long to sleep here
         if claimed:
-            release(runtime.status, job, done=False)
+            runtime.claims.release(job, done=False)
         due = utcnow() + timedelta(seconds=exc.delay_seconds)
         return _finish(runtime, _defer(runtime, job, due, attempt))
     except TransientRegistryError as exc:
         if claimed:
-            release(runtime.status, job, done=False)
+            runtime.claims.release(job, done=False)
         retrying = JobResult(job, Outcome.RETRYING, attempts=attempt, error=str(exc))
         record_job(_finish(runtime, retrying))
         raise
     except PermanentRegistryError as exc:
         result = JobResult(job, Outcome.FAILED, attempts=attempt, error=str(exc))
     if claimed:
-        release(runtime.status, job, done=result.outcome.succeeded)
+        runtime.claims.release(job, done=result.outcome.succeeded)
     return _finish(runtime, result)
 
 
@@ -137,9 +138,9 @@ def _push(runtime: Runtime, job: CopyJob, target: Target, attempt: int) -> JobRe
     if runtime.deliver is None:
         raise PermanentRegistryError("no delivery path configured")
     report, path = runtime.deliver(job, target, digest)
-    if path == "import" and job.tag:
+    if path == DeliveryPath.IMPORT and job.tag:
         report, path = _settle(runtime, job, target, digest, report)
-    outcome = Outcome.IMPORTED if path == "import" else Outcome.COPIED
+    outcome = Outcome.IMPORTED if path == DeliveryPath.IMPORT else Outcome.COPIED
     return JobResult(
         job,
         outcome,
@@ -153,7 +154,7 @@ def _push(runtime: Runtime, job: CopyJob, target: Target, attempt: int) -> JobRe
 
 def _settle(
     runtime: Runtime, job: CopyJob, target: Target, digest: str, report: CopyReport
-) -> tuple[CopyReport, str]:
+) -> tuple[CopyReport, DeliveryPath]:
     """After an import, read the source tag again; if it moved, import what it names now.
 
     An import by digest with ``Force`` sets the DR tag to what this job read from the
@@ -164,7 +165,7 @@ def _settle(
     source; a tag still moving after them is retried."""
     assert runtime.deliver is not None
     source = runtime.registries.client(job.source)
-    path = "import"
+    path = DeliveryPath.IMPORT
     for round_ in range(1, SETTLE_ROUNDS + 1):
         now = source.head_manifest(job.source_ref.with_digest(None))
         if now is None or now.digest == digest:  # gone: its delete event handles the tag
@@ -180,7 +181,7 @@ def _settle(
         )
         digest = now.digest
         report, path = runtime.deliver(job, target, digest)
-        if path != "import":
+        if path != DeliveryPath.IMPORT:
             return report, path
     raise TransientRegistryError(
         f"{job.repository}:{job.tag} kept moving during its imports ({SETTLE_ROUNDS} reads)",
@@ -250,12 +251,13 @@ def _untag(runtime: Runtime, job: CopyJob, attempt: int) -> JobResult:
     """The source lost the tag but holds the digest under another one: remove the DR tag
     only. A registry that refuses tag deletes keeps it; the refusal is remembered."""
     assert job.tag is not None
+    untag = DeliveryPath.UNTAG
     client = runtime.registries.client(job.target)
     done = delete_tag(client, job.target, job.repository, job.tag)
     if done.refused:
         runtime.status.record_untag_refused(job.target, done.refused)
         reason = f"{done.refused}; the tag stays (the source holds {job.digest} under another tag)"
         return JobResult(
-            job, Outcome.DELETE_SKIPPED, strategy="untag", attempts=attempt, error=reason
+            job, Outcome.DELETE_SKIPPED, strategy=untag, attempts=attempt, error=reason
         )
-    return JobResult(job, Outcome.DELETED, strategy="untag", digest=job.digest, attempts=attempt)
+    return JobResult(job, Outcome.DELETED, strategy=untag, digest=job.digest, attempts=attempt)

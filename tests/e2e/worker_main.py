@@ -16,7 +16,7 @@ from datetime import timedelta
 
 from devstack import localrun
 from devstack.localrun import QueueOptions, QueueRunner
-from replicator.adapters.azure import status
+from replicator.adapters.azure import claims
 from replicator.adapters.azure.queue import queue_client
 from replicator.app.runtime import build_runtime
 from replicator.domain.config import StorageConnection, load_settings
@@ -25,7 +25,7 @@ from replicator.functions import triggers
 
 def main() -> int:
     localrun.RUN_LEASE_SECONDS = int(os.environ.get("E2E_RUN_LEASE", "600"))
-    status.CLAIM_LEASE = timedelta(seconds=float(os.environ.get("E2E_CLAIM_LEASE", "600")))
+    claims.CLAIM_LEASE = timedelta(seconds=float(os.environ.get("E2E_CLAIM_LEASE", "600")))
     runtime = build_runtime(load_settings(os.environ, require_storage=True))
     runtime.busy_recheck_seconds = 1
     triggers.use_runtime(runtime)

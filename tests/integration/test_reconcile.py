@@ -12,10 +12,10 @@ import azure.functions as func
 import pytest
 
 from devstack.localstack import Azurite, Registry
+from replicator.adapters.azure.claims import TableClaims
 from replicator.adapters.azure.planblobs import PlanBlobs
 from replicator.adapters.azure.queue import StorageJobQueue
 from replicator.adapters.azure.status import TableStatusStore
-from replicator.adapters.oci.copy import ImageCopier
 from replicator.adapters.oci.registries import Registries
 from replicator.app.api import handle_replay, handle_resync, handle_status
 from replicator.app.reconcile import Pacing, run_reconcile
@@ -47,8 +47,8 @@ def runtime(registry_pair: tuple[Registry, Registry], azurite: Azurite) -> Itera
         settings=settings,
         registries=registries,
         queue=StorageJobQueue(connection, name=f"jobs{unique}"),
-        status=TableStatusStore(connection, name=f"status{unique}"),
-        copier=ImageCopier(registries),
+        status=(status := TableStatusStore(connection, name=f"status{unique}")),
+        claims=TableClaims(status),
         plans=StorageJobQueue(connection, name=f"plans{unique}"),
         plan_blobs=PlanBlobs(connection, container=f"plans{unique}"),
     )

@@ -16,10 +16,10 @@ and a missing role is not hidden.
 from __future__ import annotations
 
 import logging
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from datetime import datetime, timedelta
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Protocol
 
 from replicator.adapters.oci.transport import expect
 from replicator.domain.errors import DeferRequested, TransientRegistryError
@@ -28,13 +28,30 @@ from replicator.domain.manifests import ACCEPT
 from replicator.domain.model import utcnow
 
 if TYPE_CHECKING:
-    from replicator.adapters.oci.client import RegistryClient
+    import httpx
+
     from replicator.domain.reference import ImageRef
 
 log = logging.getLogger(__name__)
 
 REACH_TTL = timedelta(minutes=15)
 REACH_LIMIT = 256  # targets remembered at most
+
+
+class ManifestRequester(Protocol):
+    """The slice of a registry client (``replicator.adapters.oci.client.RegistryClient``,
+    ``replicator.app.ports.RegistryClient``) that one optional read needs."""
+
+    def request(
+        self,
+        method: str,
+        path: str,
+        *,
+        headers: Mapping[str, str] | None = None,
+        operation: str = "",
+        reference: str = "",
+        retry: bool = True,
+    ) -> httpx.Response: ...
 
 
 @dataclass(frozen=True)
@@ -75,7 +92,7 @@ class DataPlaneReach:
         self._down.forget(host)
 
 
-def read_manifest(client: RegistryClient, ref: ImageRef, reach: DataPlaneReach) -> Seen:
+def read_manifest(client: ManifestRequester, ref: ImageRef, reach: DataPlaneReach) -> Seen:
     """One HEAD of ``ref`` in an import target, not retried (see the module's docstring)."""
     host = ref.registry
     remembered = reach.unreachable(host)

@@ -4,23 +4,19 @@ One row per (repository, tag or digest, target), upserted by every job; Azure Ta
 storage through ``azure-data-tables`` (Azurite locally). Keys may not hold ``/``, so the
 repository's slashes become ``:`` in the partition key. The table is created on first use
 when it does not exist (``replicator.adapters.azure.provision``); a missing *row* stays a
-``ResourceNotFoundError`` inside this module only, and every other storage failure leaves
-it as a ``QueueUnavailableError``.
+``ResourceNotFoundError`` inside this module (and ``claims``, which keeps its rows in the
+same table), and every other storage failure leaves it as a ``QueueUnavailableError``.
 """
 
 from __future__ import annotations
 
-import contextlib
 import json
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
-from enum import StrEnum
 from typing import Any
 
-from azure.core import MatchConditions
 from azure.core.exceptions import (
     AzureError,
-    HttpResponseError,
     ResourceExistsError,
     ResourceModifiedError,
     ResourceNotFoundError,
@@ -111,10 +107,11 @@ class TableStatusStore:
             self._client = table_client(self.connection, self.name, self.retry)
         return self._client
 
-    def _call(self, what: str, fn: Any, *args: Any, **kwargs: Any) -> Any:
+    def call(self, what: str, fn: Any, *args: Any, **kwargs: Any) -> Any:
         """One table call, creating the table first when it is missing. A missing row
-        (``ResourceNotFoundError``) and the conditional-write conflicts go back to this
-        module's callers; everything else becomes a ``QueueUnavailableError``."""
+        (``ResourceNotFoundError``) and the conditional-write conflicts go back to the
+        caller (this module, ``replicator.adapters.azure.claims``); every other storage
+        failure becomes a ``QueueUnavailableError``."""
         try:
             return provisioned(
                 lambda: fn(*args, **kwargs), self.client.create_table, f"table {self.name}"
@@ -135,12 +132,12 @@ class TableStatusStore:
             raise QueueUnavailableError(f"status table create failed: {exc}") from exc
 
     def record(self, result: JobResult) -> None:
-        self._call("write", self.client.upsert_entity, _entity(result), mode=UpdateMode.REPLACE)
+        self.call("write", self.client.upsert_entity, _entity(result), mode=UpdateMode.REPLACE)
 
     def last_result(self, job: CopyJob) -> JobResult | None:
         """The recorded result of this very job (same job id), if it already ran."""
         try:
-            entity = self._call(
+            entity = self.call(
                 "read",
                 self.client.get_entity,
                 partition_key(job.repository),
@@ -165,7 +162,7 @@ class TableStatusStore:
         if tag:
             query += " and Tag eq @tag"
             params["tag"] = tag
-        rows = self._call(
+        rows = self.call(
             "query", lambda: list(self.client.query_entities(query, parameters=params))
         )
         return sorted((_plain(e) for e in rows), key=lambda r: str(r.get("target")))
@@ -173,7 +170,7 @@ class TableStatusStore:
     def since(self, when: datetime) -> list[dict[str, object]]:
         params = {"when": when.astimezone(UTC)}
         query = "ReplicatedAt ge @when"
-        rows = self._call(
+        rows = self.call(
             "query", lambda: list(self.client.query_entities(query, parameters=params))
         )
         return [_plain(e) for e in rows]
@@ -186,11 +183,11 @@ class TableStatusStore:
             "Drift": json.dumps(drift, sort_keys=True),
             "Enqueued": enqueued,
         }
-        self._call("write", self.client.upsert_entity, entity, mode=UpdateMode.REPLACE)
+        self.call("write", self.client.upsert_entity, entity, mode=UpdateMode.REPLACE)
 
     def last_reconcile(self) -> dict[str, object] | None:
         try:
-            entity = self._call("read", self.client.get_entity, RECONCILE_PARTITION, "last")
+            entity = self.call("read", self.client.get_entity, RECONCILE_PARTITION, "last")
         except ResourceNotFoundError:
             return None
         return {
@@ -207,13 +204,13 @@ class TableStatusStore:
             "Reason": reason[:MAX_ERROR_CHARS],
             "RefusedAt": utcnow(),
         }
-        self._call("write", self.client.upsert_entity, entity, mode=UpdateMode.REPLACE)
+        self.call("write", self.client.upsert_entity, entity, mode=UpdateMode.REPLACE)
 
     def untag_refused(self, target: str, *, now: datetime | None = None) -> str | None:
         """Why ``target`` refused a tag delete, if it did within ``UNTAG_VERDICT_TTL`` (after
         that one more untag is tried: the registry may have been upgraded)."""
         try:
-            entity = self._call("read", self.client.get_entity, UNTAG_PARTITION, target)
+            entity = self.call("read", self.client.get_entity, UNTAG_PARTITION, target)
         except ResourceNotFoundError:
             return None
         if (now or utcnow()) - entity["RefusedAt"] > UNTAG_VERDICT_TTL:
@@ -233,7 +230,7 @@ class TableStatusStore:
         }
         if started is not None:
             entity["StartedAt"] = started
-        self._call("write", self.client.upsert_entity, entity, mode=UpdateMode.MERGE)
+        self.call("write", self.client.upsert_entity, entity, mode=UpdateMode.MERGE)
 
     def update_plan(self, plan_id: str, **fields: object) -> None:
         """Merge ``fields`` (snake_case; dicts and lists stored as JSON) into the plan row."""
@@ -242,12 +239,12 @@ class TableStatusStore:
             name = "".join(part.capitalize() for part in key.split("_"))
             entity[name] = json.dumps(value) if isinstance(value, dict | list) else value
         entity["UpdatedAt"] = utcnow()
-        self._call("write", self.client.upsert_entity, entity, mode=UpdateMode.MERGE)
+        self.call("write", self.client.upsert_entity, entity, mode=UpdateMode.MERGE)
 
     def plan(self, plan_id: str) -> dict[str, Any] | None:
         """The plan row as ``status`` shows it, or None for an unknown plan."""
         try:
-            entity = self._call("read", self.client.get_entity, PLAN_PARTITION, plan_id)
+            entity = self.call("read", self.client.get_entity, PLAN_PARTITION, plan_id)
         except ResourceNotFoundError:
             return None
         row: dict[str, Any] = {"plan": plan_id}
@@ -263,71 +260,3 @@ PLAN_PARTITION = "_plan"
 PLAN_JSON_FIELDS = frozenset({"request", "drift", "errors"})
 UNTAG_PARTITION = "_untag"
 UNTAG_VERDICT_TTL = timedelta(days=1)
-CLAIM_PARTITION = "_claim"
-CLAIM_LEASE = timedelta(minutes=10)
-
-
-class Claim(StrEnum):
-    OWNED = "owned"  # this worker replicates the push
-    DONE = "done"  # a duplicate delivery of a push already replicated
-    BUSY = "busy"  # another worker is replicating this very push right now
-
-
-def _push_key(job: CopyJob) -> str:
-    return job.pushed_at.isoformat() if job.pushed_at else ""
-
-
-def claim(store: TableStatusStore, job: CopyJob) -> Claim:
-    """Claim one push of one job id, so duplicate deliveries (retries, geo-replicas, Event
-    Grid's at-least-once) cost one copy. A later push with the same content (a tag moved
-    back) has another push time and takes the claim over."""
-    entity = {
-        "PartitionKey": CLAIM_PARTITION,
-        "RowKey": job.job_id,
-        "PushedAt": _push_key(job),
-        "ClaimedAt": utcnow(),
-        "Done": False,
-    }
-    client = store.client
-    try:
-        store._call("claim", client.create_entity, entity)
-        return Claim.OWNED
-    except ResourceExistsError:
-        pass
-    try:
-        current = store._call("claim", client.get_entity, CLAIM_PARTITION, job.job_id)
-    except ResourceNotFoundError:
-        return claim(store, job)
-    same_push = current.get("PushedAt", "") == entity["PushedAt"]
-    if same_push and current.get("Done"):
-        return Claim.DONE
-    if same_push and utcnow() - current["ClaimedAt"] < CLAIM_LEASE:
-        return Claim.BUSY
-    try:
-        store._call(
-            "claim",
-            client.update_entity,
-            entity,
-            mode=UpdateMode.REPLACE,
-            etag=current.metadata["etag"],
-            match_condition=MatchConditions.IfNotModified,
-        )
-    except (ResourceModifiedError, HttpResponseError):
-        return Claim.BUSY
-    return Claim.OWNED
-
-
-def release(store: TableStatusStore, job: CopyJob, *, done: bool) -> None:
-    """Mark the claimed push done, or give the claim up so a retry can take it."""
-    if done:
-        entity = {
-            "PartitionKey": CLAIM_PARTITION,
-            "RowKey": job.job_id,
-            "PushedAt": _push_key(job),
-            "ClaimedAt": utcnow(),
-            "Done": True,
-        }
-        store._call("claim", store.client.upsert_entity, entity, mode=UpdateMode.REPLACE)
-    else:
-        with contextlib.suppress(ResourceNotFoundError):
-            store._call("claim", store.client.delete_entity, CLAIM_PARTITION, job.job_id)

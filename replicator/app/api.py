@@ -23,6 +23,7 @@ from typing import TYPE_CHECKING, Any
 from replicator.app.delivery import import_verdicts
 from replicator.app.plans import PLAN_ID, PlanRequest, submit_plan
 from replicator.app.reconcile import Pacing, compare, enqueue, plan_jobs, refusing_untag
+from replicator.app.referrer_sweep import referrer_status
 from replicator.domain.errors import InvalidReferenceError, QueueUnavailableError, RegistryError
 from replicator.domain.filters import Filters
 from replicator.domain.model import utcnow
@@ -217,6 +218,7 @@ def _status(runtime: Runtime, params: Mapping[str, str], now: datetime) -> ApiRe
             "targets": target_summary(rows, targets),
             "untagRefused": {t: r for t in targets if (r := runtime.status.untag_refused(t))},
             "importVerdicts": import_verdicts(runtime.deliver),  # "import cannot work here"
+            "referrers": referrer_status(runtime),  # the referrer sweep per target
         },
     )
 

@@ -25,21 +25,21 @@ from __future__ import annotations
 
 import bisect
 import math
-import re
 from collections.abc import Collection, Iterable, Mapping, Sequence
 from dataclasses import dataclass
 
-from replicator.domain.model import Action, CopyJob, TagEntry
+from replicator.domain.model import Action, CopyJob, Origin, TagEntry
+from replicator.domain.planning import is_referrers_tag
 from replicator.domain.reference import DIGEST_RE
 
-FALLBACK_TAG = re.compile(r"^sha256-[0-9a-f]{64}$")  # distribution spec 1.1, referrers tag schema
 MAX_DEPTH = 4  # referrers of referrers checked this deep (a copy brings deeper ones itself)
 PASS_MINUTES = 10.0  # of each registry's referrers budget one reconcile pass may spend
 
 
 def is_fallback_tag(tag: str) -> bool:
-    """A referrers-tag-schema tag (``sha256-<hex>``): an index of referrers, not an image."""
-    return bool(FALLBACK_TAG.match(tag))
+    """A referrers-tag-schema tag (``sha256-<hex>``): an index of referrers, not an image
+    (``replicator.domain.planning.is_referrers_tag``, which tag drift leaves out too)."""
+    return is_referrers_tag(tag)
 
 
 @dataclass(frozen=True, order=True)
@@ -98,7 +98,9 @@ def changed_subjects(source: Iterable[TagEntry], target: Iterable[TagEntry]) -> 
     return frozenset(
         Image(e.repository, e.tag.replace("-", ":", 1))
         for e in source
-        if is_fallback_tag(e.tag) and there.get((e.repository, e.tag)) != e.digest
+        if is_fallback_tag(e.tag)
+        and e.tag.startswith("sha256-")  # a longer digest's tag is cut: it names no digest
+        and there.get((e.repository, e.tag)) != e.digest
     )
 
 
@@ -169,7 +171,7 @@ def referrer_jobs(
     *,
     source: str,
     target: str,
-    origin: str,
+    origin: Origin,
     delete_extra: bool,
 ) -> list[CopyJob]:
     """A push job per missing referrer (by digest, no tag), a delete job per extra one

@@ -34,6 +34,7 @@ from replicator.app.referrer_drift import (
     referrer_jobs,
     rolled,
 )
+from replicator.domain.config import Settings
 from replicator.domain.model import CopyJob, TagEntry, utcnow
 
 if TYPE_CHECKING:
@@ -163,6 +164,32 @@ def _target_pass(
     moved = Cursor(cursor.name, position, cursor.laps + int(lap), now, result.counts())
     cursors.put(moved)
     return replace(result, cursor=moved)
+
+
+def sweep_all(
+    registries: Registries,
+    settings: Settings,
+    source_entries: Sequence[TagEntry],
+    target: str,
+    target_entries: Sequence[TagEntry],
+    *,
+    concurrency: int = 8,
+    sleep: Callable[[float], None] = time.sleep,
+) -> TargetReferrers:
+    """Every in-step image's referrer drift in one pass (``diff --referrers``), paced by
+    the registries' referrers budgets but not capped; no cursor, no jobs."""
+    images = in_step_images(source_entries, target_entries)
+    pace = Pace(settings, minutes=None, sleep=sleep)
+    checker = ReferrerChecker(registries, settings.source, target, pace, concurrency=concurrency)
+    done = checker.check_all(images)
+    return TargetReferrers(
+        target,
+        len(images),
+        len(done.checks),
+        tuple(sorted(r for c in done.checks if c.error is None for r in c.missing)),
+        errors=tuple(c.error for c in done.checks if c.error is not None),
+        stopped=done.stopped,
+    )
 
 
 def _recent(runtime: Runtime, target: str, since: datetime) -> frozenset[Image]:

@@ -2,19 +2,30 @@
 
 Exit 0 in step, 1 drift found, 2 could not tell (a side or a repository was unreadable).
 With ``--json`` stdout is CONTRACT.md's ``{"missing": [...], "stale": [...], "extra": [...]}``.
+``--referrers`` also compares the referrers (signatures, SBOMs, attestations) of every
+image in step by tags, its index and platforms, and adds ``"referrers_missing"``: one
+referrers call per manifest on the source (and on the target where the source has some),
+paced by each registry's referrers budget (REPLICATOR_RATE_LIMITS, else an ACR's SKU,
+REPLICATOR_REGISTRY_SKUS, as the app paces it). Without it, one line on stderr says what
+the check would cost.
 """
 
 from __future__ import annotations
 
 import argparse
 import json
+import os
 import sys
+from dataclasses import replace
 from typing import Any
 
 from replicator.adapters.oci.registries import Registries
 from replicator.app.reconcile import ClientSource, ReconcileReport, compare
+from replicator.app.referrer_drift import in_step_images, sweep_minutes
+from replicator.app.referrer_sweep import TargetReferrers, sweep_all
 from replicator.cli.exits import EXIT_DRIFT, EXIT_OK, EXIT_UNKNOWN
 from replicator.cli.workstation import workstation_credentials
+from replicator.domain.budgets import limits_for, parse_rate_limits, parse_skus
 from replicator.domain.config import Settings, _check_glob
 from replicator.domain.errors import ConfigError
 from replicator.domain.filters import Filters
@@ -45,6 +56,12 @@ def register(subparsers: Any) -> None:
         "diff", help="show drift between two registries", description=__doc__
     )
     add_common(parser)
+    parser.add_argument(
+        "--referrers",
+        action="store_true",
+        help="also compare the referrers of every image in step (one referrers call per "
+        "manifest, paced by the registries' referrers budgets)",
+    )
     parser.set_defaults(func=run)
 
 
@@ -84,11 +101,33 @@ def measure(registries: ClientSource, settings: Settings, concurrency: int) -> R
     )
 
 
+def with_budgets(settings: Settings, env: dict[str, str]) -> Settings:
+    """``settings`` with the referrers budgets the app would use (REPLICATOR_RATE_LIMITS,
+    REPLICATOR_REGISTRY_SKUS); every problem in them at once."""
+    problems: list[str] = []
+    limits = parse_rate_limits(env.get("REPLICATOR_RATE_LIMITS", ""), problems)
+    skus = parse_skus(env.get("REPLICATOR_REGISTRY_SKUS", ""), problems)
+    if problems:
+        raise ConfigError(problems)
+    return replace(settings, rate_limits=limits, skus=skus)
+
+
 def run(args: argparse.Namespace) -> int:
-    settings = settings_from(args)
+    settings = with_budgets(settings_from(args), dict(os.environ))
     registries = registries_for(settings)
+    referrers: TargetReferrers | None = None
     try:
         report = measure(registries, settings, args.concurrency)
+        side = report.targets[0]
+        if args.referrers and side.plan is not None:
+            referrers = sweep_all(
+                registries,
+                settings,
+                report.source_entries,
+                side.target,
+                side.entries,
+                concurrency=min(args.concurrency, 8),
+            )
     finally:
         registries.close()
     drift = report.targets[0].plan
@@ -97,14 +136,51 @@ def run(args: argparse.Namespace) -> int:
     if drift is None:
         print("acr-replicator: error: could not list a registry; drift unknown", file=sys.stderr)
         return EXIT_UNKNOWN
+    if referrers is None:
+        print(unchecked_line(settings, report), file=sys.stderr)
+    else:
+        for line in [*referrers.errors[:20], *([referrers.stopped] if referrers.stopped else [])]:
+            print(f"acr-replicator: could not check {line}", file=sys.stderr)
     if args.json:
-        json.dump(drift.to_dict(), sys.stdout, indent=2)
+        body: dict[str, Any] = dict(drift.to_dict())
+        if referrers is not None:
+            body["referrers_missing"] = [r.to_dict() for r in referrers.missing]
+        json.dump(body, sys.stdout, indent=2)
         sys.stdout.write("\n")
     else:
         print_plan(drift, report.source_tags)
-    if report.errors:
+        if referrers is not None:
+            print_referrers(referrers)
+    unread = referrers is not None and bool(referrers.errors or referrers.stopped)
+    if report.errors or unread:
         return EXIT_UNKNOWN
-    return EXIT_DRIFT if drift.drift else EXIT_OK
+    missing = referrers is not None and bool(referrers.missing)
+    return EXIT_DRIFT if drift.drift or missing else EXIT_OK
+
+
+def unchecked_line(settings: Settings, report: ReconcileReport) -> str:
+    """What ``--referrers`` would cost here: one referrers call per manifest, at least one
+    per image in step (more with their platforms), at the source's referrers budget."""
+    side = report.targets[0]
+    images = len(in_step_images(report.source_entries, side.entries))
+    rate = limits_for(settings, settings.source).rate("referrers")
+    minutes = sweep_minutes(images, rate)
+    if minutes is None:
+        pace = f"unpaced ({settings.source} has no referrers budget: REPLICATOR_RATE_LIMITS)"
+    else:
+        took = "under a minute" if minutes < 1 else f"about {minutes:.0f} min"
+        pace = f"{took} at {settings.source}'s {rate:g} referrers calls a minute"
+    return (
+        "acr-replicator: referrers not checked (--referrers: one referrers call per manifest, "
+        f"{images} images in step and their platforms; {pace})"
+    )
+
+
+def print_referrers(found: TargetReferrers) -> None:
+    for r in found.missing:
+        kind = r.artifact_type or "-"
+        print(f"referrer {r.repository}@{_short(r.subject)}  {_short(r.digest)}  {kind}")
+    print(f"{found.checked} images in step checked: {len(found.missing)} referrers missing")
 
 
 def print_plan(drift: Plan, source_tags: int) -> None:

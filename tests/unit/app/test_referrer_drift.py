@@ -42,9 +42,9 @@ def fallback(digest: str) -> str:
         ("sha256-" + "A" * 64, False),  # the schema's hex is lower case
         ("sha256-" + "a" * 64 + ".sig", False),  # cosign's old tag is an image tag
         ("latest", False),
-        ("sha512-" + "a" * 64, False),
+        ("sha512-" + "a" * 64, True),  # a sha512 subject: its hex cut to 64
     ],
-    ids=["fallback", "short", "upper", "cosign-sig-tag", "plain", "other-algorithm"],
+    ids=["fallback", "short", "upper", "cosign-sig-tag", "plain", "sha512"],
 )
 def test_is_fallback_tag(tag: str, expected: bool) -> None:
     assert is_fallback_tag(tag) is expected
@@ -80,6 +80,7 @@ def test_changed_subjects_are_fallback_tags_the_source_moved_or_dr_lacks() -> No
         TagEntry("app", fallback(C), R3),  # DR has none
         TagEntry("app", "v1", A),
     ]
+    source.append(TagEntry("app", "sha512-" + "e" * 64, R1))  # cut: names no digest
     target = [TagEntry("app", fallback(A), R2), TagEntry("app", fallback(B), R2)]
     assert changed_subjects(source, target) == {Image("app", A), Image("app", C)}
 

@@ -1,0 +1,180 @@
+"""Referrer drift end to end: real registries (plain distribution, whose referrers are the
+``sha256-<hex>`` fallback tag, and the same behind devstack.referrers_api, which has the
+OCI 1.1 referrers API), Azurite's queue and status table, the worker draining the queue.
+
+A signature whose push event was lost is in the source only; reconcile finds it and the
+worker brings it; ``diff --referrers`` says so before (exit 1) and not after (exit 0); a
+second reconcile enqueues nothing; the sweep's cursor in the status table moves on."""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Iterator
+from contextlib import ExitStack
+
+import pytest
+
+from devstack.localstack import Azurite, LocalStack, Registry
+from devstack.localworker import drain, worker_runtime
+from devstack.referrers_api import ReferrersRegistry, start_referrers_registry
+from devstack.testimages import SIGNATURE_TYPE, push_referrer, push_test_image, seed
+from replicator.adapters.azure.cursors import TableCursors
+from replicator.adapters.azure.status import TableStatusStore
+from replicator.adapters.oci.referrers import list_referrers
+from replicator.adapters.oci.registries import Registries
+from replicator.app.api import handle_status
+from replicator.app.reconcile import run_reconcile
+from replicator.app.referrer_drift import Image
+from replicator.app.referrer_sweep import CURSOR_PREFIX
+from replicator.app.runtime import Runtime
+from replicator.cli import main
+from replicator.domain.manifests import Manifest
+from replicator.domain.model import Action
+from replicator.domain.reference import ImageRef
+
+pytestmark = pytest.mark.integration
+
+SHAPES = ["api-api", "fallback-fallback", "fallback-api"]
+
+
+def start(stack: LocalStack, kind: str) -> Registry:
+    return start_referrers_registry(stack) if kind == "api" else stack.start_registry()
+
+
+@pytest.fixture(params=SHAPES)
+def pair(request: pytest.FixtureRequest, stack: LocalStack) -> Iterator[tuple[Registry, Registry]]:
+    """Source and DR of one shape: ``api`` has the referrers API, ``fallback`` has not."""
+    kinds = str(request.param).split("-")
+    with ExitStack() as started:
+        both = []
+        for kind in kinds:
+            running = start(stack, kind)
+            started.callback(running.stop)
+            both.append(running)
+        yield both[0], both[1]
+
+
+def diff(capsys: pytest.CaptureFixture[str], *argv: str) -> tuple[int, dict[str, object], str]:
+    code = main(["diff", *argv, "--json"])
+    captured = capsys.readouterr()
+    return code, json.loads(captured.out), captured.err
+
+
+def oci(runtime: Runtime) -> Registries:
+    """The runtime's OCI engine (the test images and listings take it)."""
+    assert isinstance(runtime.registries, Registries)
+    return runtime.registries
+
+
+def listed(runtime: Runtime, host: str, repository: str, subject: str) -> set[str]:
+    registries = oci(runtime)
+    client = registries.client(host)
+    return set(list_referrers(registries, client, repository, subject).digests)
+
+
+def test_a_signature_whose_event_was_lost_is_found_by_reconcile_and_replicated(
+    pair: tuple[Registry, Registry], fresh_azurite: Azurite, capsys: pytest.CaptureFixture[str]
+) -> None:
+    source, target = pair
+    with worker_runtime(source, target, fresh_azurite) as (runtime, _):
+        ref = ImageRef(source.host, "team/app", "v1")
+        image = push_test_image(oci(runtime), ref, layers=1, layer_size=256)
+        first = run_reconcile(runtime, sleep=lambda _s: None)  # the image and its referrers
+        assert first.enqueued >= 1
+        assert drain(runtime).poisoned == 0
+        hosts = ("--source", source.host, "--target", target.host)
+        code, body, _ = diff(capsys, *hosts, "--referrers")
+        assert (code, body["referrers_missing"]) == (0, [])
+
+        # a signature pushed to the source whose event never came: no job
+        src = oci(runtime).client(source.host)
+        index = src.get_manifest(ref.with_tag(None).with_digest(image.digest))
+        assert isinstance(index, Manifest)
+        lost = push_referrer(oci(runtime), ref, index, SIGNATURE_TYPE)
+        assert lost not in listed(runtime, target.host, "team/app", image.digest)
+
+        code, body, err = diff(capsys, *hosts)
+        assert "referrers not checked" in err and "referrers_missing" not in body
+        code, body, _ = diff(capsys, *hosts, "--referrers")
+        assert code == 1
+        assert body["referrers_missing"] == [
+            {
+                "repository": "team/app",
+                "subject": image.digest,
+                "digest": lost,
+                "artifact_type": SIGNATURE_TYPE,
+            }
+        ]
+
+        found = run_reconcile(runtime, sleep=lambda _s: None)
+        (drift,) = found.referrers
+        assert [(r.subject, r.digest) for r in drift.missing] == [(image.digest, lost)]
+        pushes = [j for j in found.jobs if j.digest == lost]
+        assert [(j.action, j.tag, j.origin) for j in pushes] == [(Action.PUSH, None, "reconcile")]
+        assert drain(runtime).poisoned == 0
+        assert lost in listed(runtime, target.host, "team/app", image.digest)
+
+        code, body, _ = diff(capsys, *hosts, "--referrers")
+        assert (code, body["referrers_missing"]) == (0, [])
+        again = run_reconcile(runtime, sleep=lambda _s: None)
+        assert (again.enqueued, again.jobs) == (0, ())
+        assert [len(r.missing) for r in again.referrers] == [0]
+        shown = handle_status(runtime, {}).body["referrers"][target.host]
+        assert shown["missing"] == 0 and shown["laps"] == 2  # the two passes with an image
+        if isinstance(source, ReferrersRegistry) and isinstance(target, ReferrersRegistry):
+            written = [tag for _, tag in target.api.tags_written]
+            assert not [t for t in written if t.startswith("sha256-")]
+
+
+def test_the_sweep_moves_its_cursor_on_across_passes_within_the_budget(
+    stack: LocalStack, fresh_azurite: Azurite
+) -> None:
+    """Twelve images in step; a referrers budget of 5 calls a pass (1 a minute, half of it
+    the source's share, 10 minutes a pass): each pass checks part of the registry, the next
+    one goes on from the cursor, and the signature on the last image is found when the
+    sweep reaches it. Both registries have the referrers API: no fallback tag tells."""
+    with ExitStack() as started:
+        source = start_referrers_registry(stack)
+        started.callback(source.stop)
+        target = start_referrers_registry(stack)
+        started.callback(target.stop)
+        _sweep_in_passes(source, target, fresh_azurite)
+
+
+def _sweep_in_passes(source: Registry, target: Registry, fresh_azurite: Azurite) -> None:
+    env = {"REPLICATOR_RATE_LIMITS": json.dumps({source.host: {"referrers": 1}})}
+    with worker_runtime(source, target, fresh_azurite, **env) as (runtime, _):
+        repos = [f"app{n:02d}" for n in range(12)]
+        for host in (source.host, target.host):
+            seed(oci(runtime), host, [(r, "v1", 1) for r in repos])
+        keys = sorted(Image(r, _digest(runtime, source.host, r)).key for r in repos)
+        last = ImageRef(source.host, repos[-1], "v1")
+        subject = oci(runtime).client(source.host).get_manifest(last)
+        lost = push_referrer(oci(runtime), last, subject, SIGNATURE_TYPE)
+        slept: list[float] = []
+
+        one = run_reconcile(runtime, sleep=slept.append)
+        (first,) = one.referrers
+        assert 0 < first.checked < 12 and first.stopped is not None
+        assert first.cursor is not None and first.cursor.laps == 0
+        assert first.cursor.position == keys[first.checked - 1]
+        assert first.missing == ()  # the sweep has not reached the last image yet
+        assert slept  # paced: the budget is far below what the registry could answer
+
+        two = run_reconcile(runtime, sleep=slept.append)
+        (second,) = two.referrers
+        done = first.checked + second.checked
+        assert second.cursor is not None and done >= 12 and second.cursor.laps == 1
+        assert second.cursor.position == keys[(done - 1) % 12]
+        assert [r.digest for r in second.missing] == [lost]
+        assert [j.digest for j in two.jobs] == [lost]
+
+        assert isinstance(runtime.status, TableStatusStore)
+        stored = TableCursors.for_status(runtime.status).get(CURSOR_PREFIX + target.host)
+        assert stored == second.cursor
+
+
+def _digest(runtime: Runtime, host: str, repository: str) -> str:
+    found = oci(runtime).client(host).head_manifest(ImageRef(host, repository, "v1"))
+    assert found is not None
+    return found.digest

@@ -17,20 +17,16 @@ import re
 import statistics
 import sys
 import time
-from pathlib import Path
 
-ROOT = Path(__file__).resolve().parent.parent
-sys.path.insert(0, str(ROOT / "tests"))  # the seeding helper lives with the test doubles
-
-from doubles.seed import seed  # noqa: E402
-
-from bench import publish, registry_cpu  # noqa: E402
-from devstack.localstack import LocalStack, Registry  # noqa: E402
-from replicator.app.reconcile import compare  # noqa: E402
-from replicator.cli.diff import registries_for  # noqa: E402
-from replicator.domain.config import Settings  # noqa: E402
-from replicator.domain.filters import Filters  # noqa: E402
-from replicator.domain.model import Target  # noqa: E402
+from bench import publish, registry_cpu
+from devstack.localstack import LocalStack, Registry
+from devstack.testimages import seed
+from replicator.adapters.oci.registries import Registries
+from replicator.app.reconcile import compare
+from replicator.cli.diff import registries_for
+from replicator.domain.config import Settings
+from replicator.domain.filters import Filters
+from replicator.domain.model import Target
 
 _REQUEST = re.compile(r'^\S+ - \S+ \[[^\]]+\] "[A-Z]+ ')
 
@@ -87,8 +83,9 @@ def main(argv: list[str] | None = None) -> int:
     ]
     with LocalStack() as stack:
         source, target = stack.start_registry(), stack.start_registry()
-        seed(source.host, images)
-        seed(target.host, images)
+        with Registries() as seeding:
+            seed(seeding, source.host, images)
+            seed(seeding, target.host, images)
         runs = [run_once(source, target, args.concurrency) for _ in range(args.runs)]
     best = max(runs, key=lambda r: r["tags_per_s"])
     median = statistics.median(r["tags_per_s"] for r in runs)

@@ -1,7 +1,7 @@
 """Benchmark: a copy across a slow link, ours against skopeo.
 
 A DR registry is in another region: each request pays a round trip. Here a proxy in front
-of each registry (``tests/doubles/faulty_proxy.py``) holds every request ``--delay``
+of each registry (``devstack/faulty_proxy.py``) holds every request ``--delay``
 seconds (default 20 ms) before forwarding it. The image: 4 platforms x 2 layers of 256 KiB,
 with an SBOM on the index and a signature on a platform (which skopeo 1.9 does not copy,
 so it does less work). Alternating runs of ``acr-replicator copy`` and ``skopeo copy
@@ -23,16 +23,13 @@ import statistics
 import sys
 import time
 
-from bench import ROOT, publish
+from bench import publish
 from bench.copy_bench import ours, run, skopeo
+from devstack.faulty_proxy import Fault, FaultyProxy
 from devstack.localstack import LocalStack
 from devstack.testimages import push_test_image
 from replicator.adapters.oci.registries import Registries
 from replicator.domain.reference import ImageRef
-
-sys.path.insert(0, str(ROOT / "tests"))  # the proxy lives with the test doubles
-
-from doubles.faulty_proxy import Fault, FaultyProxy
 
 PLATFORMS = ("linux/amd64", "linux/arm64", "linux/arm/v7", "linux/s390x")
 

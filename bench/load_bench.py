@@ -21,26 +21,19 @@ import threading
 import time
 from collections import Counter
 from datetime import UTC, datetime
-from pathlib import Path
 
-ROOT = Path(__file__).resolve().parent.parent
-sys.path.insert(0, str(ROOT / "tests"))  # the worker set-up is shared with the tests
-
-from integration.worker_support import (  # noqa: E402
-    deliver_push,
-    push_small_images,
-    worker_runtime,
-)
-
-from bench import publish  # noqa: E402
-from devstack.localrun import QueueOptions, QueueRunner  # noqa: E402
-from devstack.localstack import LocalStack  # noqa: E402
-from replicator.adapters.azure.queue import queue_client  # noqa: E402
-from replicator.app.api import percentile  # noqa: E402
-from replicator.app.runtime import Runtime  # noqa: E402
-from replicator.domain.config import StorageConnection  # noqa: E402
-from replicator.domain.model import utcnow  # noqa: E402
-from replicator.functions import triggers  # noqa: E402
+from bench import publish
+from devstack.localrun import QueueOptions, QueueRunner
+from devstack.localstack import LocalStack
+from devstack.localworker import Counting, deliver_push, worker_runtime
+from devstack.testimages import push_images
+from replicator.adapters.azure.queue import queue_client
+from replicator.app.api import percentile
+from replicator.app.runtime import Runtime
+from replicator.domain.config import StorageConnection
+from replicator.domain.model import utcnow
+from replicator.domain.reference import ImageRef
+from replicator.functions import triggers
 
 
 def _runner(runtime: Runtime) -> QueueRunner:
@@ -70,7 +63,17 @@ def run(pushes: int, repos: int) -> dict[str, float]:
             stack.start_azurite(),
         )
         with worker_runtime(source, target, azurite) as (runtime, counting):
-            images = push_small_images(runtime, source.host, pushes, repos, "load")
+            pushed = push_images(
+                runtime.registries,
+                source.host,
+                pushes,
+                repos=repos,
+                prefix="load",
+                platforms=("linux/amd64",),
+                layer_size=256,
+                referrers=False,
+            )
+            images = {ref: image.digest for ref, image in pushed.items()}
             since = utcnow()
             runner = _runner(runtime)
             done = threading.Event()
@@ -105,7 +108,13 @@ def run(pushes: int, repos: int) -> dict[str, float]:
             }
 
 
-def _check(runtime, target_host, images, counting, since):  # type: ignore[no-untyped-def]
+def _check(
+    runtime: Runtime,
+    target_host: str,
+    images: dict[ImageRef, str],
+    counting: Counting,
+    since: datetime,
+) -> dict[str, float]:
     client = runtime.registries.client(target_host)
     missing = [
         ref

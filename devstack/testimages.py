@@ -1,10 +1,19 @@
-"""Build and push random multi-platform test images (for tests, the demo and benchmarks).
+"""Push test images (for tests, the demo and benchmarks): the one helper that does.
 
-An image is an OCI index (or a Docker manifest list) of one manifest per platform, each
-with a config and ``layers`` random layers, plus optional referrers: OCI artifacts whose
-``subject`` is the index and the first platform's manifest, indexed under the fallback
-tag where the registry has no referrers API. Layers are generated chunk by chunk from a
-seed, so even a 512 MiB layer is pushed in constant memory.
+All of it goes through the package's own ``RegistryClient`` (its auth, retries and
+bounded reads), so a test image is pushed the way the replicator talks to registries.
+
+- ``push_test_image``: a random multi-platform image, an OCI index (or a Docker manifest
+  list) of one manifest per platform, each with a config and ``layers`` random layers,
+  plus optional referrers: OCI artifacts whose ``subject`` is the index and the first
+  platform's manifest, indexed under the fallback tag where the registry has no referrers
+  API. Layers are generated chunk by chunk from a seed, so even a 512 MiB layer is pushed
+  in constant memory. ``push_images`` pushes ``count`` of them over a few repositories.
+- ``seed``: many tiny single-platform images, fast, with digests known in advance
+  (``manifest_digest``): every one shares one config and one small layer, uploaded once
+  per registry and cross-repository mounted elsewhere, so a repository costs two mounts
+  and a manifest PUT per tag. ``variant`` goes into an annotation, so two variants of a
+  tag are two different manifest digests over the same blobs (how stale tags are planted).
 """
 
 from __future__ import annotations
@@ -13,7 +22,8 @@ import hashlib
 import json
 import os
 import random
-from collections.abc import Iterator
+from collections.abc import Iterable, Iterator
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from typing import Any
 
@@ -194,3 +204,100 @@ def push_test_image(
         len(pushed),
         tuple(pushed),
     )
+
+
+def push_images(
+    registries: Registries,
+    host: str,
+    count: int,
+    *,
+    repos: int = 4,
+    prefix: str = "test",
+    platforms: tuple[str, ...] = ("linux/amd64", "linux/arm64"),
+    layer_size: int = 2048,
+    referrers: bool = True,
+) -> dict[ImageRef, PushedImage]:
+    """``count`` images of one layer each spread over ``repos`` repositories of ``host``
+    (``<prefix>/app000:v0``, ``<prefix>/app001:v0``, ...), for bursts, load and faults."""
+    pushed = {}
+    for i in range(count):
+        ref = ImageRef(host, f"{prefix}/app{i % repos:03d}", f"v{i // repos}")
+        pushed[ref] = push_test_image(
+            registries,
+            ref,
+            platforms=platforms,
+            layers=1,
+            layer_size=layer_size,
+            referrers=referrers,
+        )
+    return pushed
+
+
+SEED_CONFIG = json.dumps(
+    {"architecture": "amd64", "os": "linux", "rootfs": {"type": "layers"}}
+).encode()
+SEED_LAYER = b"tiny layer\n" * 8
+
+
+def seed_manifest(variant: int) -> Manifest:
+    """The tiny image ``seed`` pushes for ``variant``: the same bytes every time."""
+    body = {
+        "schemaVersion": 2,
+        "mediaType": mt.OCI_MANIFEST,
+        "config": {
+            "mediaType": mt.OCI_CONFIG,
+            "digest": mt.sha256_digest(SEED_CONFIG),
+            "size": len(SEED_CONFIG),
+        },
+        "layers": [
+            {
+                "mediaType": OCI_LAYER,
+                "digest": mt.sha256_digest(SEED_LAYER),
+                "size": len(SEED_LAYER),
+            }
+        ],
+        "annotations": {"seed.variant": str(variant)},
+    }
+    return Manifest.from_bytes(json.dumps(body, sort_keys=True).encode(), mt.OCI_MANIFEST)
+
+
+def manifest_digest(variant: int) -> str:
+    return seed_manifest(variant).digest
+
+
+def _seed_blobs(client: RegistryClient, repository: str, home: str) -> None:
+    for data in (SEED_CONFIG, SEED_LAYER):
+        digest = mt.sha256_digest(data)
+        if repository == home:
+            client.push_blob(repository, data, digest)
+            continue
+        mounted, location = client.start_upload(repository, mount=digest, source=home)
+        if not mounted:
+            client.finish_upload(repository, location, digest, data, len(data))
+
+
+def seed(
+    registries: Registries,
+    host: str,
+    images: Iterable[tuple[str, str, int]],
+    concurrency: int = 8,
+) -> int:
+    """Push ``(repository, tag, variant)`` tiny images to ``host``; returns how many."""
+    by_repo: dict[str, list[tuple[str, int]]] = {}
+    for repository, tag, variant in images:
+        by_repo.setdefault(repository, []).append((tag, variant))
+    if not by_repo:
+        return 0
+    client = registries.client(host)
+    home = min(by_repo)
+    _seed_blobs(client, home, home)
+
+    def push_repo(repository: str) -> int:
+        if repository != home:
+            _seed_blobs(client, repository, home)
+        for tag, variant in by_repo[repository]:
+            client.put_manifest(ImageRef(host, repository, tag), seed_manifest(variant))
+        return len(by_repo[repository])
+
+    with ThreadPoolExecutor(concurrency) as pool:
+        return sum(pool.map(push_repo, sorted(by_repo)))

@@ -6,7 +6,7 @@ from collections.abc import Iterable
 
 from devstack.demo import compare
 from devstack.localrun import QueueOptions
-from devstack.testimages import PushedImage, push_test_image
+from devstack.testimages import PushedImage
 from replicator.adapters.oci.registries import Registries
 from replicator.domain.errors import RegistryError
 from replicator.domain.reference import ImageRef
@@ -14,17 +14,6 @@ from replicator.domain.reference import ImageRef
 PATIENT = QueueOptions(
     batch_size=8, visibility_timeout=0, max_dequeue_count=5, max_polling_interval=0.1
 )
-
-
-def push_images(
-    registries: Registries, host: str, count: int, repos: int = 4, layer_size: int = 2048
-) -> dict[ImageRef, PushedImage]:
-    """``count`` small two-platform images with two referrers each, over ``repos``."""
-    pushed = {}
-    for i in range(count):
-        ref = ImageRef(host, f"fault/r{i % repos}", f"v{i}")
-        pushed[ref] = push_test_image(registries, ref, layers=1, layer_size=layer_size)
-    return pushed
 
 
 def differences(

@@ -15,13 +15,13 @@ from pathlib import Path
 
 import pytest
 
+from devstack.faulty_proxy import Fault, FaultyProxy
 from devstack.localstack import Azurite, Registry
-from devstack.testimages import PushedImage, push_test_image
+from devstack.localworker import deliver_push, runner, worker_runtime
+from devstack.testimages import PushedImage, push_images, push_test_image
 from replicator.adapters.oci.registries import Registries
 from replicator.domain.reference import ImageRef
-from tests.doubles.faulty_proxy import Fault, FaultyProxy
-from tests.e2e.e2e_support import PATIENT, differences, push_images, same_content
-from tests.integration.worker_support import deliver_push, runner, worker_runtime
+from tests.e2e.e2e_support import PATIENT, differences, same_content
 
 ROOT = Path(__file__).resolve().parents[2]
 IMAGES = 12

@@ -9,13 +9,14 @@ import azure.functions as func
 import pytest
 
 from devstack.localstack import Azurite, LocalStack, Registry
+from devstack.localworker import FAST, deliver_push, runner, worker_runtime
+from devstack.testimages import push_images
 from replicator.app.reconcile import run_reconcile
 from replicator.domain.errors import QueueUnavailableError
 from replicator.domain.model import CopyJob
 from replicator.domain.reference import ImageRef
 from replicator.functions import triggers
-from tests.e2e.e2e_support import PATIENT, differences, push_images, same_content
-from tests.integration.worker_support import FAST, deliver_push, runner, worker_runtime
+from tests.e2e.e2e_support import PATIENT, differences, same_content
 
 
 @pytest.fixture

@@ -12,13 +12,13 @@ import pytest
 from azure.functions.timer import TimerRequest
 
 from devstack.localstack import Azurite, Registry, free_port
+from devstack.localworker import worker_runtime
 from replicator.adapters.azure.queue import NO_WAIT_RETRY
 from replicator.app.runtime import Runtime, build_runtime
 from replicator.domain.config import load_settings
 from replicator.domain.errors import QueueUnavailableError
 from replicator.domain.model import CopyJob
 from replicator.functions import triggers
-from tests.integration.worker_support import worker_runtime
 
 DIGEST = "sha256:" + "57" * 32
 
@@ -173,10 +173,10 @@ def test_one_trace_from_event_through_queue_to_copy(
     from opentelemetry.sdk.trace.export import SimpleSpanProcessor
     from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
 
+    from devstack.localworker import deliver_push, drain
     from devstack.testimages import push_test_image
     from replicator.adapters.azure import telemetry
     from replicator.domain.reference import ImageRef
-    from tests.integration.worker_support import deliver_push, drain
 
     reader, exporter = InMemoryMetricReader(), InMemorySpanExporter()
     tracer_provider = TracerProvider()

@@ -17,29 +17,31 @@ import httpx
 import pytest
 
 from devstack.localstack import Azurite, Registry
+from devstack.localworker import drain, worker_runtime
+from devstack.testimages import manifest_digest, seed
 from replicator.adapters.acr.tags import delete_tag
 from replicator.adapters.oci.registries import Registries
 from replicator.app.reconcile import run_reconcile
 from replicator.domain.reference import ImageRef
 from replicator.functions import triggers
 from tests.doubles.acr_listing import AcrListingDouble, serve
-from tests.doubles.seed import manifest_digest, seed
-from tests.integration.worker_support import drain, worker_runtime
 
 pytestmark = pytest.mark.integration
 
 
-def _seed_retagged(source: Registry, target: Registry) -> None:
+def _seed_retagged(registries: Registries, source: Registry, target: Registry) -> None:
     """The source moved ``app:old`` away (deleted the tag); its digest is still ``app:v1``."""
-    seed(source.host, [("app", "v1", 1)])
-    seed(target.host, [("app", "v1", 1), ("app", "old", 1)])
+    seed(registries, source.host, [("app", "v1", 1)])
+    seed(registries, target.host, [("app", "v1", 1), ("app", "old", 1)])
 
 
 def test_propagate_untags_and_a_refusing_registry_is_not_requeued(
-    registry_pair: tuple[Registry, Registry], fresh_azurite: Azurite
+    registry_pair: tuple[Registry, Registry],
+    fresh_azurite: Azurite,
+    registries: Registries,
 ) -> None:
     source, target = registry_pair
-    _seed_retagged(source, target)
+    _seed_retagged(registries, source, target)
     env = {"REPLICATOR_DELETE_POLICY": "propagate"}
     with worker_runtime(source, target, fresh_azurite, **env) as (runtime, _):
         first = run_reconcile(runtime, sleep=lambda _s: None)
@@ -66,10 +68,12 @@ def test_propagate_untags_and_a_refusing_registry_is_not_requeued(
 
 
 def test_keep_reports_the_extra_tag_and_queues_nothing(
-    registry_pair: tuple[Registry, Registry], fresh_azurite: Azurite
+    registry_pair: tuple[Registry, Registry],
+    fresh_azurite: Azurite,
+    registries: Registries,
 ) -> None:
     source, target = registry_pair
-    _seed_retagged(source, target)
+    _seed_retagged(registries, source, target)
     with worker_runtime(source, target, fresh_azurite) as (runtime, _):
         for _ in range(2):
             report = run_reconcile(runtime, sleep=lambda _s: None)
@@ -79,11 +83,13 @@ def test_keep_reports_the_extra_tag_and_queues_nothing(
 
 
 def test_an_unchanged_pair_in_step_enqueues_nothing_twice(
-    registry_pair: tuple[Registry, Registry], fresh_azurite: Azurite
+    registry_pair: tuple[Registry, Registry],
+    fresh_azurite: Azurite,
+    registries: Registries,
 ) -> None:
     source, target = registry_pair
-    seed(source.host, [("app", "v1", 1), ("app", "v2", 2)])
-    seed(target.host, [("app", "v1", 1), ("app", "v2", 2)])
+    seed(registries, source.host, [("app", "v1", 1), ("app", "v2", 2)])
+    seed(registries, target.host, [("app", "v1", 1), ("app", "v2", 2)])
     env = {"REPLICATOR_DELETE_POLICY": "propagate"}
     with worker_runtime(source, target, fresh_azurite, **env) as (runtime, _):
         for _ in range(2):
@@ -106,10 +112,11 @@ def test_acr_tag_delete_removes_the_tag_only() -> None:
     ]
 
 
-def test_oci_tag_delete_refusal_is_an_answer_not_an_error(registry: Registry) -> None:
-    seed(registry.host, [("app", "v1", 1), ("app", "old", 1)])
-    with Registries() as registries:
-        done = delete_tag(registries.client(registry.host), registry.host, "app", "old")
-        assert not done.removed and done.refused is not None and "400" in done.refused
-        tags = httpx.get(f"{registry.url}/v2/app/tags/list").json()["tags"]
-        assert sorted(tags) == ["old", "v1"]
+def test_oci_tag_delete_refusal_is_an_answer_not_an_error(
+    registry: Registry, registries: Registries
+) -> None:
+    seed(registries, registry.host, [("app", "v1", 1), ("app", "old", 1)])
+    done = delete_tag(registries.client(registry.host), registry.host, "app", "old")
+    assert not done.removed and done.refused is not None and "400" in done.refused
+    tags = httpx.get(f"{registry.url}/v2/app/tags/list").json()["tags"]
+    assert sorted(tags) == ["old", "v1"]

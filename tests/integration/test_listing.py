@@ -5,12 +5,12 @@ from collections.abc import Iterator
 import pytest
 
 from devstack.localstack import Registry
+from devstack.testimages import manifest_digest, seed
 from replicator.adapters.oci.listing import RegistryLister
 from replicator.adapters.oci.registries import Registries
 from replicator.adapters.oci.transport import RetryPolicy
 from replicator.domain.model import TagEntry
 from tests.doubles.acr_listing import AcrListingDouble, serve
-from tests.doubles.seed import manifest_digest, seed
 
 pytestmark = pytest.mark.integration
 
@@ -93,7 +93,8 @@ def test_oci_listing_heads_each_allowed_tag_once_and_pages_past_the_first_page(
     registry: Registry,
 ) -> None:
     images = [(f"r/app{i:03d}", f"t{k}", i * 10 + k) for i in range(120) for k in range(3)]
-    seed(registry.host, images)
+    with Registries() as seeding:
+        seed(seeding, registry.host, images)
     with Registries() as registries:
         client = registries.client(registry.host)
         lister = RegistryLister(client, registry.host, page_size=50, concurrency=8)

@@ -17,6 +17,7 @@ from urllib.parse import parse_qs, urlsplit
 import pytest
 
 from devstack.localstack import Azurite, Registry
+from devstack.localworker import worker_runtime
 from replicator.adapters.azure.queue import (
     MAX_MESSAGE_BYTES,
     MAX_VISIBILITY_SECONDS,
@@ -30,7 +31,6 @@ from replicator.app import service
 from replicator.domain.config import StorageConnection
 from replicator.domain.errors import InvalidJobError
 from replicator.domain.model import Action, CopyJob, Outcome, utcnow
-from tests.integration.worker_support import worker_runtime
 
 DIGEST = "sha256:" + "ab" * 32
 

@@ -12,6 +12,7 @@ import azure.functions as func
 import pytest
 
 from devstack.localstack import Azurite, Registry
+from devstack.testimages import manifest_digest, seed
 from replicator.adapters.azure.claims import TableClaims
 from replicator.adapters.azure.planblobs import PlanBlobs
 from replicator.adapters.azure.queue import StorageJobQueue
@@ -22,7 +23,6 @@ from replicator.app.reconcile import Pacing, run_reconcile
 from replicator.app.runtime import Runtime
 from replicator.domain.config import Settings, StorageConnection
 from replicator.domain.model import CopyJob, JobResult, Outcome, Target
-from tests.doubles.seed import manifest_digest, seed
 
 pytestmark = pytest.mark.integration
 
@@ -36,13 +36,13 @@ def runtime(registry_pair: tuple[Registry, Registry], azurite: Azurite) -> Itera
     source, target = registry_pair
     repos = ["app0", "app1", "team/app2", "app3", "app4", "app5"]
     images = [(repo, f"v{k}", k) for repo in repos for k in range(2)]
-    seed(source.host, images)
-    kept = [(r, t, v + 5 if (r, t) in STALE else v) for r, t, v in images if (r, t) not in MISSING]
-    seed(target.host, [*kept, *((r, t, 9) for r, t in EXTRA)])
     connection = StorageConnection(azurite.connection_string)
     unique = uuid.uuid4().hex[:10]
     settings = Settings(source=source.host, targets=(Target(target.host),), storage=connection)
     registries = Registries(plain_http=settings.uses_plain_http)
+    seed(registries, source.host, images)
+    kept = [(r, t, v + 5 if (r, t) in STALE else v) for r, t, v in images if (r, t) not in MISSING]
+    seed(registries, target.host, [*kept, *((r, t, 9) for r, t in EXTRA)])
     built = Runtime(
         settings=settings,
         registries=registries,

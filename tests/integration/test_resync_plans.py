@@ -12,14 +12,15 @@ import pytest
 from azure.functions.queue import QueueMessage
 
 from devstack.localstack import Azurite, Registry, free_port
+from devstack.localworker import drain, plan_runner, worker_runtime
+from devstack.testimages import manifest_digest, seed
 from replicator.adapters.azure.queue import NO_WAIT_RETRY
+from replicator.adapters.oci.registries import Registries
 from replicator.app.plans import PlanRequest
 from replicator.app.runtime import build_runtime
 from replicator.domain.config import load_settings
 from replicator.domain.reference import ImageRef
 from replicator.functions import triggers
-from tests.doubles.seed import manifest_digest, seed
-from tests.integration.worker_support import drain, plan_runner, worker_runtime
 
 pytestmark = pytest.mark.integration
 
@@ -71,11 +72,13 @@ def test_whole_registry_resync_answers_at_once_with_unreachable_registries(
 
 
 def test_plan_lists_diffs_and_enqueues_and_status_shows_its_counts(
-    registry_pair: tuple[Registry, Registry], fresh_azurite: Azurite
+    registry_pair: tuple[Registry, Registry],
+    fresh_azurite: Azurite,
+    registries: Registries,
 ) -> None:
     source, target = registry_pair
-    seed(source.host, [("app", "v1", 1), ("app", "v2", 2), ("team/x", "v1", 3)])
-    seed(target.host, [("app", "v1", 1)])
+    seed(registries, source.host, [("app", "v1", 1), ("app", "v2", 2), ("team/x", "v1", 3)])
+    seed(registries, target.host, [("app", "v1", 1)])
     with worker_runtime(source, target, fresh_azurite) as (runtime, _):
         status, answer = _resync({})
         assert status == 202
@@ -96,11 +99,13 @@ def test_plan_lists_diffs_and_enqueues_and_status_shows_its_counts(
 
 
 def test_dry_run_plan_goes_to_a_blob_linked_from_the_status(
-    registry_pair: tuple[Registry, Registry], fresh_azurite: Azurite
+    registry_pair: tuple[Registry, Registry],
+    fresh_azurite: Azurite,
+    registries: Registries,
 ) -> None:
     source, target = registry_pair
-    seed(source.host, [("app", f"v{i}", i) for i in range(5)])
-    seed(target.host, [("app", "v0", 0), ("app", "old", 9)])
+    seed(registries, source.host, [("app", f"v{i}", i) for i in range(5)])
+    seed(registries, target.host, [("app", "v0", 0), ("app", "old", 9)])
     with worker_runtime(source, target, fresh_azurite) as (runtime, _):
         status, answer = _resync({"dry_run": True})
         assert status == 202 and answer["dry_run"] is True
@@ -118,10 +123,12 @@ def test_dry_run_plan_goes_to_a_blob_linked_from_the_status(
 
 
 def test_single_tag_resync_still_answers_at_once(
-    registry_pair: tuple[Registry, Registry], fresh_azurite: Azurite
+    registry_pair: tuple[Registry, Registry],
+    fresh_azurite: Azurite,
+    registries: Registries,
 ) -> None:
     source, target = registry_pair
-    seed(source.host, [("app", "v1", 1), ("app", "v2", 2)])
+    seed(registries, source.host, [("app", "v1", 1), ("app", "v2", 2)])
     with worker_runtime(source, target, fresh_azurite) as (runtime, _):
         status, answer = _resync({"repository": "app", "tag": "v2"})
         assert status == 202 and answer["enqueued"] == 1

@@ -10,11 +10,11 @@ import pytest
 from azure.functions.queue import QueueMessage
 
 from devstack.localstack import Azurite, Registry
+from devstack.localworker import deliver_push, drain, worker_runtime
 from devstack.testimages import push_test_image
 from replicator.domain.model import CopyJob
 from replicator.domain.reference import ImageRef
 from replicator.functions import triggers
-from tests.integration.worker_support import deliver_push, drain, worker_runtime
 
 RAW = ("ResourceNotFound", "QueueNotFound", "TableNotFound", "Traceback")
 

@@ -6,17 +6,16 @@ import json
 
 from devstack.demo import compare, push_event
 from devstack.localstack import Azurite, Registry
-from devstack.testimages import push_test_image
-from replicator.domain.model import CopyJob, utcnow
-from replicator.domain.reference import ImageRef
-from replicator.functions import triggers
-from tests.integration.worker_support import (
+from devstack.localworker import (
     delete_event,
     deliver_push,
     drain,
-    push_small_images,
     worker_runtime,
 )
+from devstack.testimages import push_images, push_test_image
+from replicator.domain.model import CopyJob, utcnow
+from replicator.domain.reference import ImageRef
+from replicator.functions import triggers
 
 INDEX = "application/vnd.oci.image.index.v1+json"
 
@@ -194,7 +193,19 @@ def test_burst_of_pushes_every_image_once(
 ) -> None:
     source, target = registry_pair
     with worker_runtime(source, target, fresh_azurite) as (runtime, counting):
-        pushed = push_small_images(runtime, source.host, 200, 20, "burst")
+        pushed = {
+            ref: image.digest
+            for ref, image in push_images(
+                runtime.registries,
+                source.host,
+                200,
+                repos=20,
+                prefix="burst",
+                platforms=("linux/amd64",),
+                layer_size=256,
+                referrers=False,
+            ).items()
+        }
         for ref, digest in pushed.items():
             deliver_push(ref, digest)
         stats = drain(runtime, timeout=300)

@@ -25,8 +25,9 @@ import pytest
 
 from devstack.localstack import Registry, find_registry_binary, registry_config
 from devstack.testimages import push_test_image
-from replicator.adapters.oci.auth import Authenticator, RegistryAuth
+from replicator.adapters.oci.auth import Authenticator
 from replicator.adapters.oci.copy import ImageCopier
+from replicator.adapters.oci.credentials import RegistryAuth
 from replicator.adapters.oci.listing import RegistryLister
 from replicator.adapters.oci.paging import UnreadListing
 from replicator.adapters.oci.referrers import fallback_tag, list_referrers
@@ -155,7 +156,7 @@ def test_an_unread_referrers_listing_fails_the_job_with_its_reason(
     """In the worker: the source's referrers listing names another origin: the job is
     retried (transient), the status row says why, and it never ends as a copy short of
     its referrers."""
-    from tests.integration.worker_support import deliver_push, drain, worker_runtime
+    from devstack.localworker import deliver_push, drain, worker_runtime
 
     upstream, target = registry_pair
     proxy = HostileRegistry(upstream.host)

@@ -19,11 +19,11 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from devstack.localstack import LocalStack
+from devstack.localworker import worker_runtime
 from replicator.app.api import MAX_BODY_BYTES, handle_replay, handle_resync, handle_status
 from replicator.app.runtime import Runtime
 from replicator.domain.model import Action, CopyJob
 from replicator.functions import triggers
-from tests.integration.worker_support import worker_runtime
 
 HOSTILE = settings(
     max_examples=60,

@@ -16,8 +16,9 @@ import azure.functions as func
 import pytest
 
 from devstack.localstack import AZURITE_KEY, Azurite, LocalStack, Registry
+from devstack.localworker import deliver_push, drain, worker_runtime
 from devstack.testimages import push_test_image
-from replicator.adapters.oci.auth import RegistryAuth
+from replicator.adapters.oci.credentials import RegistryAuth
 from replicator.adapters.oci.registries import Registries
 from replicator.app.reconcile import run_reconcile
 from replicator.domain.errors import PermanentRegistryError
@@ -25,7 +26,6 @@ from replicator.domain.reference import ImageRef
 from replicator.functions import triggers
 from tests.doubles.htpasswd import start_basic_registry
 from tests.doubles.token_server import TokenService, serve
-from tests.integration.worker_support import deliver_push, drain, worker_runtime
 
 SOURCE_USER, SOURCE_PASSWORD = "puller", "source-pass-7f3a9c"
 TARGET_USER, TARGET_PASSWORD = "pusher", "target-pass-51be0d"

@@ -10,9 +10,11 @@ import pytest
 import trustme
 
 from devstack.localstack import LocalStack
+from devstack.testimages import seed
 from replicator.adapters.acr import roles
 from replicator.adapters.acr.importer import AcrImporter
 from replicator.adapters.azure.credentials import credential_for
+from replicator.adapters.oci.registries import Registries
 from replicator.domain.config import Settings
 from tests.doubles import TokenBook
 from tests.doubles.arm import ArmDouble, ArmPair, FakeAcr
@@ -24,7 +26,6 @@ from tests.doubles.identity import (
     EntraDouble,
     ManagedIdentityDouble,
 )
-from tests.doubles.seed import seed
 
 
 @pytest.fixture
@@ -73,7 +74,10 @@ IMPORTER_ROLE = "Container Registry Data Importer and Data Reader"
 
 @pytest.fixture
 def pair(
-    arm: ArmDouble, managed_identity: ManagedIdentityDouble, stack: LocalStack
+    arm: ArmDouble,
+    managed_identity: ManagedIdentityDouble,
+    stack: LocalStack,
+    registries: Registries,
 ) -> Iterator[ArmPair]:
     """Premium ACRs, the function's identity holding what infra/ grants for one target on
     strategy ``auto`` (the role table's matrix: the importer role on both, AcrPull on the
@@ -85,7 +89,7 @@ def pair(
     arm.grant(
         FUNCTION_MI, roles.target_grants(strategy="auto", delete_policy="keep", abac=False), target
     )
-    seed(src.host, [("team/app", "1.0", 1)])
+    seed(registries, src.host, [("team/app", "1.0", 1)])
     yield ArmPair(arm, source, target)
     src.stop()
     dst.stop()

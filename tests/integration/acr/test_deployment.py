@@ -26,6 +26,7 @@ from azure.core.credentials import AccessToken
 
 from devstack.demo import push_event
 from devstack.localstack import Azurite, LocalStack
+from devstack.localworker import drain
 from devstack.testimages import PushedImage, push_test_image
 from replicator.adapters.acr import roles
 from replicator.adapters.oci.referrers import list_referrers
@@ -42,7 +43,6 @@ from tests.doubles import TokenBook
 from tests.doubles.arm import ArmDouble, ArmPair, FakeAcr
 from tests.doubles.identity import FUNCTION_MI, USER_MI, ManagedIdentityDouble
 from tests.doubles.token_server import ACR_AUDIENCE, AcrExchange, TokenService, serve
-from tests.integration.worker_support import drain
 
 ROOT = Path(__file__).resolve().parents[3]
 MAIN_BICEP = ROOT / "infra" / "main.bicep"

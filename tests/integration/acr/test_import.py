@@ -7,14 +7,15 @@ from collections.abc import Callable
 
 import pytest
 
+from devstack.testimages import manifest_digest, seed
 from replicator.adapters.acr.errors import ImportUnavailableError
 from replicator.adapters.acr.importer import AcrImporter
+from replicator.adapters.oci.registries import Registries
 from replicator.domain.config import Settings, load_settings
 from replicator.domain.errors import NotFoundError, TransientRegistryError
 from replicator.domain.model import Action, CopyJob
 from tests.doubles.arm import ArmPair
 from tests.doubles.identity import FED_APP, FUNCTION_MI, OTHER
-from tests.doubles.seed import manifest_digest, seed
 
 IMPORTER_ROLE = "Container Registry Data Importer and Data Reader"
 MANIFEST = "application/vnd.oci.image.manifest.v1+json"
@@ -80,9 +81,9 @@ def test_digest_only_job_imports_into_an_untagged_repository(
 
 
 def test_force_moves_an_existing_target_tag(
-    pair: ArmPair, importer_for: Callable[..., AcrImporter]
+    pair: ArmPair, importer_for: Callable[..., AcrImporter], registries: Registries
 ) -> None:
-    seed(pair.target.host, [("team/app", "1.0", 2)])  # the DR tag points elsewhere
+    seed(registries, pair.target.host, [("team/app", "1.0", 2)])  # the DR tag points elsewhere
     settings = settings_for(pair)
     digest = manifest_digest(1)
     importer_for(settings).import_image(job_for(pair, digest), settings.targets[0], digest)

@@ -21,6 +21,7 @@ import pytest
 
 from devstack.demo import push_event
 from devstack.localstack import Azurite
+from devstack.localworker import QUICK_REGISTRY_RETRY, drain
 from devstack.testimages import PushedImage, push_test_image
 from replicator.adapters.azure.queue import NO_WAIT_RETRY
 from replicator.adapters.oci.referrers import list_referrers
@@ -33,7 +34,6 @@ from replicator.domain.model import CopyJob, CopyReport, Target, utcnow
 from replicator.domain.reference import ImageRef
 from replicator.functions import triggers
 from tests.doubles.arm import ArmPair
-from tests.integration.worker_support import QUICK_REGISTRY_RETRY, drain
 
 
 class Dropping:

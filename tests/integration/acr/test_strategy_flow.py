@@ -50,12 +50,6 @@ def fallbacks(reader: InMemoryMetricReader) -> list[tuple[str, str, int]]:
     ]
 
 
-@pytest.fixture
-def registries() -> Iterator[Registries]:
-    with Registries() as running:
-        yield running
-
-
 IMPORTER_ROLE = "Container Registry Data Importer and Data Reader"
 
 

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import threading
-from collections.abc import Iterator
 
 import pytest
 
@@ -15,12 +14,6 @@ from replicator.adapters.oci.referrers import fallback_tag, list_referrers
 from replicator.adapters.oci.registries import Registries
 from replicator.domain.manifests import Manifest, blobs_of, children_of
 from replicator.domain.reference import ImageRef
-
-
-@pytest.fixture
-def registries() -> Iterator[Registries]:
-    with Registries() as running:
-        yield running
 
 
 def _identical(registries: Registries, src: ImageRef, dst: ImageRef, digest: str) -> int:

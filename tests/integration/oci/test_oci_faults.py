@@ -6,6 +6,7 @@ from collections.abc import Iterator
 
 import pytest
 
+from devstack.faulty_proxy import Fault, FaultyProxy
 from devstack.localstack import Registry
 from devstack.testimages import PushedImage, push_test_image
 from replicator.adapters.oci.copy import ImageCopier
@@ -13,7 +14,6 @@ from replicator.adapters.oci.registries import Registries
 from replicator.adapters.oci.transport import RetryPolicy
 from replicator.domain.errors import DigestMismatchError, TransientRegistryError
 from replicator.domain.reference import ImageRef
-from tests.doubles.faulty_proxy import Fault, FaultyProxy
 
 BLOB_GET = r"/v2/team/app/blobs/sha256:"
 

@@ -6,13 +6,13 @@ from __future__ import annotations
 
 from datetime import timedelta
 
+from devstack.faulty_proxy import Fault, FaultyProxy
 from devstack.localstack import Azurite, Registry
+from devstack.localworker import worker_runtime
 from devstack.testimages import push_test_image
 from replicator.app import service
 from replicator.domain.model import Action, CopyJob, Outcome, utcnow
 from replicator.domain.reference import ImageRef
-from tests.doubles.faulty_proxy import Fault, FaultyProxy
-from tests.integration.worker_support import worker_runtime
 
 
 def test_a_long_retry_after_defers_the_job_instead_of_sleeping(

@@ -25,6 +25,7 @@ from opentelemetry.sdk.trace.export import SimpleSpanProcessor
 from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
 from opentelemetry.trace import SpanKind
 
+from devstack.faulty_proxy import FaultyProxy
 from devstack.localstack import LocalStack, Registry, free_port
 from devstack.testimages import push_test_image
 from replicator.adapters.oci.copy import ImageCopier
@@ -32,7 +33,6 @@ from replicator.adapters.oci.registries import Registries
 from replicator.adapters.oci.transport import RetryPolicy
 from replicator.domain.errors import TransientRegistryError
 from replicator.domain.reference import ImageRef
-from tests.doubles.faulty_proxy import FaultyProxy
 
 NO_RETRY = RetryPolicy(attempts=1)
 PROXY_VARIABLES = ("HTTP_PROXY", "HTTPS_PROXY", "ALL_PROXY", "NO_PROXY")

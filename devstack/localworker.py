@@ -1,4 +1,9 @@
-"""Shared set-up for the worker's end-to-end tests: a runtime on real registries and Azurite."""
+"""The worker on the local stack, as the tests, the benchmarks and the fault runs drive it.
+
+A runtime on real registries and Azurite whose retries are short (``worker_runtime``), the
+Event Grid events ACR raises delivered to the handlers (``deliver_push``, ``delete_event``)
+and the local queue runner draining ``replication-jobs`` or ``replication-plans``.
+"""
 
 from __future__ import annotations
 
@@ -81,28 +86,6 @@ def worker_runtime(
     finally:
         triggers.use_runtime(None)
         runtime.close()
-
-
-def push_small_images(
-    runtime: Runtime, host: str, count: int, repos: int, prefix: str
-) -> dict[ImageRef, str]:
-    """``count`` tiny single-platform images spread over ``repos`` repositories, for bursts
-    and load: ``{ref: digest}``."""
-    from devstack.testimages import push_test_image
-
-    pushed = {}
-    for i in range(count):
-        ref = ImageRef(host, f"{prefix}/app{i % repos:03d}", f"v{i // repos}")
-        image = push_test_image(
-            runtime.registries,
-            ref,
-            platforms=("linux/amd64",),
-            layers=1,
-            layer_size=256,
-            referrers=False,
-        )
-        pushed[ref] = image.digest
-    return pushed
 
 
 def runner(runtime: Runtime, options: QueueOptions = FAST) -> QueueRunner:

@@ -42,7 +42,7 @@ MAX_REDIRECTS = 5
 
 
 class RegistryClient:
-    """One registry host. Implements ``ManifestReader`` and ``ManifestDeleter``."""
+    """One registry host. Implements ``replicator.app.ports.RegistryClient``."""
 
     def __init__(
         self, host: str, *, scheme: str, http: httpx.Client, auth: Authenticator, retry: RetryPolicy

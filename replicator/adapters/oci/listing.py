@@ -69,7 +69,7 @@ class _Unread(Exception):
 
 
 class RegistryLister:
-    """Implements ``replicator.app.ports.Lister`` over a registry client, and whole listings."""
+    """A registry's catalog and tags over a registry client, and whole listings."""
 
     def __init__(
         self,
@@ -90,7 +90,7 @@ class RegistryLister:
         self._lock = threading.Lock()
         self.requests = 0
 
-    # -- the Lister port --------------------------------------------------------------
+    # -- catalog and tags -------------------------------------------------------------
     def list_repositories(self) -> Iterator[str]:
         path = "/acr/v1/_catalog" if self.acr else "/v2/_catalog"
         scopes = ("registry:catalog:*",)

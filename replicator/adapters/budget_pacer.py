@@ -135,6 +135,7 @@ class BucketUse:
     leases: int = 0
     throttled: int = 0
     held_until: float = 0.0
+    dropped: int = 0  # leased tokens not used: due longer than ``grace`` ago
 
 
 class BudgetPacer:
@@ -170,8 +171,8 @@ class BudgetPacer:
     # -- the Pacer protocol ---------------------------------------------------------------
     def before(self, registry: str, bucket: str) -> float:
         """Seconds to wait before sending one request of ``bucket`` to ``registry``."""
-        now = self._clock()
-        return max(0.0, self._take(registry, self._draw(registry, bucket), now) - now)
+        send = self._take(registry, self._draw(registry, bucket), self._clock())
+        return max(0.0, send - self._clock())  # a lease took time: from now, not then
 
     def throttled(self, registry: str, bucket: str, retry_after: float | None) -> None:
         seconds = self.default_hold if retry_after is None else max(0.0, retry_after)
@@ -217,6 +218,8 @@ class BudgetPacer:
                 index = current.first_usable(wanted - self.grace_seconds)
                 if index < current.lease.tokens:
                     return self._hand_out(key, current, index, wanted, now)
+            if current is not None:
+                use.dropped += current.lease.tokens - current.next
             lease = self.store.lease(
                 registry, bucket, self._size(key, rate), rate, self.burst_seconds
             )
@@ -230,6 +233,7 @@ class BudgetPacer:
     def _hand_out(
         self, key: tuple[str, str], s: _Slice, index: int, wanted: float, now: float
     ) -> float:
+        self._use(key).dropped += index - s.next
         s.next = index + 1
         s.spent += 1
         send = max(s.due(index), wanted)

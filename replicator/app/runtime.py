@@ -11,6 +11,7 @@ from dataclasses import dataclass, field
 from typing import Protocol
 
 from replicator.adapters.acr.importer import AcrImporters
+from replicator.adapters.azure.budget_store import fleet_pacer
 from replicator.adapters.azure.claims import TableClaims
 from replicator.adapters.azure.credentials import registry_credentials
 from replicator.adapters.azure.planblobs import PlanBlobs
@@ -72,7 +73,7 @@ def build_runtime(
     registries = Registries(
         plain_http=settings.uses_plain_http,
         credentials=registry_credentials(settings),
-        retry=registry_retry,
+        retry=registry_retry or RetryPolicy(pacer=fleet_pacer(settings, retry=storage_retry)),
     )
     copier = ImageCopier(registries)
     importer = None

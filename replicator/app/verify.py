@@ -9,10 +9,13 @@ API or the ``<alg>-<hex>`` fallback tag, ``replicator.adapters.oci.referrers``),
 is walked the same way. ``--deep`` then reads a random sample of the blobs seen end to
 end, streamed, and checks their digests.
 
-Pacing: every request goes through the registry client's retry layer and its ``Pacer``
-(the ``read`` budget of each side); a referrers listing also takes from the ``referrers``
-budget (ACR counts it against both, reference section 3). A ``CursorStore`` keeps where
-an interrupted audit stopped (``FileCursor``: written atomically), so it goes on there.
+Pacing: every request goes through the registry client's retry layer and its ``Pacer``,
+which names the bucket from the request (``read``; ``referrers`` for a referrers listing:
+``replicator.adapters.budget_pacer`` paces those at the ``referrers`` budget and the other
+reads at what is left of ``read``, reference section 3), so the audit adds no pacing of
+its own: build the ``Registries`` with the budget pacer (the CLI and the runtime do).
+A ``CursorStore`` keeps where an interrupted audit stopped (``FileCursor``: written
+atomically), so it goes on there.
 """
 
 from __future__ import annotations
@@ -36,7 +39,6 @@ from replicator.adapters.oci.listing import Listing, RegistryLister
 from replicator.adapters.oci.referrers import Referrers, list_referrers
 from replicator.adapters.oci.registries import Registries
 from replicator.adapters.oci.transport import transport_error
-from replicator.app.reconcile import may_hold_allowed
 from replicator.domain.errors import (
     DeferRequested,
     DigestMismatchError,
@@ -115,10 +117,15 @@ class _Result:
 
 
 class Auditor:
-    """Walks images in ``target`` against ``source``; thread-safe (images run at once)."""
+    """Walks images in ``target`` against ``source``; thread-safe (images run at once).
+    ``referrers``: whether to check referrer parity too (the sweep leaves it to referrer
+    drift)."""
 
-    def __init__(self, registries: Registries, source: str, target: str) -> None:
+    def __init__(
+        self, registries: Registries, source: str, target: str, *, referrers: bool = True
+    ) -> None:
         self.registries = registries
+        self.referrers = referrers
         self.source = registries.client(source)
         self.target = registries.client(target)
         self._seen: OrderedDict[tuple[str, str], None] = OrderedDict()
@@ -161,7 +168,7 @@ class Auditor:
             self._walk(out, Finding("manifest", repo, child, None, digest, image), depth)
         for blob, size in dict.fromkeys(blobs):
             self._blob(out, repo, blob, size, image, digest)
-        if depth < MAX_REFERRER_DEPTH:
+        if self.referrers and depth < MAX_REFERRER_DEPTH:
             self._referrers(out, repo, digest, image, depth)
 
     def _manifest(self, out: _Result, what: Finding) -> Manifest | None:
@@ -230,7 +237,6 @@ class Auditor:
     def _listed(
         self, out: _Result, client: RegistryClient, repo: str, subject: str, image: str
     ) -> Referrers | None:
-        self._pace(client.host, "referrers")
         try:
             return list_referrers(self.registries, client, repo, subject)
         except DeferRequested:
@@ -242,11 +248,6 @@ class Auditor:
                 Finding("referrer", repo, None, None, subject, image, reason=reason)
             )
             return None
-
-    def _pace(self, host: str, bucket: str) -> None:
-        wait = self.registries.retry.pacer.before(host, bucket)
-        if wait > 0:
-            self.registries.retry.pause(wait)
 
     # -- deep: read a blob end to end ---------------------------------------------------
     def read_blob(self, blob: BlobRef, tally: Tally | None = None) -> tuple[Finding | None, int]:
@@ -293,6 +294,8 @@ def _deep_finding(blob: BlobRef, reason: str) -> Finding:
 
 # -- listing both sides ---------------------------------------------------------------------
 def list_side(registries: Registries, host: str, filters: Filters, concurrency: int) -> Listing:
+    from replicator.app.reconcile import may_hold_allowed  # reconcile runs the sweep
+
     lister = RegistryLister(registries.client(host), host, concurrency=concurrency)
     return lister.listing(None, filters.allows, lambda r: may_hold_allowed(filters, r))
 

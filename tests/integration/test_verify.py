@@ -17,11 +17,13 @@ from typing import Any
 
 import pytest
 
-from devstack.localstack import LocalStack, Registry
+from devstack.localstack import Azurite, LocalStack, Registry
+from devstack.localworker import drain, worker_runtime
 from devstack.referrers_api import start_referrers_registry
 from devstack.testimages import PushedImage, push_test_image
 from replicator.adapters.oci.copy import ImageCopier
 from replicator.adapters.oci.registries import Registries
+from replicator.app.reconcile import run_reconcile
 from replicator.app.verify import FileCursor, VerifyOptions, verify
 from replicator.cli import main
 from replicator.domain.filters import Filters
@@ -272,3 +274,49 @@ def test_resume_refuses_a_cursor_of_another_audit(
     assert code == 2
     assert err.count("\n") == 1 and "another audit" in err
     assert cursor.exists()  # left as it was
+
+
+def test_the_reconcile_sweep_audits_a_slice_a_pass_and_its_jobs_repair_a_child(
+    stack: LocalStack,
+    fresh_azurite: Azurite,
+    registries: Registries,
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    source, target = stack.start_registry(), stack.start_registry()
+    repos = ("team/app0", "team/app1", "team/app2")
+    images = {r: push_test_image(registries, ImageRef(source.host, r, "v1")) for r in repos}
+    for repo in repos:
+        ImageCopier(registries).copy_image(
+            ImageRef(source.host, repo, "v1"), ImageRef(target.host, repo, "v1")
+        )
+    copied = Copied(source, target, images, registries)
+    child = images["team/app1"].manifests[1]
+    layer = images["team/app2"].blobs[1]
+    delete_manifest(copied, "team/app1", child)
+    delete_blob(copied, "team/app2", layer)
+
+    with worker_runtime(source, target, fresh_azurite, REPLICATOR_VERIFY_SWEEP="2") as (rt, _):
+        first = run_reconcile(rt)
+        (audit,) = first.verify
+        assert (audit.images, audit.checked, audit.cursor and audit.cursor.laps) == (3, 2, 0)
+        assert audit.cursor and audit.cursor.position == f"team/app1@{images['team/app1'].digest}"
+        assert {(f.kind, f.digest) for f in audit.findings.missing} == {("manifest", child)}
+        repairs = [j for j in first.jobs if j.digest == child]
+        assert [(j.repository, j.tag, j.action.value) for j in repairs] == [
+            ("team/app1", None, "push")
+        ]
+        assert first.drift()[target.host]["missing"] == 1  # fed to drift_tags and status
+
+        second = run_reconcile(rt)  # team/app2, then round to team/app0: a lap
+        (audit,) = second.verify
+        assert audit.cursor and (audit.cursor.laps, audit.checked) == (1, 2)
+        assert audit.cursor.position == f"team/app0@{images['team/app0'].digest}"
+        assert {(f.kind, f.digest) for f in audit.findings.missing} == {("blob", layer)}
+        assert not [j for j in second.jobs if j.digest in {child, layer}]  # no job restores a blob
+        assert second.drift()[target.host]["missing"] == 1
+        drain(rt)  # the worker runs the repair job
+
+    code, report = run_json(capsys, "verify", *copied.args, "--json")
+    assert (code, found(report)) == (1, {("blob", "team/app2", layer)})  # the child is back
+    source.stop()
+    target.stop()

@@ -18,6 +18,7 @@ from replicator.adapters.azure.credentials import registry_credentials
 from replicator.adapters.oci.registries import Registries
 from replicator.adapters.oci.transport import RetryPolicy
 from replicator.app.doctor.run import Check, run_doctor
+from replicator.app.doctor.verdicts import CheckStatus
 from replicator.cli.exits import EXIT_FAILURES, EXIT_OK
 from replicator.domain.config import load_settings
 
@@ -53,9 +54,9 @@ def run(args: argparse.Namespace) -> int:
 def print_checks(checks: list[Check], stream: TextIO) -> None:
     for check in checks:
         line = f"{check.status.upper():4}  {check.registry}  {check.name}: {check.detail}"
-        if check.fix and check.status != "pass":
+        if check.fix and check.status != CheckStatus.PASS:
             line += f"  -> fix: {check.fix}"
         stream.write(line + "\n")
     failed = sum(not c.ok for c in checks)
-    warned = sum(c.status == "warn" for c in checks)
+    warned = sum(c.status == CheckStatus.WARN for c in checks)
     stream.write(f"{len(checks)} checks: {failed} failed, {warned} warnings\n")

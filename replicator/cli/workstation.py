@@ -13,7 +13,8 @@ import threading
 from collections.abc import Callable, Iterable, Mapping
 from pathlib import Path
 
-from replicator.adapters.oci.auth import RegistryAuth, docker_config_auth
+from replicator.adapters.oci.credentials import RegistryAuth
+from replicator.adapters.oci.dockerconfig import docker_config_auth
 from replicator.domain.model import is_acr_host
 from replicator.domain.reference import is_loopback, parse_registry
 

@@ -27,6 +27,7 @@ from __future__ import annotations
 import json
 from collections.abc import Mapping
 from dataclasses import dataclass, field
+from enum import StrEnum
 from typing import TYPE_CHECKING, Any
 
 from replicator.domain.errors import InvalidReferenceError
@@ -36,9 +37,26 @@ from replicator.domain.reference import parse_registry
 if TYPE_CHECKING:
     from replicator.domain.config import Settings
 
-MODES = ("managed", "federated", "secret", "default", "none")
+
+class IdentityMode(StrEnum):
+    """How a registry is authenticated to (the module's list)."""
+
+    MANAGED = "managed"
+    FEDERATED = "federated"
+    SECRET = "secret"  # noqa: S105 - a mode's name
+    DEFAULT = "default"
+    NONE = "none"
+
+
+MODES = tuple(IdentityMode)
+# what REPLICATOR_IDENTITY may name for every ACR (besides auto)
+DEFAULT_MODES = (IdentityMode.MANAGED, IdentityMode.DEFAULT, IdentityMode.NONE)
 TOKEN_EXCHANGE_SCOPE = "api://AzureADTokenExchange/.default"  # noqa: S105 - a scope
 _KEYS = {"mode", "tenant_id", "client_id", "secret_setting"}
+_NEEDS = {
+    IdentityMode.FEDERATED: ("tenant_id", "client_id"),
+    IdentityMode.SECRET: ("tenant_id", "client_id", "secret_setting"),
+}
 
 
 class Secret:
@@ -64,21 +82,24 @@ class Secret:
 class RegistryIdentity:
     """How to authenticate to one registry (and to ARM for it)."""
 
-    mode: str = "none"
+    mode: IdentityMode = IdentityMode.NONE
     tenant_id: str | None = None
     client_id: str | None = None  # the app (federated / secret), not the managed identity
     secret_setting: str | None = None
     secret: Secret | None = field(default=None, repr=False)
 
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "mode", IdentityMode(self.mode))  # a name given as text
+
     @property
     def cross_tenant(self) -> bool:
         """A tenant other than the function's: import must name the source by URI."""
-        return self.mode in {"federated", "secret"}
+        return self.mode in {IdentityMode.FEDERATED, IdentityMode.SECRET}
 
 
 @dataclass(frozen=True)
 class IdentitySettings:
-    default_mode: str = "default"  # for ACR registries without an entry
+    default_mode: IdentityMode = IdentityMode.DEFAULT  # for ACR registries without an entry
     registries: tuple[tuple[str, RegistryIdentity], ...] = ()
     managed_client_id: str | None = None  # AZURE_CLIENT_ID: a user-assigned identity
     authority_host: str | None = None  # AZURE_AUTHORITY_HOST: sovereign clouds, test doubles
@@ -88,18 +109,20 @@ class IdentitySettings:
             if name == registry:
                 return identity
         acr = is_acr_host(registry) if is_acr is None else is_acr
-        return RegistryIdentity(mode=self.default_mode if acr else "none")
+        return RegistryIdentity(mode=self.default_mode if acr else IdentityMode.NONE)
 
 
 def parse_identity_settings(env: Mapping[str, str], problems: list[str]) -> IdentitySettings:
     """Read ``REPLICATOR_IDENTITY``, ``REPLICATOR_IDENTITIES``, ``AZURE_CLIENT_ID`` and
     ``AZURE_AUTHORITY_HOST``; append what is wrong or missing to ``problems``."""
-    default = env.get("REPLICATOR_IDENTITY", "").strip() or "auto"
-    if default == "auto":
-        default = "managed" if env.get("IDENTITY_ENDPOINT") else "default"
-    if default not in {"managed", "default", "none"}:
+    named = env.get("REPLICATOR_IDENTITY", "").strip() or "auto"
+    if named == "auto":
+        named = IdentityMode.MANAGED if env.get("IDENTITY_ENDPOINT") else IdentityMode.DEFAULT
+    default = IdentityMode.NONE
+    if named in DEFAULT_MODES:
+        default = IdentityMode(named)
+    else:
         problems.append("REPLICATOR_IDENTITY must be auto, managed, default or none")
-        default = "none"
     authority = env.get("AZURE_AUTHORITY_HOST", "").strip().rstrip("/") or None
     if authority and not authority.startswith("https://"):
         problems.append("AZURE_AUTHORITY_HOST must be an https:// URL")
@@ -149,18 +172,19 @@ def _parse_entry(
     unknown = set(item) - _KEYS
     if unknown:
         problems.append(f"{where} has unknown keys: {', '.join(sorted(unknown))}")
-    mode = item.get("mode")
-    if mode not in MODES:
+    named = item.get("mode")
+    if named not in MODES:
         problems.append(f"{where}.mode must be one of {', '.join(MODES)}")
         return None
+    mode = IdentityMode(named)
     values = {k: item.get(k) for k in ("tenant_id", "client_id", "secret_setting")}
-    needs = {"federated": ("tenant_id", "client_id"), "secret": tuple(values)}.get(mode, ())
+    needs = _NEEDS.get(mode, ())
     missing = [k for k in needs if not isinstance(values[k], str) or not values[k]]
     if missing:
         problems.append(f"{where}: mode {mode} needs {' and '.join(missing)}")
         return None
     secret = None
-    if mode == "secret":
+    if mode is IdentityMode.SECRET:
         secret = _read_secret(where, str(values["secret_setting"]), env, problems)
         if secret is None:
             return None

@@ -8,7 +8,7 @@ import re
 from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime
 from enum import StrEnum
-from typing import Any
+from typing import Any, Literal, get_args
 
 from replicator.domain.errors import InvalidJobError, InvalidReferenceError
 from replicator.domain.reference import (
@@ -26,7 +26,9 @@ POISON_QUEUE_NAME = f"{QUEUE_NAME}-poison"
 PLANS_QUEUE = "replication-plans"  # CONTRACT.md: whole-registry resync plans
 PLANS_CONTAINER = "replication-plans"  # blob container for dry-run plans
 STATUS_TABLE = "replicationstatus"
-ORIGINS = frozenset({"event", "reconcile", "resync", "cli", "replay"})
+# what made a job: a registry event, a reconcile pass, a resync plan, the CLI, a poison replay
+Origin = Literal["event", "reconcile", "resync", "cli", "replay"]
+ORIGINS: frozenset[Origin] = frozenset(get_args(Origin))
 
 
 class Strategy(StrEnum):
@@ -119,12 +121,13 @@ class CopyJob:
     event_id: str | None = None
     pushed_at: datetime | None = None
     not_before: datetime | None = None
-    origin: str = "event"  # event | reconcile | resync | cli | replay
+    origin: Origin = "event"
     traceparent: str | None = None  # W3C trace context of the event that made the job
     version: int = JOB_VERSION
     job_id: str = field(default="")
 
     def __post_init__(self) -> None:
+        parse_origin(self.origin)  # a job the queue would refuse is refused here
         if not self.job_id:
             object.__setattr__(
                 self,
@@ -202,9 +205,7 @@ class CopyJob:
         for key, value in optional.items():
             if value is not None and not isinstance(value, str):
                 raise InvalidJobError(f"{key} must be a string")
-        origin = data.get("origin", "event")
-        if not isinstance(origin, str) or origin not in ORIGINS:
-            raise InvalidJobError(f"unknown origin {origin!r}")
+        origin = parse_origin(data.get("origin", "event"))
         try:
             job = cls(
                 action=action,
@@ -225,6 +226,13 @@ class CopyJob:
         if optional["job_id"] and optional["job_id"] != job.job_id:
             raise InvalidJobError("job_id does not match the job's content")
         return job
+
+
+def parse_origin(value: object) -> Origin:
+    """One of :data:`ORIGINS`, else an ``InvalidJobError``."""
+    if not isinstance(value, str) or value not in ORIGINS:
+        raise InvalidJobError(f"unknown origin {value!r}")
+    return value
 
 
 _TRACEPARENT = re.compile(r"^[0-9a-f]{2}-[0-9a-f]{32}-[0-9a-f]{16}-[0-9a-f]{2}$")

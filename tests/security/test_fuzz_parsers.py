@@ -14,7 +14,8 @@ import httpx
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from replicator.adapters.oci.auth import Authenticator, RegistryAuth, parse_challenge
+from replicator.adapters.oci.auth import Authenticator, parse_challenge
+from replicator.adapters.oci.credentials import RegistryAuth
 from replicator.adapters.oci.paging import UnreadListing, next_page
 from replicator.adapters.oci.transport import RetryPolicy
 from replicator.domain.errors import (

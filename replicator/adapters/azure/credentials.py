@@ -7,10 +7,10 @@ from __future__ import annotations
 from collections.abc import Callable
 from typing import TYPE_CHECKING, Any
 
-from replicator.adapters.oci.auth import RegistryAuth
-from replicator.adapters.oci.credentials import acr_audience
+from replicator.adapters.oci.credentials import RegistryAuth, acr_audience
 from replicator.domain.identities import (
     TOKEN_EXCHANGE_SCOPE,
+    IdentityMode,
     IdentitySettings,
     RegistryIdentity,
     identity_of,
@@ -47,9 +47,9 @@ def credential_from(config: IdentitySettings, identity: RegistryIdentity) -> Tok
     )
 
     authority = _authority(config.authority_host)
-    if identity.mode == "managed":
+    if identity.mode is IdentityMode.MANAGED:
         return ManagedIdentityCredential(client_id=config.managed_client_id)
-    if identity.mode == "federated":
+    if identity.mode is IdentityMode.FEDERATED:
         tenant, client = str(identity.tenant_id), str(identity.client_id)  # load_settings checked
         managed = ManagedIdentityCredential(client_id=config.managed_client_id)
 
@@ -57,11 +57,11 @@ def credential_from(config: IdentitySettings, identity: RegistryIdentity) -> Tok
             return str(managed.get_token(TOKEN_EXCHANGE_SCOPE).token)
 
         return ClientAssertionCredential(tenant, client, assertion, **authority)
-    if identity.mode == "secret":
+    if identity.mode is IdentityMode.SECRET:
         secret = identity.secret.reveal() if identity.secret else ""
         tenant, client = str(identity.tenant_id), str(identity.client_id)
         return ClientSecretCredential(tenant, client, secret, **authority)
-    if identity.mode == "default":
+    if identity.mode is IdentityMode.DEFAULT:
         return DefaultAzureCredential(
             managed_identity_client_id=config.managed_client_id, **authority
         )

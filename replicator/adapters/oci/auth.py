@@ -32,16 +32,7 @@ from typing import Any
 
 import httpx
 
-from replicator.adapters.oci.credentials import (
-    ACR_AUDIENCE,
-    ACR_AUDIENCES,
-    ACR_SCOPE,
-    RegistryAuth,
-    acr_audience,
-    credential_helper_auth,
-    docker_config_auth,
-    docker_config_path,
-)
+from replicator.adapters.oci.credentials import AuthKind, RegistryAuth, acr_audience
 from replicator.adapters.oci.paging import origin, same_origin
 from replicator.adapters.oci.transport import (
     RetryPolicy,
@@ -54,19 +45,7 @@ from replicator.domain.errors import PermanentRegistryError
 from replicator.domain.model import is_acr_host
 from replicator.domain.reference import is_loopback
 
-__all__ = [  # what callers import from here (the credentials live in their own module)
-    "ACR_AUDIENCE",
-    "ACR_AUDIENCES",
-    "ACR_SCOPE",
-    "Authenticator",
-    "RegistryAuth",
-    "acr_audience",
-    "credential_helper_auth",
-    "docker_config_auth",
-    "docker_config_path",
-    "parse_challenge",
-    "scopes_for",
-]
+__all__ = ["Authenticator", "parse_challenge", "scopes_for"]
 log = logging.getLogger(__name__)
 
 ACR_NULL_USER = "00000000-0000-0000-0000-000000000000"
@@ -150,7 +129,7 @@ class Authenticator:
         if url is not None and not same_origin(url, self.home):
             return {}
         with self._lock:
-            if self._scheme == "basic" and self.auth.kind == "basic" and self._basic_ok:
+            if self._scheme == "basic" and self.auth.kind is AuthKind.BASIC and self._basic_ok:
                 return {"Authorization": _basic(self.auth.username, self.auth.password)}
             token = self._tokens.get(scopes)
             if self._scheme == "bearer" and token and token.expires > time.time():
@@ -178,7 +157,7 @@ class Authenticator:
         with self._lock:
             self._scheme, self._params = scheme, params
         if scheme == "basic":
-            if self.auth.kind == "basic" and not self._basic_ok:
+            if self.auth.kind is AuthKind.BASIC and not self._basic_ok:
                 raise PermanentRegistryError(
                     f"{self.host}: basic credentials are never sent over plain HTTP to a host "
                     "that is not loopback (use https)",
@@ -186,7 +165,7 @@ class Authenticator:
                     operation="authenticate",
                     reference=self.host,
                 )
-            return self.auth.kind == "basic" and round_ == 0
+            return self.auth.kind is AuthKind.BASIC and round_ == 0
         if scheme != "bearer" or "realm" not in params or round_ >= 2:
             return False
         self._renew(scopes, refused=response.request.headers.get("Authorization", ""))
@@ -249,7 +228,7 @@ class Authenticator:
     # -- token service ---------------------------------------------------------------
     def _fetch(self, scopes: tuple[str, ...]) -> _Token:
         realm, service = self._params["realm"], self._params.get("service", self.host)
-        if self.auth.kind in {"azure", "refresh_token"}:
+        if self.auth.kind in {AuthKind.AZURE, AuthKind.REFRESH_TOKEN}:
             url = self._oauth2(realm)
             form = {
                 "grant_type": "refresh_token",
@@ -261,7 +240,7 @@ class Authenticator:
             params: list[tuple[str, str]] = [("service", service)]
             params += [("scope", s) for s in scopes]
             auth = None
-            if self.auth.kind == "basic":
+            if self.auth.kind is AuthKind.BASIC:
                 if not self._allowed_realm(realm):
                     raise self._realm_refused(realm, f"is neither on {self.home} nor allowed")
                 auth = (self.auth.username, self.auth.password)
@@ -278,7 +257,7 @@ class Authenticator:
     def _refresh_token(self, token_url: str, service: str) -> str:
         """The registry refresh token: given, or ACR's exchange of an Entra token at the
         token service's own ``/oauth2/exchange``."""
-        if self.auth.kind == "refresh_token":
+        if self.auth.kind is AuthKind.REFRESH_TOKEN:
             return self.auth.password
         with self._lock:
             if self._refresh and self._refresh.expires > time.time():

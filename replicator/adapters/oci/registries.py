@@ -29,12 +29,13 @@ from types import TracebackType
 import httpcore
 import httpx
 
-from replicator.adapters.oci.auth import Authenticator, RegistryAuth, docker_config_auth
+from replicator.adapters.oci.auth import Authenticator
 from replicator.adapters.oci.client import RegistryClient
+from replicator.adapters.oci.credentials import RegistryAuth
 from replicator.adapters.oci.transport import RetryPolicy
 from replicator.domain.reference import is_loopback
 
-__all__ = ["Registries", "RegistryAuth", "RegistryClient", "docker_config_auth"]
+__all__ = ["Registries", "RegistryAuth", "RegistryClient"]
 
 DEFAULT_TIMEOUT = httpx.Timeout(connect=10.0, read=120.0, write=120.0, pool=300.0)
 USER_AGENT = "acr-replicator"

@@ -14,7 +14,7 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING
 
-from replicator.app.doctor.verdicts import Check
+from replicator.app.doctor.verdicts import Check, CheckStatus
 
 if TYPE_CHECKING:
     from replicator.adapters.acr.arm import RegistryProperties
@@ -60,18 +60,22 @@ def audience_check(
     if not is_arm_audience(audience, arm_endpoint):
         if configured and audience.rstrip("/").lower() != works.lower():
             return Check(
-                host, "audience", "warn", f"{said}: not this login server's cloud's ({works})", fix
+                host,
+                "audience",
+                CheckStatus.WARN,
+                f"{said}: not this login server's cloud's ({works})",
+                fix,
             )
         if props is not None and not props.arm_audience_accepted:
             said += (
                 "; ARM-audience tokens are refused here (azureADAuthenticationAsArmPolicy disabled)"
             )
-        return Check(host, "audience", "pass", said)
+        return Check(host, "audience", CheckStatus.PASS, said)
     if props is None:
         return Check(
             host,
             "audience",
-            "warn",
+            CheckStatus.WARN,
             f"{said}, an ARM audience: taken only while the registry's "
             f"azureADAuthenticationAsArmPolicy is enabled, which could not be read; {works} "
             "works whatever the policy",
@@ -81,14 +85,14 @@ def audience_check(
         return Check(
             host,
             "audience",
-            "pass",
+            CheckStatus.PASS,
             f"{said}, an ARM audience: taken while azureADAuthenticationAsArmPolicy is "
             f"enabled, as it is; {works} works whatever the policy",
         )
     return Check(
         host,
         "audience",
-        "fail",
+        CheckStatus.FAIL,
         f"{said}, an ARM audience, which this registry refuses (its "
         f"azureADAuthenticationAsArmPolicy is disabled): every token exchange fails; {works} works",
         f"{fix}; or let the registry take ARM-audience tokens: az acr config "

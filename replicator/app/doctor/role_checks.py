@@ -14,7 +14,7 @@ from typing import TYPE_CHECKING
 
 from replicator.adapters.acr import roles
 from replicator.adapters.acr.errors import IMPORT_ROLE
-from replicator.app.doctor.verdicts import ArmFacts, Check
+from replicator.app.doctor.verdicts import ArmFacts, Check, CheckStatus
 
 if TYPE_CHECKING:
     from replicator.adapters.acr.arm import RegistryProperties
@@ -30,7 +30,7 @@ class Need:
 
     what: str  # pull | push | delete | catalog | import | read
     path: str  # always | import | copy | delete
-    severity: str  # fail | warn: what a missing one means for the configuration
+    severity: CheckStatus  # fail | warn: what a missing one means for the configuration
 
 
 def can(permissions: tuple[Permission, ...], what: str, *, abac: bool) -> bool:
@@ -72,7 +72,7 @@ def role_check(
         return Check(
             host,
             "roles",
-            "warn",
+            CheckStatus.WARN,
             f"{mode}: needs {names}; could not read the "
             "identity's permissions (Microsoft.Authorization/permissions)",
         )
@@ -87,8 +87,12 @@ def role_check(
             f"deployed as {other} (set {side}RoleAssignmentMode={'abac' if abac else 'rbac'})"
         )
     if not missing:
-        return Check(host, "roles", "pass", f"{mode}: needs {names}; all held")
-    status = "fail" if any(n.severity == "fail" for n in missing) else "warn"
+        return Check(host, "roles", CheckStatus.PASS, f"{mode}: needs {names}; all held")
+    status = (
+        CheckStatus.FAIL
+        if any(n.severity == CheckStatus.FAIL for n in missing)
+        else CheckStatus.WARN
+    )
     lacking = ", ".join(f"{n.what} ({n.path})" for n in missing)
     fix = _grant_fix(resource_id, granted, missing, abac)
     return Check(host, "roles", status, f"{mode}: needs {names}; missing {lacking}{flag}", fix)
@@ -116,11 +120,15 @@ def source_import_check(host: str, facts: ArmFacts, *, fails: bool) -> Check:
     (else 403 LinkedAuthorizationFailed) and pull for the copy ARM makes."""
     abac, _ = _mode_text(facts.properties)
     if facts.permissions is None:
-        return Check(host, "import-source", "warn", "could not read the identity's permissions")
+        return Check(
+            host, "import-source", CheckStatus.WARN, "could not read the identity's permissions"
+        )
     read = can(facts.permissions, "read", abac=abac)
     pull = can(facts.permissions, "pull", abac=abac)
     if read and pull:
-        return Check(host, "import-source", "pass", "read and pull on the source: import works")
+        return Check(
+            host, "import-source", CheckStatus.PASS, "read and pull on the source: import works"
+        )
     lacking = " and ".join(w for w, ok in (("read", read), ("pull", pull)) if not ok)
     detail = (
         f"no {lacking} on the source: import by resource id is refused "
@@ -132,4 +140,6 @@ def source_import_check(host: str, facts: ArmFacts, *, fails: bool) -> Check:
         f"az role assignment create --assignee <identity principal id> --role '{IMPORT_ROLE}' "
         "--scope <source registry id>"
     )
-    return Check(host, "import-source", "fail" if fails else "warn", detail, fix)
+    return Check(
+        host, "import-source", CheckStatus.FAIL if fails else CheckStatus.WARN, detail, fix
+    )

@@ -34,8 +34,9 @@ from replicator.adapters.azure.credentials import credential_from, registry_audi
 from replicator.adapters.oci.credentials import acr_audience
 from replicator.app.delivery import foreseen_refusal
 from replicator.app.doctor import audience_checks, role_checks, verdicts
+from replicator.app.doctor.verdicts import CheckStatus
 from replicator.domain.errors import RegistryError
-from replicator.domain.identities import RegistryIdentity, identity_of
+from replicator.domain.identities import IdentityMode, RegistryIdentity, identity_of
 from replicator.domain.model import Strategy
 from replicator.domain.strategy import choose_strategy, planned_path
 
@@ -89,10 +90,10 @@ def _source_side(settings: Settings, facts: ArmFacts, arm_kwargs: dict[str, Any]
         else roles.source_grants(strategies, abac=abac)
     )
     import_only = any(t.strategy is Strategy.IMPORT for t in settings.targets)
-    needs = [Need("pull", "always", "fail"), Need("catalog", "always", "fail")]
+    needs = [Need("pull", "always", CheckStatus.FAIL), Need("catalog", "always", CheckStatus.FAIL)]
     checks = []
     if _imports_by_id(settings):
-        needs.append(Need("read", "import", "fail" if import_only else "warn"))
+        needs.append(Need("read", "import", CheckStatus.FAIL if import_only else CheckStatus.WARN))
         checks.append(role_checks.source_import_check(host, facts, fails=import_only))
     role = role_checks.role_check(
         host, settings.source_resource_id, facts, granted, needs, side="source"
@@ -109,13 +110,13 @@ def _target_roles(settings: Settings, target: Target, facts: ArmFacts) -> Check:
     granted = roles.target_grants(strategy=target.strategy.value, delete_policy=policy, abac=abac)
     paths = roles.strategy_paths(target.strategy.value)
     alone = len(paths) == 1  # import or copy: no fallback
-    needs = [Need("pull", "always", "fail")]
+    needs = [Need("pull", "always", CheckStatus.FAIL)]
     if "import" in paths:
-        needs.append(Need("import", "import", "fail" if alone else "warn"))
+        needs.append(Need("import", "import", CheckStatus.FAIL if alone else CheckStatus.WARN))
     if "copy" in paths:
-        needs.append(Need("push", "copy", "fail" if alone else "warn"))
+        needs.append(Need("push", "copy", CheckStatus.FAIL if alone else CheckStatus.WARN))
     if settings.delete_policy.deletes:
-        needs.append(Need("delete", "delete", "fail"))
+        needs.append(Need("delete", "delete", CheckStatus.FAIL))
     return role_checks.role_check(
         target.login_server, target.resource_id, facts, granted, needs, side="target"
     )
@@ -203,15 +204,19 @@ def _identity(
 ) -> Check:
     name = "cross-tenant" if identity.cross_tenant else "identity"
     if credential is None:
-        return Check(host, name, "pass", "no Azure identity: anonymous or registry challenge")
+        return Check(
+            host, name, CheckStatus.PASS, "no Azure identity: anonymous or registry challenge"
+        )
     try:
         credential.get_token(f"{audience}/.default")
     except ClientAuthenticationError as exc:
-        return Check(host, name, "fail", _first_line(exc), verdicts.identity_fix(identity))
+        return Check(
+            host, name, CheckStatus.FAIL, _first_line(exc), verdicts.identity_fix(identity)
+        )
     what = f"{identity.mode} identity gets tokens"
     if identity.cross_tenant:
         what = f"{identity.mode} credential usable: tokens for tenant {identity.tenant_id}"
-    return Check(host, name, "pass", what)
+    return Check(host, name, CheckStatus.PASS, what)
 
 
 def _data_plane(
@@ -223,18 +228,27 @@ def _data_plane(
         answer.close()
     except RegistryError as exc:
         if exc.operation not in {"token", "token exchange"}:
-            return [Check(host, "reachable", "fail", _first_line(exc), verdicts.REACH_FIX)]
+            return [
+                Check(host, "reachable", CheckStatus.FAIL, _first_line(exc), verdicts.REACH_FIX)
+            ]
         fix = verdicts.identity_fix(identity)
         return [
-            Check(host, "reachable", "pass", "/v2/ answers and asks for a token"),
-            Check(host, "token", "fail", f"token exchange refused: {_first_line(exc)}", fix),
+            Check(host, "reachable", CheckStatus.PASS, "/v2/ answers and asks for a token"),
+            Check(
+                host, "token", CheckStatus.FAIL, f"token exchange refused: {_first_line(exc)}", fix
+            ),
         ]
-    checks = [Check(host, "reachable", "pass", f"/v2/ answers ({answer.status_code})")]
+    checks = [Check(host, "reachable", CheckStatus.PASS, f"/v2/ answers ({answer.status_code})")]
     if answer.status_code in {401, 403}:
         fix = verdicts.identity_fix(identity)
-        return [*checks, Check(host, "token", "fail", "the registry refused the token", fix)]
-    if identity.mode != "none" and client.auth.token_requests:
-        checks.append(Check(host, "token", "pass", "token exchange and /v2/ with it work"))
+        return [
+            *checks,
+            Check(host, "token", CheckStatus.FAIL, "the registry refused the token", fix),
+        ]
+    if identity.mode is not IdentityMode.NONE and client.auth.token_requests:
+        checks.append(
+            Check(host, "token", CheckStatus.PASS, "token exchange and /v2/ with it work")
+        )
     probe = _try_pull if source else _try_push
     return [*checks, probe(registries, host)]
 
@@ -245,12 +259,16 @@ def _try_pull(registries: Registries, host: str) -> Check:
         response = client.request("GET", f"/v2/{PROBE_REPOSITORY}/tags/list", retry=False)
         response.close()
     except RegistryError as exc:
-        return Check(host, "pull", "fail", _first_line(exc), verdicts.PULL_FIX)
+        return Check(host, "pull", CheckStatus.FAIL, _first_line(exc), verdicts.PULL_FIX)
     if response.status_code in {401, 403}:
         return Check(
-            host, "pull", "fail", f"pull refused ({response.status_code})", verdicts.PULL_FIX
+            host,
+            "pull",
+            CheckStatus.FAIL,
+            f"pull refused ({response.status_code})",
+            verdicts.PULL_FIX,
         )
-    return Check(host, "pull", "pass", "pull allowed (tried a repository read)")
+    return Check(host, "pull", CheckStatus.PASS, "pull allowed (tried a repository read)")
 
 
 def _try_push(registries: Registries, host: str) -> Check:
@@ -264,11 +282,11 @@ def _try_push(registries: Registries, host: str) -> Check:
         if response.status_code == 202 and location:
             client.request("DELETE", location, scopes=(), retry=False).close()
     except RegistryError as exc:
-        return Check(host, "push", "fail", _first_line(exc), verdicts.PUSH_FIX)
+        return Check(host, "push", CheckStatus.FAIL, _first_line(exc), verdicts.PUSH_FIX)
     if response.status_code != 202:
         detail = f"push refused ({response.status_code})"
-        return Check(host, "push", "fail", detail, verdicts.PUSH_FIX)
-    return Check(host, "push", "pass", "push allowed (started and cancelled an upload)")
+        return Check(host, "push", CheckStatus.FAIL, detail, verdicts.PUSH_FIX)
+    return Check(host, "push", CheckStatus.PASS, "push allowed (started and cancelled an upload)")
 
 
 def _arm(

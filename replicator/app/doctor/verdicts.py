@@ -14,16 +14,17 @@ nothing.
 from __future__ import annotations
 
 from dataclasses import dataclass
+from enum import StrEnum
 from typing import TYPE_CHECKING, Any
 
 from replicator.adapters.acr import roles
 from replicator.adapters.acr.errors import IMPORT_ACTION, IMPORT_ROLE
+from replicator.domain.identities import IdentityMode, RegistryIdentity
 from replicator.domain.model import Strategy
 
 if TYPE_CHECKING:
     from replicator.adapters.acr.arm import RegistryProperties, SystemTopic
     from replicator.adapters.acr.roles import Permission
-    from replicator.domain.identities import RegistryIdentity
     from replicator.domain.model import Target
     from replicator.domain.strategy import Choice
 
@@ -53,30 +54,41 @@ class ArmFacts:
         return self.may(IMPORT_ACTION)
 
 
+class CheckStatus(StrEnum):
+    """A check's verdict: ``fail`` makes doctor exit 1, ``warn`` is worth a look."""
+
+    PASS = "pass"  # noqa: S105 - a verdict
+    WARN = "warn"
+    FAIL = "fail"
+
+
 @dataclass(frozen=True)
 class Check:
     registry: str
     name: str
-    status: str  # pass | warn | fail
+    status: CheckStatus
     detail: str
     fix: str = ""
 
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "status", CheckStatus(self.status))  # a verdict given as text
+
     @property
     def ok(self) -> bool:
-        return self.status != "fail"
+        return self.status is not CheckStatus.FAIL
 
     def to_dict(self) -> dict[str, Any]:
         return {
             "registry": self.registry,
             "check": self.name,
-            "status": self.status,
+            "status": self.status.value,
             "detail": self.detail,
             "fix": self.fix or None,
         }
 
 
 def identity_fix(identity: RegistryIdentity) -> str:
-    if identity.mode == "federated":
+    if identity.mode is IdentityMode.FEDERATED:
         return (
             f"in tenant {identity.tenant_id}: provision the multi-tenant app {identity.client_id}, "
             "add a federated identity credential on it (issuer "
@@ -84,9 +96,9 @@ def identity_fix(identity: RegistryIdentity) -> str:
             "identity's object id, audience api://AzureADTokenExchange) and grant its service "
             "principal AcrPull on the registry"
         )
-    if identity.mode == "secret":
+    if identity.mode is IdentityMode.SECRET:
         return f"check the client secret in {identity.secret_setting} (expired? rotated?)"
-    if identity.mode == "managed":
+    if identity.mode is IdentityMode.MANAGED:
         return "enable the function's managed identity (AZURE_CLIENT_ID for a user-assigned one)"
     return "run `az login`, or set REPLICATOR_IDENTITY / REPLICATOR_IDENTITIES"
 
@@ -96,7 +108,11 @@ def properties(
 ) -> list[Check]:
     if props is None:
         fix = "grant the identity Reader on the registry (doctor reads its settings through ARM)"
-        return [Check(host, "arm", "warn", f"could not read the registry from ARM: {error}", fix)]
+        return [
+            Check(
+                host, "arm", CheckStatus.WARN, f"could not read the registry from ARM: {error}", fix
+            )
+        ]
     checks = [_identity_of_resource(host, props), _sku(host, props), _network(host, props)]
     if source:
         checks.append(_export(host, props))
@@ -105,11 +121,13 @@ def properties(
 
 def _identity_of_resource(host: str, props: RegistryProperties) -> Check:
     if props.login_server.lower() == host.lower():
-        return Check(host, "resource-id", "pass", f"names {props.name} ({props.login_server})")
+        return Check(
+            host, "resource-id", CheckStatus.PASS, f"names {props.name} ({props.login_server})"
+        )
     return Check(
         host,
         "resource-id",
-        "fail",
+        CheckStatus.FAIL,
         f"the resource id names {props.name}, whose login server is {props.login_server}",
         "set the resource id of this registry (az acr show -n <name> --query id)",
     )
@@ -120,13 +138,13 @@ def _sku(host: str, props: RegistryProperties) -> Check:
         return Check(
             host,
             "sku",
-            "warn",
+            CheckStatus.WARN,
             "Basic: no anonymous pull, no private endpoints or network rules, no "
             "geo-replication, and the lowest throughput limits",
             "upgrade to Standard (anonymous pull) or Premium (private endpoints, "
             "geo-replication): az acr update --sku Premium",
         )
-    return Check(host, "sku", "pass", f"{props.sku}")
+    return Check(host, "sku", CheckStatus.PASS, f"{props.sku}")
 
 
 def _network(host: str, props: RegistryProperties) -> Check:
@@ -136,13 +154,15 @@ def _network(host: str, props: RegistryProperties) -> Check:
         f"trusted services {'allowed' if props.trusted_services_bypass else 'not allowed'}"
     )
     if not props.network_restricted:
-        return Check(host, "network", "pass", shape)
+        return Check(host, "network", CheckStatus.PASS, shape)
     if props.trusted_services_bypass:
-        return Check(host, "network", "pass", f"{shape}: import works as a trusted service")
+        return Check(
+            host, "network", CheckStatus.PASS, f"{shape}: import works as a trusted service"
+        )
     return Check(
         host,
         "network",
-        "warn",
+        CheckStatus.WARN,
         f"{shape}: ImportImage cannot reach it",
         "allow trusted services (az acr update --allow-trusted-services true), or let the "
         "targets use strategy copy from inside the network",
@@ -151,11 +171,11 @@ def _network(host: str, props: RegistryProperties) -> Check:
 
 def _export(host: str, props: RegistryProperties) -> Check:
     if props.export_enabled:
-        return Check(host, "export-policy", "pass", "export allowed")
+        return Check(host, "export-policy", CheckStatus.PASS, "export allowed")
     return Check(
         host,
         "export-policy",
-        "warn",
+        CheckStatus.WARN,
         "export policy disabled: import out of this registry is refused",
         "az acr config export-policy ... or use strategy copy",
     )
@@ -174,18 +194,22 @@ def strategy(
     ``planned`` the one they will take given ``refusal`` (what would refuse an import)."""
     host = target.login_server
     if not choice.imports:
-        return [Check(host, "strategy", "pass", f"copy: {choice.reason}")]
+        return [Check(host, "strategy", CheckStatus.PASS, f"copy: {choice.reason}")]
     checks = [_import_role(target, facts)]
     blocker = refusal or import_blocker(source, source_identity)
     if blocker is None:
-        checks.append(Check(host, "strategy", "pass", f"import: {choice.reason}"))
+        checks.append(Check(host, "strategy", CheckStatus.PASS, f"import: {choice.reason}"))
     elif target.strategy is Strategy.AUTO:
         reason = planned.reason if planned else f"import would fail ({blocker})"
         detail = f"copy: {reason}"
-        checks.append(Check(host, "strategy", "warn", detail, "nothing to do, or fix the source"))
+        checks.append(
+            Check(host, "strategy", CheckStatus.WARN, detail, "nothing to do, or fix the source")
+        )
     else:
         fix = "set the target's strategy to auto or copy, or fix what refuses the import"
-        checks.append(Check(host, "strategy", "fail", f"import cannot work: {blocker}", fix))
+        checks.append(
+            Check(host, "strategy", CheckStatus.FAIL, f"import cannot work: {blocker}", fix)
+        )
     return checks
 
 
@@ -204,13 +228,15 @@ def import_blocker(source: RegistryProperties | None, identity: RegistryIdentity
 def _import_role(target: Target, facts: ArmFacts) -> Check:
     host = target.login_server
     if facts.can_import is None:
-        return Check(host, "import-role", "warn", "could not read the identity's permissions")
+        return Check(
+            host, "import-role", CheckStatus.WARN, "could not read the identity's permissions"
+        )
     if facts.can_import:
-        return Check(host, "import-role", "pass", f"{IMPORT_ACTION} allowed")
+        return Check(host, "import-role", CheckStatus.PASS, f"{IMPORT_ACTION} allowed")
     return Check(
         host,
         "import-role",
-        "fail",
+        CheckStatus.FAIL,
         f"{IMPORT_ACTION} not granted: every import will be refused (AcrPush is not enough)",
         f"az role assignment create --assignee <identity principal id> --role '{IMPORT_ROLE}' "
         f"--scope {target.resource_id}",
@@ -225,7 +251,7 @@ def event_grid_check(
         return Check(
             host,
             "event-grid",
-            "warn",
+            CheckStatus.WARN,
             f"could not list the Event Grid system topics ({error})",
             "grant Reader (Microsoft.EventGrid/systemTopics/read) on the subscription to check; "
             "the post-deploy hook needs it too, to reuse an existing topic",
@@ -236,14 +262,14 @@ def event_grid_check(
         return Check(
             host,
             "event-grid",
-            "pass",
+            CheckStatus.PASS,
             f"system topic {topic.name} in {topic.resource_group}: the hook adds its "
             "subscription there",
         )
     return Check(
         host,
         "event-grid",
-        "warn",
+        CheckStatus.WARN,
         "no Event Grid system topic on the source: pushes reach DR only by reconcile",
         "azd hooks run postdeploy (creates the topic and the subscription)",
     )

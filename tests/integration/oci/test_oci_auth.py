@@ -15,8 +15,9 @@ from azure.core.credentials import AccessToken
 
 from devstack.localstack import LocalStack, Registry
 from devstack.testimages import push_test_image
-from replicator.adapters.oci.auth import RegistryAuth, docker_config_auth
 from replicator.adapters.oci.copy import ImageCopier
+from replicator.adapters.oci.credentials import RegistryAuth
+from replicator.adapters.oci.dockerconfig import docker_config_auth
 from replicator.adapters.oci.registries import Registries
 from replicator.domain.errors import PermanentRegistryError
 from replicator.domain.reference import ImageRef

@@ -14,7 +14,8 @@ from pathlib import Path
 
 import pytest
 
-from replicator.adapters.oci.auth import RegistryAuth, docker_config_auth, docker_config_path
+from replicator.adapters.oci.credentials import RegistryAuth
+from replicator.adapters.oci.dockerconfig import docker_config_auth, docker_config_path
 
 HELPER = """#!/bin/sh
 [ "$1" = get ] || exit 3

@@ -9,8 +9,10 @@ from pathlib import Path
 import httpx
 import pytest
 
-from replicator.adapters.oci.auth import RegistryAuth, docker_config_auth, parse_challenge
+from replicator.adapters.oci.auth import parse_challenge
 from replicator.adapters.oci.client import scopes_for
+from replicator.adapters.oci.credentials import RegistryAuth
+from replicator.adapters.oci.dockerconfig import docker_config_auth
 from replicator.adapters.oci.referrers import fallback_tag
 from replicator.adapters.oci.registries import Registries
 from replicator.adapters.oci.transport import RetryPolicy, error_for, retry_after

@@ -29,8 +29,10 @@ MAX_PAGES = 1_000
 
 
 def fallback_tag(digest: str) -> str:
+    """The referrers tag of ``digest``: ``<alg>-<ref>``, ``<ref>`` its encoded part cut to
+    64 characters (distribution spec 1.1, "Referrers Tag Schema")."""
     algorithm, _, hex_ = digest.partition(":")
-    return f"{algorithm}-{hex_}"[:128]
+    return f"{algorithm}-{hex_[:64]}"
 
 
 @dataclass(frozen=True)

@@ -22,7 +22,7 @@ from opentelemetry.sdk.trace.export import SimpleSpanProcessor
 from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
 from opentelemetry.trace import StatusCode
 
-from replicator.adapters.azure import telemetry
+from replicator.adapters.azure import redaction, telemetry
 from replicator.domain.model import Action, CopyJob, JobResult, Outcome
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -320,7 +320,7 @@ def test_result_fields_carry_the_lag_the_alerts_read() -> None:
     ],
 )
 def test_redact(text: str, expected: str) -> None:
-    assert telemetry.redact(text) == expected
+    assert redaction.redact(text) == expected
 
 
 class ListHandler(logging.Handler):
@@ -339,9 +339,9 @@ def test_redaction_filter_scrubs_messages_arguments_and_extras() -> None:
     handler = ListHandler()
     parent.addHandler(handler)
     try:
-        telemetry.install_redaction(parent)
-        telemetry.install_redaction(parent)  # idempotent
-        assert sum(isinstance(f, telemetry.RedactionFilter) for f in handler.filters) == 1
+        redaction.install_redaction(parent)
+        redaction.install_redaction(parent)  # idempotent
+        assert sum(isinstance(f, redaction.RedactionFilter) for f in handler.filters) == 1
         child = logging.getLogger("redaction-test.child")  # only the handler's filter sees it
         child.warning("exchange failed for %s with %s", "dr.azurecr.io", f"Bearer {JWT}")
         child.info("form: password=hunter2", extra={"detail": f"refresh_token={JWT}", "count": 2})
@@ -360,17 +360,17 @@ def test_configure_telemetry_without_a_connection_string_exports_nothing() -> No
     assert telemetry.configure_telemetry({"APPLICATIONINSIGHTS_CONNECTION_STRING": "  "}) is False
     root = logging.getLogger()
     try:
-        assert any(isinstance(f, telemetry.RedactionFilter) for f in root.filters)
+        assert any(isinstance(f, redaction.RedactionFilter) for f in root.filters)
     finally:  # leave the root logger as pytest set it up
         for holder in (root, *root.handlers):
-            for f in [f for f in holder.filters if isinstance(f, telemetry.RedactionFilter)]:
+            for f in [f for f in holder.filters if isinstance(f, redaction.RedactionFilter)]:
                 holder.removeFilter(f)
 
 
 SCRIPT = """
 import json, logging, os
 from opentelemetry import metrics, trace
-from replicator.adapters.azure import telemetry
+from replicator.adapters.azure import redaction, telemetry
 env = {"APPLICATIONINSIGHTS_CONNECTION_STRING": os.environ["CS"]}
 first = telemetry.configure_telemetry(env)
 provider = trace.get_tracer_provider()
@@ -385,7 +385,7 @@ print(json.dumps({
     "meter_provider": type(metrics.get_meter_provider()).__module__,
     "traceparent": carried,
     "handler_filtered": all(
-        any(isinstance(f, telemetry.RedactionFilter) for f in h.filters) for h in handlers),
+        any(isinstance(f, redaction.RedactionFilter) for f in h.filters) for h in handlers),
     "handlers": len(handlers),
     "level": logging.getLogger("replicator").getEffectiveLevel(),
 }), flush=True)

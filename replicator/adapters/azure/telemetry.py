@@ -19,12 +19,14 @@ Names emitted (App Insights ``customMetrics`` / ``dependencies`` / ``traces``):
 - ``queue_depth`` / ``poison_messages`` gauges
 - spans ``event``, ``replicate``, ``import``, ``copy``, ``referrers``; the W3C
   ``traceparent`` travels in the job so the worker continues the event's trace.
+
+Log lines are scrubbed of secrets by ``replicator.adapters.azure.redaction`` (installed
+here on the root logger and ours), and so are the dimensions ``log_fields`` gives.
 """
 
 from __future__ import annotations
 
 import logging
-import re
 import threading
 from collections.abc import Iterable, Iterator, Mapping
 from contextlib import contextmanager
@@ -35,6 +37,7 @@ from opentelemetry.metrics import CallbackOptions, MeterProvider, Observation
 from opentelemetry.trace import Span, TracerProvider
 from opentelemetry.trace.propagation.tracecontext import TraceContextTextMapPropagator
 
+from replicator.adapters.azure.redaction import RESERVED, install_redaction, redact
 from replicator.domain.model import CopyJob, JobResult
 
 INSTRUMENTATION = "acr_replicator"
@@ -233,10 +236,6 @@ def continue_trace(traceparent: str | None, name: str, **attributes: object) -> 
         yield s
 
 
-# LogRecord attributes that ``extra=`` may not overwrite (logging raises KeyError).
-_RESERVED = frozenset(logging.makeLogRecord({}).__dict__) | {"message", "asctime"}
-
-
 def log_fields(job: CopyJob, **more: object) -> dict[str, object]:
     """An ``extra=`` dict whose keys become ``customDimensions``; no secrets, ever."""
     fields: dict[str, object] = {
@@ -255,7 +254,7 @@ def log_fields(job: CopyJob, **more: object) -> dict[str, object]:
     for key, value in fields.items():
         if value is None:
             continue
-        name = f"replicator_{key}" if key in _RESERVED else key
+        name = f"replicator_{key}" if key in RESERVED else key
         clean[name] = redact(value) if isinstance(value, str) else _plain(value)
     return clean
 
@@ -280,53 +279,3 @@ def _plain(value: object) -> object:
     if isinstance(value, int | float | bool):
         return value
     return redact(str(getattr(value, "value", value)))
-
-
-_SECRET_PATTERNS: tuple[tuple[re.Pattern[str], str], ...] = (
-    (re.compile(r"(?i)\b(bearer|basic)\s+[A-Za-z0-9._~+/=-]{8,}"), r"\1 ***"),
-    (re.compile(r"\beyJ[A-Za-z0-9_-]{5,}\.[A-Za-z0-9_-]{5,}\.[A-Za-z0-9_-]*"), "***"),
-    (
-        re.compile(
-            r"(?i)\b(password|passwd|pwd|secret|client_secret|access_token|refresh_token"
-            r"|token|accountkey|sharedaccesskey|sig|assertion|client_assertion)"
-            r"(\"?\s*[:=]\s*\"?)([^\s\"'&;,]+)"
-        ),
-        r"\1\2***",
-    ),
-    (re.compile(r"(?i)(https?://[^\s/:@]+:)[^\s/@]+@"), r"\1***@"),
-    (re.compile(r"(?<![A-Za-z0-9+/])[A-Za-z0-9+/]{86}==(?![A-Za-z0-9+/=])"), "***"),
-)
-
-
-def redact(text: str) -> str:
-    """``text`` with bearer/basic credentials, JWTs, passwords, tokens, signatures,
-    account keys and URL passwords replaced by ``***``."""
-    for pattern, replacement in _SECRET_PATTERNS:
-        text = pattern.sub(replacement, text)
-    return text
-
-
-class RedactionFilter(logging.Filter):
-    """Scrubs secrets from a record's message, arguments and string ``extra`` fields."""
-
-    def filter(self, record: logging.LogRecord) -> bool:
-        if record.args:
-            try:
-                message = record.getMessage()
-            except (TypeError, ValueError):
-                message = f"{record.msg} {record.args!r}"
-            record.msg, record.args = redact(message), None
-        elif isinstance(record.msg, str):
-            record.msg = redact(record.msg)
-        for key, value in list(record.__dict__.items()):
-            if key not in _RESERVED and isinstance(value, str):
-                setattr(record, key, redact(value))
-        return True
-
-
-def install_redaction(logger: logging.Logger) -> None:
-    """Add the filter to ``logger`` and to each of its handlers (a handler's filter sees
-    every record that propagates to it). Idempotent."""
-    for holder in (logger, *logger.handlers):
-        if not any(isinstance(f, RedactionFilter) for f in holder.filters):
-            holder.addFilter(RedactionFilter())

@@ -347,3 +347,30 @@ def pacing_limits(limits: Limits) -> Limits:
         referrers=referrers,
         token=limits.token,
     )
+
+
+# Requests one image job makes, per registry and bucket: a signed two-platform image copied
+# over the data plane (an index, two manifests, their configs, about five layers each; the
+# referrers of each of the three manifests; the target checks its blobs first, then
+# uploads what it lacks). An estimate for spreading queued jobs only: the pacer still
+# counts each real request.
+SOURCE_REQUESTS_PER_JOB = Limits(read=16, referrers=3)
+TARGET_REQUESTS_PER_JOB = Limits(read=8, write=16)
+DEFAULT_JOBS_PER_MINUTE = 600  # no registry has a budget: the spread of before budgets
+
+
+def jobs_per_minute(settings: Settings) -> int:
+    """How many image jobs a minute the budgets sustain (the slowest registry bucket, at
+    ``SOURCE_``/``TARGET_REQUESTS_PER_JOB`` each): what reconcile and ``sync --enqueue``
+    spread their jobs at, so the queue does not run ahead of the budget."""
+    best: float | None = None
+    for registry in sorted(settings.registries):
+        per_job = (
+            SOURCE_REQUESTS_PER_JOB if registry == settings.source else TARGET_REQUESTS_PER_JOB
+        )
+        budget = limits_for(settings, registry)
+        for bucket in BUCKETS:
+            rate, need = budget.rate(bucket), per_job.rate(bucket)
+            if rate is not None and need:
+                best = rate / need if best is None else min(best, rate / need)
+    return DEFAULT_JOBS_PER_MINUTE if best is None else max(1, int(best))

@@ -266,3 +266,21 @@ def test_hold_pauses_the_refill_and_drops_the_savings() -> None:
 def test_bucket_needs_a_positive_rate(rate: float) -> None:
     with pytest.raises(ValueError, match="positive rate"):
         TokenBucket(rate)
+
+
+def test_jobs_a_minute_follow_the_slowest_budgeted_bucket() -> None:
+    from replicator.domain.budgets import DEFAULT_JOBS_PER_MINUTE, jobs_per_minute
+
+    # no registry is an ACR or configured: the old fixed spread
+    plain = load_settings(
+        {"REPLICATOR_SOURCE": "a.example.com", "REPLICATOR_TARGETS": "b.example.com"}
+    )
+    assert jobs_per_minute(plain) == DEFAULT_JOBS_PER_MINUTE
+    # a Standard target: one identity's 1,000 writes a minute / 16 per job (the source's
+    # 250 referrers / 3 would allow 83)
+    assert jobs_per_minute(settings()) == 62
+    premium = settings(REPLICATOR_REGISTRY_SKUS=f"{DR}=Premium")
+    assert jobs_per_minute(premium) == 83
+    # a configured slow target write bucket: 160 / 16 per job
+    slow = settings(REPLICATOR_RATE_LIMITS=json.dumps({"mirror.example.com": {"write": 160}}))
+    assert jobs_per_minute(slow) == 10

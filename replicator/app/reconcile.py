@@ -19,8 +19,8 @@ from typing import TYPE_CHECKING, Protocol
 from replicator.adapters.oci.listing import Allows, Listing, RegistryLister, RegistryRequester
 from replicator.app.referrer_sweep import check_referrers
 from replicator.domain.config import Settings
-from replicator.domain.filters import Filters, glob_match
-from replicator.domain.model import CopyJob, TagEntry
+from replicator.domain.filters import Filters, may_hold_allowed
+from replicator.domain.model import CopyJob, Origin, TagEntry
 from replicator.domain.planning import Plan, jobs_for, plan
 
 if TYPE_CHECKING:
@@ -125,22 +125,6 @@ def compare(
     )
 
 
-def may_hold_allowed(filters: Filters, repository: str) -> bool:
-    """False when no tag of ``repository`` can pass the filters, so it need not be listed."""
-    if filters.include and not any(
-        glob_match(_repo_part(p) + ":**", repository, "") for p in filters.include
-    ):
-        return False
-    return not any(
-        (p.partition(":")[2] if ":" in p else "**") in {"*", "**"} and glob_match(p, repository, "")
-        for p in filters.exclude
-    )
-
-
-def _repo_part(pattern: str) -> str:
-    return pattern.partition(":")[0]
-
-
 def enqueue(
     queue: JobSender,
     jobs: Iterable[CopyJob],
@@ -171,7 +155,7 @@ def refusing_untag(verdicts: UntagVerdicts | None, report: ReconcileReport) -> f
 def plan_jobs(
     report: ReconcileReport,
     settings: Settings,
-    origin: str,
+    origin: Origin,
     *,
     untag_refused: frozenset[str] = frozenset(),
 ) -> list[CopyJob]:

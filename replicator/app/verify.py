@@ -45,7 +45,7 @@ from replicator.domain.errors import (
     NotFoundError,
     RegistryError,
 )
-from replicator.domain.filters import Filters
+from replicator.domain.filters import Filters, may_hold_allowed
 from replicator.domain.integrity import (
     BlobRef,
     Checked,
@@ -294,8 +294,6 @@ def _deep_finding(blob: BlobRef, reason: str) -> Finding:
 
 # -- listing both sides ---------------------------------------------------------------------
 def list_side(registries: Registries, host: str, filters: Filters, concurrency: int) -> Listing:
-    from replicator.app.reconcile import may_hold_allowed  # reconcile runs the sweep
-
     lister = RegistryLister(registries.client(host), host, concurrency=concurrency)
     return lister.listing(None, filters.allows, lambda r: may_hold_allowed(filters, r))
 

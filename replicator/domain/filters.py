@@ -56,3 +56,19 @@ class Filters:
             if glob_match(pattern, repository, tag):
                 return f"matches REPLICATOR_EXCLUDE pattern {pattern!r}"
         return None
+
+
+def may_hold_allowed(filters: Filters, repository: str) -> bool:
+    """False when no tag of ``repository`` can pass the filters, so it need not be listed."""
+    if filters.include and not any(
+        glob_match(_repo_part(p) + ":**", repository, "") for p in filters.include
+    ):
+        return False
+    return not any(
+        (p.partition(":")[2] if ":" in p else "**") in {"*", "**"} and glob_match(p, repository, "")
+        for p in filters.exclude
+    )
+
+
+def _repo_part(pattern: str) -> str:
+    return pattern.partition(":")[0]

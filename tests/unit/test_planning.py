@@ -4,9 +4,9 @@ from collections import Counter
 
 import pytest
 
-from replicator.app.reconcile import Pacing, enqueue, may_hold_allowed
+from replicator.app.reconcile import Pacing, enqueue
 from replicator.domain.config import DeletePolicy, Settings
-from replicator.domain.filters import Filters
+from replicator.domain.filters import Filters, may_hold_allowed
 from replicator.domain.model import Action, CopyJob, TagEntry, Target
 from replicator.domain.planning import DriftEntry, Plan, jobs_for, plan
 

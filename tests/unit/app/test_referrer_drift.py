@@ -245,3 +245,32 @@ def test_pace_waits_at_the_referrers_rate_and_stops_at_the_pass_budget() -> None
         pace.call(other)  # no limit: never waits, never spent
     assert not pace.exhausted([other]) and len(clock.slept) == 28
     assert pace.requests == 1030
+
+
+@pytest.mark.parametrize(
+    ("source", "rate_limits", "expected"),
+    [
+        ("src.azurecr.io", {}, "about 4 min at src.azurecr.io's 250 referrers calls a minute"),
+        ("src.azurecr.io", {"src.azurecr.io": Limits(referrers=200)}, "about 10 min at"),
+        ("127.0.0.1:5001", {"127.0.0.1:5001": Limits(referrers=1e6)}, "under a minute at"),
+        ("127.0.0.1:5001", {}, "unpaced (127.0.0.1:5001 has no referrers budget"),
+    ],
+    ids=["acr-standard", "configured-acr", "configured-fast", "no-budget"],
+)
+def test_diff_says_what_the_referrer_check_would_cost(
+    source: str, rate_limits: dict[str, Limits], expected: str
+) -> None:
+    from replicator.app.reconcile import ReconcileReport, TargetDrift
+    from replicator.cli.diff import unchecked_line
+    from replicator.domain.planning import Plan
+
+    entries = tuple(TagEntry(f"app{n}", "v1", A) for n in range(1000))
+    report = ReconcileReport(
+        1000,
+        (TargetDrift("dr.azurecr.io", Plan(in_step=1000), entries=entries),),
+        source_entries=entries,
+    )
+    settings = Settings(source=source, targets=(Target("dr.azurecr.io"),), rate_limits=rate_limits)
+    line = unchecked_line(settings, report)
+    assert line.startswith("acr-replicator: referrers not checked (--referrers: one referrers")
+    assert "1000 images in step" in line and expected in line

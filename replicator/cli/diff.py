@@ -19,7 +19,9 @@ import sys
 from dataclasses import replace
 from typing import Any
 
+from replicator.adapters.budget_pacer import BudgetPacer
 from replicator.adapters.oci.registries import Registries
+from replicator.adapters.oci.transport import RetryPolicy
 from replicator.app.reconcile import ClientSource, ReconcileReport, compare
 from replicator.app.referrer_drift import in_step_images, sweep_minutes
 from replicator.app.referrer_sweep import TargetReferrers, sweep_all
@@ -87,7 +89,12 @@ def registries_for(settings: Settings) -> Registries:
     """The OCI engine's client factory, with the workstation's credentials: the Docker
     config's entry for the host (``az acr login``, ``docker login``), else for an ACR the
     Azure CLI / environment identity exchanged for a registry token, else anonymous."""
-    return Registries(plain_http=settings.uses_plain_http, credentials=workstation_credentials())
+    pacer = BudgetPacer(lambda registry: limits_for(settings, registry))  # in this process
+    return Registries(
+        plain_http=settings.uses_plain_http,
+        credentials=workstation_credentials(),
+        retry=RetryPolicy(pacer=pacer),
+    )
 
 
 def measure(registries: ClientSource, settings: Settings, concurrency: int) -> ReconcileReport:

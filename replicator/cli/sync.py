@@ -28,6 +28,7 @@ from replicator.app.reconcile import Pacing, enqueue
 from replicator.cli.diff import add_common, measure, print_plan, registries_for, settings_from
 from replicator.cli.exits import EXIT_FAILURES, EXIT_INTERRUPTED, EXIT_OK, EXIT_USAGE
 from replicator.cli.progress import Progress, progress, wanted
+from replicator.domain.budgets import jobs_per_minute
 from replicator.domain.config import DEFAULT_QUEUE_CONNECTION, Settings, parse_storage
 from replicator.domain.errors import ConfigError, ReplicatorError
 from replicator.domain.model import CopyReport, Strategy
@@ -144,7 +145,8 @@ def _enqueue(args: argparse.Namespace, settings: Settings, drift: Plan) -> int:
             ]
         )
     jobs = jobs_for(drift, settings, "cli")
-    sent = enqueue(StorageJobQueue(storage), jobs, Pacing(jobs_per_minute=1200))
+    pacing = Pacing(jobs_per_minute=jobs_per_minute(settings))  # the budgets' (issue 17)
+    sent = enqueue(StorageJobQueue(storage), jobs, pacing)
     if args.json:
         json.dump(
             {"enqueued": sent, "queue_connection": args.queue_connection, **drift.counts()},

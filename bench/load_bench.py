@@ -24,19 +24,19 @@ from datetime import UTC, datetime
 
 from bench import publish
 from devstack.localrun import QueueOptions, QueueRunner
+from devstack.localruntime import LocalRuntime
 from devstack.localstack import LocalStack
 from devstack.localworker import Counting, deliver_push, worker_runtime
 from devstack.testimages import push_images
 from replicator.adapters.azure.queue import queue_client
 from replicator.app.api import percentile
-from replicator.app.runtime import Runtime
 from replicator.domain.config import StorageConnection
 from replicator.domain.model import utcnow
 from replicator.domain.reference import ImageRef
 from replicator.functions import triggers
 
 
-def _runner(runtime: Runtime) -> QueueRunner:
+def _runner(runtime: LocalRuntime) -> QueueRunner:
     storage = runtime.settings.storage
     assert isinstance(storage, StorageConnection)
     options = QueueOptions.from_host_json()
@@ -109,7 +109,7 @@ def run(pushes: int, repos: int) -> dict[str, float]:
 
 
 def _check(
-    runtime: Runtime,
+    runtime: LocalRuntime,
     target_host: str,
     images: dict[ImageRef, str],
     counting: Counting,
@@ -124,7 +124,7 @@ def _check(
     ]
     completed = Counter(counting.done)
     rows = [r for r in runtime.status.since(since) if r.get("outcome") == "copied"]
-    lags = sorted(float(r["lagSeconds"]) for r in rows if r.get("lagSeconds") is not None)
+    lags = sorted(float(lag) for r in rows if isinstance(lag := r.get("lagSeconds"), int | float))
     return {
         "missing": float(len(missing)),
         "copied": float(len(completed)),

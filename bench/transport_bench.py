@@ -22,6 +22,7 @@ import time
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from datetime import UTC, datetime
+from importlib.metadata import version
 
 import httpx
 import urllib3
@@ -123,7 +124,7 @@ def main(argv: list[str] | None = None) -> int:
     lines = [
         f"Command: `python -m bench transport --runs {args.runs} --requests {args.requests}` "
         f"on {platform.machine()}, {os.cpu_count()} cores, Python {platform.python_version()}, "
-        f"httpx {httpx.__version__}, urllib3 {urllib3.__version__}, "
+        f"httpx {httpx.__version__}, urllib3 {version('urllib3')}, "
         f"{datetime.now(UTC):%Y-%m-%d %H:%M} UTC, load average {os.getloadavg()[0]:.1f}.",
         "",
         "| library | threads | CPU us per HEAD (median) | x http.client |",

@@ -19,10 +19,11 @@ from typing import TextIO
 import azure.functions as func
 
 from devstack.localrun import runner_for
+from devstack.localruntime import LocalRuntime, local_runtime
 from devstack.localstack import LocalStack
 from devstack.testimages import push_test_image
 from replicator.adapters.oci.registries import Registries
-from replicator.app.runtime import Runtime, build_runtime
+from replicator.app.runtime import build_runtime
 from replicator.domain.config import StorageConnection, load_settings
 from replicator.domain.manifests import blobs_of, children_of
 from replicator.domain.model import PLANS_QUEUE, utcnow
@@ -115,7 +116,7 @@ def run_demo(out: TextIO = sys.stdout) -> int:
             },
             require_storage=True,
         )
-        runtime = build_runtime(settings)
+        runtime = local_runtime(build_runtime(settings))
         try:
             return _flow(runtime, out)
         finally:
@@ -123,7 +124,7 @@ def run_demo(out: TextIO = sys.stdout) -> int:
             runtime.close()
 
 
-def _flow(runtime: Runtime, out: TextIO) -> int:
+def _flow(runtime: LocalRuntime, out: TextIO) -> int:
     settings = runtime.settings
     runtime.queue.ensure()
     runtime.status.ensure()
@@ -158,7 +159,7 @@ def _flow(runtime: Runtime, out: TextIO) -> int:
     return _resync_plan(runtime, storage, out)
 
 
-def _resync_plan(runtime: Runtime, storage: StorageConnection, out: TextIO) -> int:
+def _resync_plan(runtime: LocalRuntime, storage: StorageConnection, out: TextIO) -> int:
     """A whole-registry resync, as ``POST /api/resync`` asks it: a plan id at once, the
     plan run from ``replication-plans``, its result from ``GET /api/status?plan=``."""
     asked = triggers.resync(func.HttpRequest("POST", "/api/resync", body=b"{}"))

@@ -8,16 +8,20 @@ and the local queue runner draining ``replication-jobs`` or ``replication-plans`
 from __future__ import annotations
 
 import threading
-from collections.abc import Iterator
-from contextlib import contextmanager
+from collections.abc import Iterator, Mapping
+from contextlib import AbstractContextManager, contextmanager
 from dataclasses import dataclass, field
+
+import azure.functions as func
 
 from devstack.demo import push_event
 from devstack.localrun import QueueOptions, QueueRunner, RunStats, runner_for
+from devstack.localruntime import LocalRuntime, local_runtime
 from devstack.localstack import Azurite, Registry
 from replicator.adapters.azure.queue import NO_WAIT_RETRY
 from replicator.adapters.oci.transport import RetryPolicy
-from replicator.app.runtime import Runtime, build_runtime
+from replicator.app.ports import DeliveryPath
+from replicator.app.runtime import build_runtime
 from replicator.domain.config import StorageConnection, load_settings
 from replicator.domain.model import CopyJob, CopyReport, Target, utcnow
 from replicator.domain.reference import ImageRef
@@ -36,7 +40,7 @@ class Counting:
     """Wraps the runtime's delivery path: ``copies`` are the copies it starts, ``done``
     those that completed (a copy cut short by a fault and retried is started twice)."""
 
-    runtime: Runtime
+    runtime: LocalRuntime
     copies: list[str] = field(default_factory=list)
     done: list[str] = field(default_factory=list)
     lock: threading.Lock = field(default_factory=threading.Lock)
@@ -45,7 +49,7 @@ class Counting:
         inner = self.runtime.deliver
         assert inner is not None
 
-        def deliver(job: CopyJob, target: Target, digest: str) -> tuple[CopyReport, str]:
+        def deliver(job: CopyJob, target: Target, digest: str) -> tuple[CopyReport, DeliveryPath]:
             with self.lock:
                 self.copies.append(f"{job.repository}@{digest}->{target.login_server}")
             answer = inner(job, target, digest)
@@ -56,12 +60,26 @@ class Counting:
         self.runtime.deliver = deliver
 
 
-@contextmanager
 def worker_runtime(
-    source: Registry, target: Registry, azurite: Azurite, *, provision: bool = True, **env: str
-) -> Iterator[tuple[Runtime, Counting]]:
-    """A runtime on ``azurite`` whose storage retries do not sleep; ``provision=False``
-    leaves the queues and table to be created on first use, as in a fresh account."""
+    source: Registry, target: Registry, azurite: Azurite, **env: str
+) -> AbstractContextManager[tuple[LocalRuntime, Counting]]:
+    """A runtime on ``azurite`` whose storage retries do not sleep, its queues and table
+    created; ``env``: more settings (``REPLICATOR_DELETE_POLICY="propagate"``)."""
+    return _worker_runtime(source, target, azurite, env, provision=True)
+
+
+def unprovisioned_runtime(
+    source: Registry, target: Registry, azurite: Azurite, **env: str
+) -> AbstractContextManager[tuple[LocalRuntime, Counting]]:
+    """``worker_runtime`` that leaves the queues and table to be created on first use,
+    as in a fresh account."""
+    return _worker_runtime(source, target, azurite, env, provision=False)
+
+
+@contextmanager
+def _worker_runtime(
+    source: Registry, target: Registry, azurite: Azurite, env: Mapping[str, str], *, provision: bool
+) -> Iterator[tuple[LocalRuntime, Counting]]:
     settings = load_settings(
         {
             "REPLICATOR_SOURCE": source.host,
@@ -72,8 +90,8 @@ def worker_runtime(
         },
         require_storage=True,
     )
-    runtime = build_runtime(
-        settings, storage_retry=NO_WAIT_RETRY, registry_retry=QUICK_REGISTRY_RETRY
+    runtime = local_runtime(
+        build_runtime(settings, storage_retry=NO_WAIT_RETRY, registry_retry=QUICK_REGISTRY_RETRY)
     )
     if provision:
         runtime.queue.ensure()
@@ -88,13 +106,13 @@ def worker_runtime(
         runtime.close()
 
 
-def runner(runtime: Runtime, options: QueueOptions = FAST) -> QueueRunner:
+def runner(runtime: LocalRuntime, options: QueueOptions = FAST) -> QueueRunner:
     storage = runtime.settings.storage
     assert isinstance(storage, StorageConnection)
     return runner_for(storage, runtime.queue.name, triggers.replicate, options, retry=NO_WAIT_RETRY)
 
 
-def plan_runner(runtime: Runtime, options: QueueOptions = FAST) -> QueueRunner:
+def plan_runner(runtime: LocalRuntime, options: QueueOptions = FAST) -> QueueRunner:
     """Drives ``run_plan`` on ``replication-plans``, as the Functions host would."""
     storage = runtime.settings.storage
     assert isinstance(storage, StorageConnection)
@@ -107,14 +125,12 @@ def deliver_push(ref: ImageRef, digest: str, size: int = 100) -> None:
     )
 
 
-def drain(runtime: Runtime, timeout: float = 60) -> RunStats:
+def drain(runtime: LocalRuntime, timeout: float = 60) -> RunStats:
     return runner(runtime).run_until_idle(timeout=timeout)
 
 
-def delete_event(ref: ImageRef, digest: str) -> object:
+def delete_event(ref: ImageRef, digest: str) -> func.EventGridEvent:
     """ACR's ImageDeleted event: a digest, no tag (reference section 1)."""
-    import azure.functions as func
-
     return func.EventGridEvent(
         id=f"delete-{digest[-8:]}",
         data={

@@ -18,7 +18,7 @@ import threading
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
-from typing import Any
+from typing import Any, Self
 from urllib.parse import urlsplit
 
 import trustme
@@ -132,22 +132,29 @@ class JsonServer:
 
 class Served:
     """``start``/``stop``/``url`` for a double whose ``handle`` answers on a ``JsonServer``
-    (over TLS when the double has a ``ca``). The double declares ``server`` itself."""
+    (over TLS when the double has a ``ca`` field). The double, a dataclass, declares
+    ``server: JsonServer | None = None`` itself (a default here would become its fields')."""
 
-    def start(self) -> Any:
-        self.server = JsonServer(self.handle, ca=getattr(self, "ca", None))  # type: ignore[attr-defined]
+    server: JsonServer | None
+
+    def handle(
+        self, method: str, target: str, headers: dict[str, str], body: bytes
+    ) -> tuple[int, dict[str, str], Any]:
+        raise NotImplementedError
+
+    def start(self) -> Self:
+        ca: trustme.CA | None = getattr(self, "ca", None)  # the doubles served over TLS
+        self.server = JsonServer(self.handle, ca=ca)
         return self
 
     def stop(self) -> None:
-        server = getattr(self, "server", None)
-        if server is not None:
-            server.stop()
+        if self.server is not None:
+            self.server.stop()
 
     @property
     def url(self) -> str:
-        server = getattr(self, "server", None)
-        assert server is not None, "start() the double first"
-        return str(server.url)
+        assert self.server is not None, "start() the double first"
+        return self.server.url
 
 
 def split(target: str) -> tuple[str, dict[str, str]]:

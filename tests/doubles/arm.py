@@ -48,7 +48,7 @@ import httpx
 import trustme
 
 from replicator.adapters.acr import roles
-from replicator.adapters.acr.roles import ABAC_MODE, IMPORT_ACTION, REGISTRY_READ
+from replicator.adapters.acr.roles import ABAC_MODE, IMPORT_ACTION, REGISTRY_READ, Role
 from tests.doubles import JsonServer, Principal, RoleAssignments, Served, TokenBook, bearer, split
 from tests.doubles.registry_copy import BackendAuth, copy_image
 
@@ -166,12 +166,12 @@ class ArmDouble(Served):
         """Grant a built-in role (key, name or id of the role table) on a registry."""
         self.assignments.assign(principal, role, registry.resource_id)
 
-    def grant(self, principal: Principal, granted: Iterable[roles.Role], registry: FakeAcr) -> None:
+    def grant(self, principal: Principal, granted: Iterable[Role], registry: FakeAcr) -> None:
         """Grant roles as infra/ does (``roles.grants(...)``)."""
         for role in granted:
             self.assign(principal, role.key, registry)
 
-    def held(self, principal: Principal, registry: FakeAcr) -> tuple[roles.Role, ...]:
+    def held(self, principal: Principal, registry: FakeAcr) -> tuple[Role, ...]:
         return self.assignments.roles_of(principal, registry.resource_id)
 
     def permissions(self, principal: Principal, registry: FakeAcr) -> list[dict[str, list[str]]]:

@@ -107,7 +107,9 @@ def _recover(runtime, images, target_host: str, lost: ImageRef) -> None:  # type
     )
 
     report = run_reconcile(runtime)  # the push whose event never came
-    missing = {(e.repository, e.tag) for e in report.targets[0].plan.missing}
+    plan = report.targets[0].plan
+    assert plan is not None
+    missing = {(e.repository, e.tag) for e in plan.missing}
     assert (lost.repository, lost.tag) in missing
     runner(runtime, FAST).run_until_idle(timeout=60)
     assert differences(runtime.registries, images, target_host) == []

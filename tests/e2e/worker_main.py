@@ -16,6 +16,7 @@ from datetime import timedelta
 
 from devstack import localrun
 from devstack.localrun import QueueOptions, QueueRunner
+from devstack.localruntime import local_runtime
 from replicator.adapters.azure import claims
 from replicator.adapters.azure.queue import queue_client
 from replicator.app.runtime import build_runtime
@@ -26,7 +27,7 @@ from replicator.functions import triggers
 def main() -> int:
     localrun.RUN_LEASE_SECONDS = int(os.environ.get("E2E_RUN_LEASE", "600"))
     claims.CLAIM_LEASE = timedelta(seconds=float(os.environ.get("E2E_CLAIM_LEASE", "600")))
-    runtime = build_runtime(load_settings(os.environ, require_storage=True))
+    runtime = local_runtime(build_runtime(load_settings(os.environ, require_storage=True)))
     runtime.busy_recheck_seconds = 1
     triggers.use_runtime(runtime)
     storage = runtime.settings.storage

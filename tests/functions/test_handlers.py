@@ -11,14 +11,16 @@ import azure.functions as func
 import pytest
 from azure.functions.timer import TimerRequest
 
+from devstack.localruntime import LocalRuntime, local_runtime
 from devstack.localstack import Azurite, Registry, free_port
 from devstack.localworker import worker_runtime
 from replicator.adapters.azure.queue import NO_WAIT_RETRY
-from replicator.app.runtime import Runtime, build_runtime
+from replicator.app.runtime import build_runtime
 from replicator.domain.config import load_settings
 from replicator.domain.errors import QueueUnavailableError
 from replicator.domain.model import CopyJob
 from replicator.functions import triggers
+from tests.metrics import metric_names
 
 DIGEST = "sha256:" + "57" * 32
 
@@ -48,17 +50,19 @@ def _event(host: str, **data: object) -> func.EventGridEvent:
 
 
 @pytest.fixture
-def runtime(registry_pair: tuple[Registry, Registry], fresh_azurite: Azurite) -> Iterator[Runtime]:
+def runtime(
+    registry_pair: tuple[Registry, Registry], fresh_azurite: Azurite
+) -> Iterator[LocalRuntime]:
     source, target = registry_pair
     with worker_runtime(source, target, fresh_azurite) as (rt, _):
         yield rt
 
 
-def _queued(rt: Runtime) -> list[CopyJob]:
+def _queued(rt: LocalRuntime) -> list[CopyJob]:
     return [CopyJob.from_json(m.content) for m in rt.queue.client().peek_messages(max_messages=32)]
 
 
-def test_push_event_enqueues_one_job_per_target_with_its_trace(runtime: Runtime) -> None:
+def test_push_event_enqueues_one_job_per_target_with_its_trace(runtime: LocalRuntime) -> None:
     triggers.on_registry_event(_event(runtime.settings.source))
     (job,) = _queued(runtime)
     assert (job.repository, job.tag, job.digest) == ("team/app", "v1", DIGEST)
@@ -77,7 +81,7 @@ def test_push_event_enqueues_one_job_per_target_with_its_trace(runtime: Runtime)
     ids=["no-target", "bad-digest", "foreign-registry"],
 )
 def test_bad_or_foreign_events_are_logged_and_dropped(
-    runtime: Runtime, caplog: pytest.LogCaptureFixture, change: dict[str, object], logged: str
+    runtime: LocalRuntime, caplog: pytest.LogCaptureFixture, change: dict[str, object], logged: str
 ) -> None:
     host = runtime.settings.source
     with caplog.at_level(logging.WARNING, logger="replicator"):
@@ -98,7 +102,7 @@ def test_unreachable_queue_raises_so_event_grid_retries(fresh_azurite: Azurite) 
         },
         require_storage=True,
     )
-    rt = build_runtime(settings, storage_retry=NO_WAIT_RETRY)
+    rt = local_runtime(build_runtime(settings, storage_retry=NO_WAIT_RETRY))
     attempts: list[str] = []
     rt.queue.request_hook = lambda request: attempts.append(request.http_request.method)
     triggers.use_runtime(rt)
@@ -111,7 +115,7 @@ def test_unreachable_queue_raises_so_event_grid_retries(fresh_azurite: Azurite) 
     assert attempts == ["POST"] * (1 + NO_WAIT_RETRY.total)
 
 
-def test_malformed_queue_message_is_poisoned_not_raised(runtime: Runtime) -> None:
+def test_malformed_queue_message_is_poisoned_not_raised(runtime: LocalRuntime) -> None:
     from azure.functions.queue import QueueMessage
 
     triggers.replicate(QueueMessage(id="m1", body=b"not json", dequeue_count=1))  # type: ignore[no-untyped-call]
@@ -119,7 +123,7 @@ def test_malformed_queue_message_is_poisoned_not_raised(runtime: Runtime) -> Non
     assert "not JSON" in json.loads(poisoned.content)["poison_reason"]
 
 
-def test_http_status_and_resync(runtime: Runtime) -> None:
+def test_http_status_and_resync(runtime: LocalRuntime) -> None:
     answer = triggers.status(func.HttpRequest("GET", "/api/status", body=b"", params={}))
     assert answer.status_code == 200
     body = json.loads(answer.get_body())
@@ -137,7 +141,7 @@ def test_http_status_and_resync(runtime: Runtime) -> None:
     assert dry.status_code == 202 and json.loads(dry.get_body())["state"] == "queued"
 
 
-def test_replay_moves_poison_back(runtime: Runtime) -> None:
+def test_replay_moves_poison_back(runtime: LocalRuntime) -> None:
     job = CopyJob.from_json(
         json.dumps(
             {
@@ -158,8 +162,8 @@ def test_replay_moves_poison_back(runtime: Runtime) -> None:
     assert _queued(runtime) == [job]
 
 
-def test_reconcile_timer_runs_and_records(runtime: Runtime) -> None:
-    triggers.reconcile(TimerRequest(past_due=True))  # type: ignore[no-untyped-call]
+def test_reconcile_timer_runs_and_records(runtime: LocalRuntime) -> None:
+    triggers.reconcile(TimerRequest(past_due=True))
     last = runtime.status.last_reconcile()
     assert last is not None and last["enqueued"] == 0
 
@@ -197,8 +201,6 @@ def test_one_trace_from_event_through_queue_to_copy(
     assert len(trace_ids) == 1  # the job carried the event's trace through the queue
     assert spans["replicate"].attributes is not None
     assert spans["replicate"].attributes["outcome"] == "copied"
-    data = reader.get_metrics_data()
-    names = {m.name for r in data.resource_metrics for s in r.scope_metrics for m in s.metrics}
-    assert {"jobs", "replication_lag_seconds", "copy_duration_seconds"} <= names
+    assert {"jobs", "replication_lag_seconds", "copy_duration_seconds"} <= metric_names(reader)
     meter_provider.shutdown()
     tracer_provider.shutdown()

@@ -49,9 +49,14 @@ def run_json(capsys: pytest.CaptureFixture[str], *argv: str) -> tuple[int, dict[
     return code, json.loads(out)
 
 
-def keys(entries: object) -> set[tuple[str, str]]:
-    assert isinstance(entries, list)
-    return {(e["repository"], e["tag"]) for e in entries}
+def entries(value: object) -> list[dict[str, str]]:
+    """A list of image entries of the ``--json`` report, checked to be one."""
+    assert isinstance(value, list) and all(isinstance(e, dict) for e in value)
+    return value
+
+
+def keys(value: object) -> set[tuple[str, str]]:
+    return {(e["repository"], e["tag"]) for e in entries(value)}
 
 
 def test_diff_finds_exactly_the_planted_drift(
@@ -65,7 +70,7 @@ def test_diff_finds_exactly_the_planted_drift(
         STALE,
         EXTRA,
     )
-    stale = {e["tag"]: e for e in drift["stale"] if e["repository"] == "team0/app196"}  # type: ignore[union-attr]
+    stale = {e["tag"]: e for e in entries(drift["stale"]) if e["repository"] == "team0/app196"}
     assert stale["v0"]["source_digest"] == manifest_digest(0)
     assert stale["v0"]["target_digest"] == manifest_digest(10)
 
@@ -153,16 +158,16 @@ def test_sync_interrupted_then_rerun_finishes_what_is_left(
     settings = Settings(source=source, targets=(Target(target),))
     with Registries() as registries:
         report = compare(registries, source, [target], Filters(), settings)
-        drift = report.targets[0].plan
-        assert drift is not None
+        plan = report.targets[0].plan
+        assert plan is not None
         copier = InterruptingCopier(ImageCopier(registries))
-        partial = copy_all(copier, settings, drift, concurrency=1)
+        partial = copy_all(copier, settings, plan, concurrency=1)
     assert partial.interrupted
     assert len(partial.copied) == 2
     code, rest = run_json(capsys, "sync", "--source", source, "--target", target, "--json")
     assert code == 0
     # the image in flight when Ctrl-C came may have finished during shutdown, unreported
-    assert len(MISSING | STALE) - 3 <= len(rest["copied"]) <= len(MISSING | STALE) - 2  # type: ignore[arg-type]
+    assert len(MISSING | STALE) - 3 <= len(entries(rest["copied"])) <= len(MISSING | STALE) - 2
     code, drift = run_json(capsys, "diff", "--source", source, "--target", target, "--json")
     assert (drift["missing"], drift["stale"]) == ([], [])
 

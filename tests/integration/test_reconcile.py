@@ -11,6 +11,7 @@ from datetime import UTC, datetime, timedelta
 import azure.functions as func
 import pytest
 
+from devstack.localruntime import LocalRuntime
 from devstack.localstack import Azurite, Registry
 from devstack.testimages import manifest_digest, seed
 from replicator.adapters.azure.claims import TableClaims
@@ -20,7 +21,6 @@ from replicator.adapters.azure.status import TableStatusStore
 from replicator.adapters.oci.registries import Registries
 from replicator.app.api import handle_replay, handle_resync, handle_status
 from replicator.app.reconcile import Pacing, run_reconcile
-from replicator.app.runtime import Runtime
 from replicator.domain.config import Settings, StorageConnection
 from replicator.domain.model import CopyJob, JobResult, Outcome, Target
 
@@ -32,7 +32,7 @@ EXTRA = {("app4", "old")}
 
 
 @pytest.fixture
-def runtime(registry_pair: tuple[Registry, Registry], azurite: Azurite) -> Iterator[Runtime]:
+def runtime(registry_pair: tuple[Registry, Registry], azurite: Azurite) -> Iterator[LocalRuntime]:
     source, target = registry_pair
     repos = ["app0", "app1", "team/app2", "app3", "app4", "app5"]
     images = [(repo, f"v{k}", k) for repo in repos for k in range(2)]
@@ -43,7 +43,7 @@ def runtime(registry_pair: tuple[Registry, Registry], azurite: Azurite) -> Itera
     seed(registries, source.host, images)
     kept = [(r, t, v + 5 if (r, t) in STALE else v) for r, t, v in images if (r, t) not in MISSING]
     seed(registries, target.host, [*kept, *((r, t, 9) for r, t in EXTRA)])
-    built = Runtime(
+    built = LocalRuntime(
         settings=settings,
         registries=registries,
         queue=StorageJobQueue(connection, name=f"jobs{unique}"),
@@ -58,7 +58,7 @@ def runtime(registry_pair: tuple[Registry, Registry], azurite: Azurite) -> Itera
     built.close()
 
 
-def drain(runtime: Runtime) -> list[CopyJob]:
+def drain(runtime: LocalRuntime) -> list[CopyJob]:
     client = runtime.queue.client()
     jobs = []
     while batch := list(client.receive_messages(max_messages=32, visibility_timeout=60)):
@@ -68,7 +68,9 @@ def drain(runtime: Runtime) -> list[CopyJob]:
     return jobs
 
 
-def test_reconcile_enqueues_missing_and_stale_paced_and_records_drift(runtime: Runtime) -> None:
+def test_reconcile_enqueues_missing_and_stale_paced_and_records_drift(
+    runtime: LocalRuntime,
+) -> None:
     slept: list[float] = []
     pacing = Pacing(batch=2, pause_seconds=0.25, jobs_per_minute=3)
     report = run_reconcile(runtime, pacing=pacing, sleep=slept.append)
@@ -94,7 +96,7 @@ def post(body: object) -> bytes:
     return func.HttpRequest(method="POST", url="/api/resync", body=raw).get_body()
 
 
-def test_resync_queues_a_plan_and_resyncs_one_tag_at_once(runtime: Runtime) -> None:
+def test_resync_queues_a_plan_and_resyncs_one_tag_at_once(runtime: LocalRuntime) -> None:
     target = runtime.settings.targets[0].login_server
     dry = handle_resync(runtime, post({"dry_run": True}))
     assert dry.status_code == 202
@@ -112,7 +114,7 @@ def test_resync_queues_a_plan_and_resyncs_one_tag_at_once(runtime: Runtime) -> N
     assert refused.status_code == 400
 
 
-def test_status_summarises_the_last_hour_and_one_image(runtime: Runtime) -> None:
+def test_status_summarises_the_last_hour_and_one_image(runtime: LocalRuntime) -> None:
     target = runtime.settings.targets[0].login_server
     now = datetime.now(UTC)
     base = CopyJob.from_dict(
@@ -157,7 +159,7 @@ def test_status_summarises_the_last_hour_and_one_image(runtime: Runtime) -> None
     assert handle_status(runtime, {}).body["queue"] == {"depth": 0, "poison": 0}
 
 
-def test_replay_moves_poison_messages_back_all_or_by_repository(runtime: Runtime) -> None:
+def test_replay_moves_poison_messages_back_all_or_by_repository(runtime: LocalRuntime) -> None:
     job = CopyJob.from_dict(
         {
             "version": 1,

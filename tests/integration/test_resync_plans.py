@@ -11,6 +11,7 @@ import azure.functions as func
 import pytest
 from azure.functions.queue import QueueMessage
 
+from devstack.localruntime import local_runtime
 from devstack.localstack import Azurite, Registry, free_port
 from devstack.localworker import drain, plan_runner, worker_runtime
 from devstack.testimages import manifest_digest, seed
@@ -53,7 +54,7 @@ def test_whole_registry_resync_answers_at_once_with_unreachable_registries(
         },
         require_storage=True,
     )
-    runtime = build_runtime(settings, storage_retry=NO_WAIT_RETRY)
+    runtime = local_runtime(build_runtime(settings, storage_retry=NO_WAIT_RETRY))
     triggers.use_runtime(runtime)
     try:
         for body in ({}, {"repository": "team/app"}, {"dry_run": True, "target": target}):

@@ -10,7 +10,7 @@ import pytest
 from azure.functions.queue import QueueMessage
 
 from devstack.localstack import Azurite, Registry
-from devstack.localworker import deliver_push, drain, worker_runtime
+from devstack.localworker import deliver_push, drain, unprovisioned_runtime
 from devstack.testimages import push_test_image
 from replicator.domain.model import CopyJob
 from replicator.domain.reference import ImageRef
@@ -36,7 +36,7 @@ def test_first_event_and_first_job_on_a_fresh_account(
     source, target = registry_pair
     with (
         caplog.at_level(logging.DEBUG, logger="replicator"),
-        worker_runtime(source, target, fresh_azurite, provision=False) as (runtime, _),
+        unprovisioned_runtime(source, target, fresh_azurite) as (runtime, _),
     ):
         assert _queue_names(runtime) == set()
         ref = ImageRef(source.host, "team/app", "v1")
@@ -58,7 +58,7 @@ def test_status_replay_and_poison_on_a_fresh_account(
     source, target = registry_pair
     with (
         caplog.at_level(logging.DEBUG, logger="replicator"),
-        worker_runtime(source, target, fresh_azurite, provision=False) as (runtime, _),
+        unprovisioned_runtime(source, target, fresh_azurite) as (runtime, _),
     ):
         answer = triggers.status(func.HttpRequest("GET", "/api/status", body=b"", params={}))
         assert answer.status_code == 200, answer.get_body()

@@ -131,9 +131,11 @@ def test_a_next_link_to_another_origin_is_never_followed(
     path, body, kind = PAGED[paged]
     for link in (f"{elsewhere.origin}/v2/x?last=a", f"//{elsewhere.host}/v2/x?last=a"):
         header = f'<{link}>; rel="next"'
-        hostile.rules = [
-            on("GET", path, lambda _p, h=header: Answer.json(200, body, content_type=kind, Link=h))
-        ]
+
+        def page(_path: str, header: str = header) -> Answer:
+            return Answer.json(200, body, content_type=kind, Link=header)
+
+        hostile.rules = [on("GET", path, page)]
         with Registries(credentials=_guard(hostile, scheme), retry=NO_WAIT) as registries:
             client = registries.client(hostile.host)
             if paged == "referrers":
@@ -252,7 +254,7 @@ def test_a_hostile_realm_never_receives_an_entra_token(
         f'Bearer realm="{elsewhere.origin}/oauth2/token",service="hostile"',
         frozenset({"Bearer good"}),
     )
-    auth = RegistryAuth.azure(_Entra())  # type: ignore[arg-type]
+    auth = RegistryAuth.azure(_Entra())
     with (
         Registries(credentials=lambda _h: auth, retry=NO_WAIT) as registries,
         pytest.raises(PermanentRegistryError, match="no credentials sent there"),
@@ -270,7 +272,7 @@ def test_an_acr_exchanges_only_at_its_own_login_server() -> None:
         seen.append(str(request.url))
         return httpx.Response(200, json={"refresh_token": "r", "access_token": "a"})
 
-    auth = RegistryAuth.azure(_Entra())  # type: ignore[arg-type]
+    auth = RegistryAuth.azure(_Entra())
     request = httpx.Request("GET", "https://dr.azurecr.io/v2/a/tags/list")
     with httpx.Client(transport=httpx.MockTransport(network)) as http:
         authenticator = Authenticator("dr.azurecr.io", auth, http, NO_WAIT)

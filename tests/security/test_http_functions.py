@@ -18,10 +18,10 @@ from azure.functions.queue import QueueMessage
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
+from devstack.localruntime import LocalRuntime
 from devstack.localstack import LocalStack
 from devstack.localworker import worker_runtime
 from replicator.app.api import MAX_BODY_BYTES, handle_replay, handle_resync, handle_status
-from replicator.app.runtime import Runtime
 from replicator.domain.model import Action, CopyJob
 from replicator.functions import triggers
 
@@ -61,7 +61,7 @@ def forbidden() -> Iterator[tuple[str, list[str]]]:
 
 
 @pytest.fixture(scope="module")
-def runtime(stack: LocalStack) -> Iterator[Runtime]:
+def runtime(stack: LocalStack) -> Iterator[LocalRuntime]:
     source, target, azurite = stack.start_registry(), stack.start_registry(), stack.start_azurite()
     try:
         with worker_runtime(source, target, azurite) as (running, _):
@@ -89,7 +89,7 @@ BODIES = st.one_of(
 
 @HOSTILE
 @given(body=BODIES)
-def test_resync_and_replay_answer_any_body(runtime: Runtime, body: bytes) -> None:
+def test_resync_and_replay_answer_any_body(runtime: LocalRuntime, body: bytes) -> None:
     for handler in (handle_resync, handle_replay):
         answer = handler(runtime, body)
         assert answer.status_code in {200, 202, 400}, answer.body
@@ -102,7 +102,7 @@ def test_resync_and_replay_answer_any_body(runtime: Runtime, body: bytes) -> Non
         st.sampled_from(["repository", "tag", "code"]) | st.text(max_size=8), NAMES, max_size=3
     )
 )
-def test_status_answers_any_query(runtime: Runtime, params: dict[str, str]) -> None:
+def test_status_answers_any_query(runtime: LocalRuntime, params: dict[str, str]) -> None:
     answer = handle_status(runtime, params)
     assert answer.status_code in {200, 400}, answer.body
     json.loads(answer.to_json())
@@ -121,7 +121,7 @@ def test_status_answers_any_query(runtime: Runtime, params: dict[str, str]) -> N
     ids=["target", "source", "dry-run", "userinfo", "path", "url"],
 )
 def test_resync_refuses_a_registry_outside_the_configuration(
-    runtime: Runtime, forbidden: tuple[str, list[str]], body: dict[str, str]
+    runtime: LocalRuntime, forbidden: tuple[str, list[str]], body: dict[str, str]
 ) -> None:
     host, hits = forbidden
     data = {k: v.replace("FORBIDDEN", host) if isinstance(v, str) else v for k, v in body.items()}
@@ -135,7 +135,7 @@ def test_resync_refuses_a_registry_outside_the_configuration(
 
 
 def test_a_queued_job_naming_another_registry_touches_nothing(
-    runtime: Runtime, forbidden: tuple[str, list[str]]
+    runtime: LocalRuntime, forbidden: tuple[str, list[str]]
 ) -> None:
     """A forged queue message (the queue is outside input too) cannot aim the worker."""
     host, hits = forbidden
@@ -156,7 +156,7 @@ def test_a_queued_job_naming_another_registry_touches_nothing(
 
 
 @pytest.mark.parametrize("handler", [triggers.resync, triggers.replay], ids=["resync", "replay"])
-def test_oversize_bodies_are_refused(runtime: Runtime, handler: Any) -> None:
+def test_oversize_bodies_are_refused(runtime: LocalRuntime, handler: Any) -> None:
     body = b'{"repository": "' + b"a" * MAX_BODY_BYTES + b'"}'
     response = handler(func.HttpRequest(method="POST", url="/api/x", body=body))
     assert response.status_code == 400

@@ -35,12 +35,12 @@ class Everything(logging.Handler):
     def __init__(self) -> None:
         super().__init__(logging.DEBUG)
         self.lines: list[str] = []
-        self.formatter = logging.Formatter()
+        self.exceptions = logging.Formatter()
 
     def emit(self, record: logging.LogRecord) -> None:
         text = [record.getMessage(), json.dumps(record.__dict__, default=str)]
         if record.exc_info:
-            text.append(self.formatter.formatException(record.exc_info))
+            text.append(self.exceptions.formatException(record.exc_info))
         self.lines.append("\n".join(text))
 
 

@@ -126,7 +126,7 @@ def test_percentile_nearest_rank(values: list[float], pct: float, expected: floa
 
 
 def test_target_summary_counts_jobs_failures_and_lag_per_target() -> None:
-    rows = [
+    rows: list[dict[str, object]] = [
         {"target": "a", "outcome": "copied", "lagSeconds": 2.0},
         {"target": "a", "outcome": "failed"},
         {"target": "a", "outcome": "retrying", "lagSeconds": 8.0},

@@ -178,7 +178,7 @@ def test_enqueue_paces_ten_thousand_jobs_in_batches_and_spreads_visibility() -> 
     jobs = jobs_for(
         plan(entries, [], Filters(), KEEP), SETTINGS, "reconcile", target="dr1.example.io"
     )
-    queue, slept = Recorder(), []
+    queue, slept = Recorder(), list[float]()
     assert enqueue(queue, jobs, Pacing(), slept.append) == 10_000
     assert len(slept) == 10_000 // Pacing().batch - 1  # a pause between batches
     delays = [d for _, d in queue.sent]

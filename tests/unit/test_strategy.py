@@ -23,11 +23,13 @@ from replicator.app.delivery import (
     import_verdicts,
     replicate_with_strategy,
 )
+from replicator.app.ports import DeliveryPath
 from replicator.domain.config import Settings
 from replicator.domain.errors import PermanentRegistryError
 from replicator.domain.model import Action, CopyJob, CopyReport, Strategy, Target
 from replicator.domain.reference import ImageRef
 from replicator.domain.strategy import choose_strategy, planned_path
+from tests.metrics import counted
 
 RID = (
     "/subscriptions/s/resourceGroups/rg/providers/Microsoft.ContainerRegistry/registries/contosodr"
@@ -148,6 +150,11 @@ class FakeCopier:
         return CopyReport(digest=str(src.digest), manifests_copied=3)
 
 
+def copy_only(job: CopyJob, target: Target, digest: str) -> tuple[CopyReport, DeliveryPath]:
+    """A ``Deliver`` that is not the worker's deliverer (it keeps no verdicts)."""
+    return CopyReport(digest=digest), DeliveryPath.COPY
+
+
 def refusal(reason: str = SOURCE_READ) -> ImportUnavailableError:
     return ImportUnavailableError(f"import refused: {reason} for contososrc", reason=reason)
 
@@ -253,21 +260,11 @@ def test_fallbacks_are_counted_with_their_reason() -> None:
     telemetry.use_providers(provider)
     try:
         deliver_once(Strategy.AUTO, FakeImporter(refusal(NETWORK)), FakeCopier())
-        data = reader.get_metrics_data()
+        points = counted(reader, "replication_fallbacks", "reason", "target")
     finally:
         telemetry.use_providers()
         provider.shutdown()
-    points = [
-        p
-        for r in (data.resource_metrics if data else ())
-        for s in r.scope_metrics
-        for m in s.metrics
-        if m.name == "replication_fallbacks"
-        for p in m.data.data_points
-    ]
-    assert [(p.attributes["reason"], p.attributes["target"], p.value) for p in points] == [
-        (NETWORK, DR, 1)
-    ]
+    assert points == [(NETWORK, DR, 1)]
 
 
 def test_the_worker_deliverer_keeps_its_verdicts_for_status() -> None:
@@ -283,7 +280,7 @@ def test_the_worker_deliverer_keeps_its_verdicts_for_status() -> None:
     assert shown["target"] == DR
     assert shown["reason"] == SOURCE_READ
     assert "contososrc" in shown["detail"]
-    assert import_verdicts(lambda *a: None) == []
+    assert import_verdicts(copy_only) == []  # a deliverer without verdicts
 
 
 def test_planned_path_says_which_path_and_why() -> None:

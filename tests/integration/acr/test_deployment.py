@@ -25,6 +25,7 @@ import pytest
 from azure.core.credentials import AccessToken
 
 from devstack.demo import push_event
+from devstack.localruntime import LocalRuntime, local_runtime
 from devstack.localstack import Azurite, LocalStack
 from devstack.localworker import drain
 from devstack.testimages import PushedImage, push_test_image
@@ -32,7 +33,7 @@ from replicator.adapters.acr import roles
 from replicator.adapters.oci.referrers import list_referrers
 from replicator.adapters.oci.registries import Registries, RegistryAuth
 from replicator.app.api import handle_status
-from replicator.app.runtime import Runtime, build_runtime
+from replicator.app.runtime import build_runtime
 from replicator.domain.config import load_settings
 from replicator.domain.errors import PermanentRegistryError
 from replicator.domain.manifests import sha256_digest
@@ -180,7 +181,7 @@ def deploy(
 
 
 @contextmanager
-def worker_for(pair: ArmPair, config: Deployed, azurite: Azurite) -> Iterator[Runtime]:
+def worker_for(pair: ArmPair, config: Deployed, azurite: Azurite) -> Iterator[LocalRuntime]:
     """The runtime the function app builds from the app settings infra/ writes; its data
     plane identity on both registries is the managed identity."""
     env = {
@@ -192,7 +193,7 @@ def worker_for(pair: ArmPair, config: Deployed, azurite: Azurite) -> Iterator[Ru
         "AzureWebJobsStorage": azurite.connection_string,
         "IDENTITY_ENDPOINT": "set",  # the managed identity double's endpoint is in os.environ
     }
-    runtime = build_runtime(load_settings(env, require_storage=True))
+    runtime = local_runtime(build_runtime(load_settings(env, require_storage=True)))
     runtime.queue.ensure()
     runtime.status.ensure()
     triggers.use_runtime(runtime)
@@ -209,7 +210,7 @@ def deployment(deploy: Callable[[Deployed], ArmPair]) -> ArmPair:
 
 
 @pytest.fixture
-def worker(deployment: ArmPair, fresh_azurite: Azurite) -> Iterator[Runtime]:
+def worker(deployment: ArmPair, fresh_azurite: Azurite) -> Iterator[LocalRuntime]:
     with worker_for(deployment, DEPLOYED, fresh_azurite) as runtime:
         yield runtime
 
@@ -228,7 +229,7 @@ class Publisher:
 def push_signed_index(pair: ArmPair, book: TokenBook, tag: str) -> tuple[ImageRef, PushedImage]:
     """A two-platform index with an SBOM (on the index) and a signature (on a platform)."""
     pair.arm.assign(USER_MI, "acrPush", pair.source)
-    auth = RegistryAuth.azure(Publisher(book))  # type: ignore[arg-type]
+    auth = RegistryAuth.azure(Publisher(book))
     ref = ImageRef(pair.source.host, "team/app", tag)
     with Registries(credentials=lambda host: auth if host == pair.source.host else None) as ci:
         return ref, push_test_image(ci, ref, referrers=True)
@@ -253,12 +254,12 @@ def push_event_from(pair: ArmPair, ref: ImageRef, image: PushedImage) -> None:
     )
 
 
-def referrers_of(runtime: Runtime, host: str, subject: str) -> set[str]:
+def referrers_of(runtime: LocalRuntime, host: str, subject: str) -> set[str]:
     client = runtime.registries.client(host)
     return set(list_referrers(runtime.registries, client, "team/app", subject).digests)
 
 
-def assert_in_dr(runtime: Runtime, pair: ArmPair, ref: ImageRef, image: PushedImage) -> None:
+def assert_in_dr(runtime: LocalRuntime, pair: ArmPair, ref: ImageRef, image: PushedImage) -> None:
     """Digest for digest: the tag, every platform, and each subject's referrers listed."""
     dr = runtime.registries.client(pair.target.host)
     tagged = dr.head_manifest(ImageRef(pair.target.host, "team/app", ref.tag))
@@ -276,7 +277,7 @@ def assert_in_dr(runtime: Runtime, pair: ArmPair, ref: ImageRef, image: PushedIm
     assert listed == set(image.referrer_digests) and len(listed) == image.referrers == 2
 
 
-def row_of(runtime: Runtime, tag: str) -> dict[str, object]:
+def row_of(runtime: LocalRuntime, tag: str) -> dict[str, object]:
     (row,) = runtime.status.images("team/app", tag)
     return row
 
@@ -293,7 +294,7 @@ def test_infra_defaults_grant_import_and_copy_roles_on_both_registries() -> None
 
 
 def test_a_signed_index_lands_in_dr_by_import_with_its_referrers(
-    deployment: ArmPair, worker: Runtime, book: TokenBook
+    deployment: ArmPair, worker: LocalRuntime, book: TokenBook
 ) -> None:
     ref, image = push_signed_index(deployment, book, "2.0")
     push_event_from(deployment, ref, image)
@@ -318,7 +319,7 @@ def test_a_signed_index_lands_in_dr_by_import_with_its_referrers(
 
 
 def test_with_only_acrpull_on_the_source_it_lands_by_copy_and_the_row_says_why(
-    deployment: ArmPair, worker: Runtime, book: TokenBook
+    deployment: ArmPair, worker: LocalRuntime, book: TokenBook
 ) -> None:
     deployment.arm.roles[(FUNCTION_MI.object_id, deployment.source.resource_id.lower())] = {
         "acrPull"

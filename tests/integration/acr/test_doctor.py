@@ -14,9 +14,10 @@ import pytest
 
 from devstack.localstack import LocalStack
 from replicator.adapters.acr import roles
+from replicator.adapters.acr.roles import ABAC_MODE
 from replicator.cli import main
 from tests.doubles import TokenBook
-from tests.doubles.arm import ABAC_MODE, ArmPair
+from tests.doubles.arm import ArmPair
 from tests.doubles.identity import (
     FED_APP,
     FUNCTION_MI,
@@ -424,6 +425,7 @@ def test_verdicts_do_not_import_doctor() -> None:
         replicator.app.doctor.audience_checks,
     )
     for module in modules:
+        assert module.__file__ is not None
         tree = ast.parse(Path(module.__file__).read_text())
         imported = {n.module for n in ast.walk(tree) if isinstance(n, ast.ImportFrom)}
         assert "replicator.app.doctor.run" not in imported, module.__name__

@@ -20,6 +20,7 @@ from dataclasses import dataclass, field, replace
 import pytest
 
 from devstack.demo import push_event
+from devstack.localruntime import LocalRuntime, local_runtime
 from devstack.localstack import Azurite
 from devstack.localworker import QUICK_REGISTRY_RETRY, drain
 from devstack.testimages import PushedImage, push_test_image
@@ -28,7 +29,7 @@ from replicator.adapters.oci.referrers import list_referrers
 from replicator.adapters.oci.registries import Registries
 from replicator.app.delivery import Planner
 from replicator.app.ports import Importer
-from replicator.app.runtime import Runtime, build_runtime
+from replicator.app.runtime import build_runtime
 from replicator.domain.config import load_settings
 from replicator.domain.model import CopyJob, CopyReport, Target, utcnow
 from replicator.domain.reference import ImageRef
@@ -86,16 +87,18 @@ def go_private(pair: ArmPair, login_server: str) -> str:
 
 
 @contextmanager
-def worker(pair: ArmPair, azurite: Azurite) -> Iterator[Runtime]:
+def worker(pair: ArmPair, azurite: Azurite) -> Iterator[LocalRuntime]:
     env = {
         **pair.env("import"),
         "AzureWebJobsStorage": azurite.connection_string,
         "IDENTITY_ENDPOINT": "set",  # ARM through the managed identity double
     }
-    runtime = build_runtime(
-        load_settings(env, require_storage=True),
-        storage_retry=NO_WAIT_RETRY,
-        registry_retry=QUICK_REGISTRY_RETRY,
+    runtime = local_runtime(
+        build_runtime(
+            load_settings(env, require_storage=True),
+            storage_retry=NO_WAIT_RETRY,
+            registry_retry=QUICK_REGISTRY_RETRY,
+        )
     )
     runtime.queue.ensure()
     runtime.status.ensure()
@@ -125,7 +128,7 @@ def announce(pair: ArmPair, ref: ImageRef, image: PushedImage) -> None:
     )
 
 
-def push(runtime: Runtime, pair: ArmPair, tag: str) -> tuple[ImageRef, PushedImage]:
+def push(runtime: LocalRuntime, pair: ArmPair, tag: str) -> tuple[ImageRef, PushedImage]:
     """A two-platform index with an SBOM and a signature, pushed and announced."""
     ref = ImageRef(pair.source.host, "team/app", tag)
     image = push_test_image(runtime.registries, ref, referrers=True)
@@ -157,7 +160,7 @@ def assert_in_dr(pair: ArmPair, real: str, tag: str, image: PushedImage) -> None
         assert listed == set(image.referrer_digests) and len(listed) == image.referrers == 2
 
 
-def row_of(runtime: Runtime, tag: str) -> dict[str, object]:
+def row_of(runtime: LocalRuntime, tag: str) -> dict[str, object]:
     (row,) = runtime.status.images("team/app", tag)
     return row
 

@@ -25,6 +25,7 @@ from replicator.domain.model import Action, CopyJob
 from replicator.domain.reference import ImageRef
 from tests.doubles.arm import ArmPair
 from tests.doubles.identity import FUNCTION_MI
+from tests.metrics import counted
 
 
 @pytest.fixture
@@ -37,17 +38,9 @@ def captured() -> Iterator[InMemoryMetricReader]:
     provider.shutdown()
 
 
-def fallbacks(reader: InMemoryMetricReader) -> list[tuple[str, str, int]]:
+def fallbacks(reader: InMemoryMetricReader) -> list[tuple[object, ...]]:
     """(reason, part, count) of the ``replication_fallbacks`` counter."""
-    data = reader.get_metrics_data()
-    return [
-        (str(p.attributes["reason"]), str(p.attributes["part"]), int(p.value))
-        for r in (data.resource_metrics if data else ())
-        for s in r.scope_metrics
-        for m in s.metrics
-        if m.name == "replication_fallbacks"
-        for p in m.data.data_points
-    ]
+    return list(counted(reader, "replication_fallbacks", "reason", "part"))
 
 
 IMPORTER_ROLE = "Container Registry Data Importer and Data Reader"

@@ -157,7 +157,7 @@ def test_acr_entra_exchange_flow(
     target, service = token_registry
     service.entra_tokens = {"entra-access-token"}
     credential = EntraCredential("entra-access-token")
-    auth = RegistryAuth.azure(credential, tenant="tenant-a")  # type: ignore[arg-type]
+    auth = RegistryAuth.azure(credential, tenant="tenant-a")
     with Registries(credentials=lambda h: auth if h == target.host else None) as registries:
         _copy_in(registries, registry, target, "team/app")
     assert service.requests.count("POST /oauth2/exchange") == 1
@@ -272,7 +272,7 @@ def test_no_secret_goes_over_plain_http_to_a_host_that_is_not_loopback() -> None
         return httpx.Response(401, headers={"WWW-Authenticate": challenge}, request=request)
 
     basic = RegistryAuth.basic(USER, PASSWORD, realms=["http://auth.lan"])
-    entra = RegistryAuth.azure(EntraCredential("entra"))  # type: ignore[arg-type]
+    entra = RegistryAuth.azure(EntraCredential("entra"))
     with httpx.Client(transport=httpx.MockTransport(network)) as http:
         mirror = Authenticator("mirror.lan:5000", basic, http, RetryPolicy(), scheme="http")
         with pytest.raises(PermanentRegistryError, match="never sent over plain HTTP"):

@@ -8,7 +8,7 @@ import pytest
 from replicator.adapters.acr import roles
 from replicator.adapters.acr.arm import RegistryProperties
 from replicator.app.doctor.role_checks import Need, held_roles, role_check, source_import_check
-from replicator.app.doctor.verdicts import ArmFacts
+from replicator.app.doctor.verdicts import ArmFacts, CheckStatus
 
 HOST = "contosodr.azurecr.io"
 RID = (
@@ -17,9 +17,9 @@ RID = (
 RBAC = RegistryProperties("contosodr", HOST, "Premium")
 ABAC = RegistryProperties("contosodr", HOST, "Premium", role_assignment_mode=roles.ABAC_MODE)
 AUTO_NEEDS = [
-    Need("pull", "always", "fail"),
-    Need("import", "import", "warn"),
-    Need("push", "copy", "warn"),
+    Need("pull", "always", CheckStatus.FAIL),
+    Need("import", "import", CheckStatus.WARN),
+    Need("push", "copy", CheckStatus.WARN),
 ]
 
 

@@ -6,7 +6,7 @@ bounded, once. Registries scripted with ``httpx.MockTransport``."""
 from __future__ import annotations
 
 import json
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from email.utils import format_datetime
@@ -227,7 +227,7 @@ def test_error_bodies_are_read_a_few_kib_at_most_on_each_attempt(method: str) ->
     retry = RetryPolicy(attempts=3, sleep=lambda _: None)
     with Registries(transport=httpx.MockTransport(handler), retry=retry) as registries:
         client = registries.client("r.example")
-        calls = {
+        calls: dict[str, Callable[[], object]] = {
             "HEAD": lambda: client.head_manifest(ImageRef("r.example", "a", "v1")),
             "GET": lambda: client.get_manifest(ImageRef("r.example", "a", "v1")),
             "PUT": lambda: client.push_blob("a", b"data", DIGEST),

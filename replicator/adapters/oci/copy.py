@@ -28,6 +28,7 @@ from replicator.adapters.oci.registries import Registries
 from replicator.domain.errors import DigestMismatchError, NotFoundError
 from replicator.domain.manifests import Manifest, blob_descriptors, child_descriptors
 from replicator.domain.model import CopyReport
+from replicator.domain.planning import is_referrers_tag
 from replicator.domain.reference import ImageRef
 
 log = logging.getLogger(__name__)
@@ -124,7 +125,11 @@ class ImageCopier:
             dst.with_digest(None) if dst.tag else dst.with_digest(top.digest)
         )
         in_place = there is not None and there.digest == top.digest
+        if dst.tag is not None and is_referrers_tag(dst.tag) and self._has_api(job, dst.tag):
+            return self._copy_listed(job, top)
         if in_place and self._referrers_in_step(job, top):
+            if top.subject is not None:  # present, and listed where the target lists it
+                self._list_under_subject(job, top, top.subject)
             self._note("done", digest=top.digest, already=True)
             return job.tally.report(top.digest, already=True)
         if in_place:
@@ -133,6 +138,8 @@ class ImageCopier:
         else:
             manifests = self._copy_tree(job, top)
         self._copy_referrers(job, manifests, depth=0)
+        if top.subject is not None:
+            self._list_under_subject(job, top, top.subject)
         if dst.tag is not None and not in_place:
             job.target.put_manifest(dst.with_digest(None), top)
         self._note("done", digest=top.digest, already=False)
@@ -266,6 +273,32 @@ class ImageCopier:
             job.done.add(digest)
         self._copy_referrers(job, [digest], depth + 1)
         return True
+
+    def _has_api(self, job: _Copy, fallback: str) -> bool:
+        """Whether the target has the referrers API (asked once, by listing the subject
+        that the referrers tag ``fallback`` names)."""
+        if self.registries.referrers_api.get(job.target.host) is None:
+            subject = fallback.replace("-", ":", 1)
+            list_referrers(self.registries, job.target, job.dst_repo, subject)
+        return self.registries.referrers_api.get(job.target.host) is True
+
+    def _copy_listed(self, job: _Copy, index: Manifest) -> CopyReport:
+        """A referrers tag's index, into a registry with the API: the referrers it lists are
+        copied (the API lists them), the tag never written (spec 1.1, "Referrers Tag
+        Schema" is for registries without the API)."""
+        self._each(lambda d: self._copy_referrer(job, d, 0), [*child_descriptors(index)])
+        self._note("done", digest=index.digest, already=False)
+        return job.tally.report(index.digest)
+
+    def _list_under_subject(self, job: _Copy, referrer: Manifest, subject: str) -> None:
+        """A referrer copied on its own (its subject's copy may have run before it, or may
+        run later): on a target without the referrers API, its subject's referrers tag
+        lists it ("Pushing Manifests with Subject": no OCI-Subject, so the client keeps the
+        tag). A target with the API listed it when it was pushed."""
+        if self.registries.referrers_api.get(job.target.host) is None:
+            list_referrers(self.registries, job.target, job.dst_repo, subject)  # probe
+        if self.registries.referrers_api.get(job.target.host) is False:
+            update_fallback(job.target, job.dst_repo, subject, Referrers((referrer.descriptor(),)))
 
     def _referrers_in_step(self, job: _Copy, top: Manifest) -> bool:
         """Whether the target lists every source referrer of the image's manifests."""

@@ -9,6 +9,7 @@ from __future__ import annotations
 import hashlib
 import json
 import os
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -121,9 +122,9 @@ def _listing(http: httpx.Client, path: str) -> tuple[list[dict[str, Any]], list[
 
 
 @pytest.fixture
-def http(api_registry: ReferrersRegistry) -> httpx.Client:
+def http(api_registry: ReferrersRegistry) -> Iterator[httpx.Client]:
     with httpx.Client(base_url=api_registry.url, trust_env=False) as client:
-        yield client  # type: ignore[misc]
+        yield client
 
 
 def test_listing_is_an_index_of_descriptors_with_artifact_type_and_annotations(

@@ -54,7 +54,6 @@ class RegistryClient(Protocol):
         method: str,
         path: str,
         *,
-        params: Mapping[str, str] | None = None,
         headers: Mapping[str, str] | None = None,
         scopes: Iterable[str] = (),
         operation: str = "",
@@ -129,7 +128,7 @@ class PlanQueue(Protocol):
 
     def send_poison(self, body: str, reason: str) -> None: ...
 
-    def depth(self, queue: str | None = None) -> int: ...
+    def depth(self) -> int: ...
 
 
 class PlanBlobStore(Protocol):

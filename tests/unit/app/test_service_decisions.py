@@ -29,8 +29,8 @@ OLD, NEW, NEWER = digest_of("old"), digest_of("new"), digest_of("newer")
 PUSHED = datetime(2026, 12, 1, 12, 0, tzinfo=utcnow().tzinfo)
 
 
-def copying(**changes: object) -> Settings:
-    return Settings(source=SRC, targets=(Target(DR),), **changes)  # type: ignore[arg-type]
+def copying(delete_policy: DeletePolicy | None = None) -> Settings:
+    return Settings(SRC, (Target(DR),), delete_policy=delete_policy or DeletePolicy())
 
 
 def importing(strategy: Strategy = Strategy.AUTO) -> Settings:

@@ -178,3 +178,41 @@ def _digest(runtime: Runtime, host: str, repository: str) -> str:
     found = oci(runtime).client(host).head_manifest(ImageRef(host, repository, "v1"))
     assert found is not None
     return found.digest
+
+
+@pytest.mark.parametrize("policy", ["keep", "propagate"])
+def test_a_referrer_only_dr_lists_follows_the_delete_policy(
+    policy: str, stack: LocalStack, fresh_azurite: Azurite
+) -> None:
+    """The source deleted a signature DR still holds: ``keep`` leaves it (no job, DR not
+    even listed where the source has none); ``propagate`` deletes it, once."""
+    with ExitStack() as started:
+        source = start_referrers_registry(stack)
+        started.callback(source.stop)
+        target = start_referrers_registry(stack)
+        started.callback(target.stop)
+        env = {"REPLICATOR_DELETE_POLICY": policy}
+        with worker_runtime(source, target, fresh_azurite, **env) as (runtime, _):
+            ref = ImageRef(source.host, "app", "v1")
+            seed(oci(runtime), source.host, [("app", "v1", 1)])
+            subject = oci(runtime).client(source.host).get_manifest(ref)
+            signature = push_referrer(oci(runtime), ref, subject, SIGNATURE_TYPE)
+            run_reconcile(runtime, sleep=lambda _s: None)
+            assert drain(runtime).poisoned == 0
+            assert listed(runtime, target.host, "app", subject.digest) == {signature}
+
+            oci(runtime).client(source.host).delete_manifest(ref.with_digest(signature))
+            found = run_reconcile(runtime, sleep=lambda _s: None)
+            (drift,) = found.referrers
+            assert drift.missing == ()
+            if policy == "keep":
+                assert (found.enqueued, drift.extra) == (0, ())
+                assert listed(runtime, target.host, "app", subject.digest) == {signature}
+                return
+            assert [r.digest for r in drift.extra] == [signature]
+            assert [(j.action, j.digest, j.tag) for j in found.jobs] == [
+                (Action.DELETE, signature, None)
+            ]
+            assert drain(runtime).poisoned == 0
+            assert listed(runtime, target.host, "app", subject.digest) == set()
+            assert run_reconcile(runtime, sleep=lambda _s: None).enqueued == 0

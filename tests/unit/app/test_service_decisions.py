@@ -324,6 +324,32 @@ def test_a_tag_moving_during_its_import_ends_at_the_newest_digest() -> None:
     assert fakes.target.tag_of("app", "v1") == NEWER
 
 
+def test_an_import_target_that_already_holds_the_image_is_not_imported_into() -> None:
+    fakes = fake_runtime(importing())
+    fakes.source.put("app", NEW, "v1")
+    fakes.target.put("app", NEW, "v1")
+    result = service.replicate(fakes.runtime, push(fakes))
+    assert result.outcome is Outcome.ALREADY_PRESENT and fakes.importer.imports == []
+
+
+def test_a_tag_that_keeps_moving_during_its_imports_is_retried_not_left_behind() -> None:
+    fakes = fake_runtime(importing())
+    fakes.source.put("app", NEW, "v1")
+    inner = fakes.importer.import_image
+    pushes = iter(digest_of(f"push {i}") for i in range(100))
+
+    def moving(job: CopyJob, target: Target, digest: str) -> CopyReport:
+        report = inner(job, target, digest)
+        fakes.source.put("app", next(pushes), "v1")  # the tag moves on after each import
+        return report
+
+    fakes.importer.import_image = moving  # type: ignore[method-assign]
+    with pytest.raises(TransientRegistryError, match="kept moving"):
+        service.replicate(fakes.runtime, push(fakes))
+    assert len(fakes.importer.imports) == service.SETTLE_ROUNDS
+    assert [r.outcome for r in fakes.status.results] == [Outcome.RETRYING]
+
+
 # -- failures -------------------------------------------------------------------------------
 def test_a_transient_failure_is_raised_for_the_queue_to_retry_and_frees_the_claim() -> None:
     fakes = fake_runtime(copying())

@@ -2,7 +2,8 @@
 
 The CNCF distribution registry the stack runs (2.8) has no referrers API; ACR has it. This
 layer gives a real registry the API as opencontainers/distribution-spec v1.1.1 (spec.md)
-defines it, and passes everything else through unchanged, streamed both ways:
+defines it, and passes everything else through unchanged, streamed both ways
+(``devstack.passthrough``):
 
 - "Listing Referrers" (endpoints end-12a, end-12b): ``GET /v2/<name>/referrers/<digest>``
   answers 200 with an OCI image index (``Content-Type`` the index type) whose ``manifests``
@@ -38,21 +39,16 @@ import re
 import threading
 from collections.abc import Iterator, Mapping
 from dataclasses import dataclass, field
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from types import TracebackType
 from typing import Any
 from urllib.parse import parse_qs, quote, urlsplit
 
-import httpx
-
 from devstack.localstack import LocalStack, Registry
+from devstack.passthrough import PassThrough, PassThroughServer, errors
 
 OCI_INDEX = "application/vnd.oci.image.index.v1+json"
 OCI_MANIFEST = "application/vnd.oci.image.manifest.v1+json"
 MAX_MANIFEST_BYTES = 4 * 1024 * 1024
-CHUNK = 256 * 1024
-HOP_BY_HOP = {"connection", "keep-alive", "transfer-encoding", "te", "trailer", "upgrade"}
-HOP_BY_HOP |= {"proxy-connection", "proxy-authorization", "host", "content-length"}
 # spec.md, "Pulling manifests": the repository name and digest grammars
 NAME = r"[a-z0-9]+(?:(?:\.|_|__|-+)[a-z0-9]+)*(?:/[a-z0-9]+(?:(?:\.|_|__|-+)[a-z0-9]+)*)*"
 DIGEST = re.compile(r"[a-z0-9]+(?:[+._-][a-z0-9]+)*:[a-zA-Z0-9=_-]+")
@@ -152,7 +148,6 @@ class ReferrersApi:
         if self._server is not None:
             self._server.shutdown()
             self._server.server_close()
-            self._server.upstream.close()
             self._server = None
 
     def __enter__(self) -> ReferrersApi:
@@ -207,21 +202,14 @@ def referrers_registry(
         running.stop()
 
 
-class _Server(ThreadingHTTPServer):
-    daemon_threads = True
-
+class _Server(PassThroughServer):
     def __init__(self, api: ReferrersApi) -> None:
-        super().__init__(("127.0.0.1", 0), _Handler)
+        super().__init__(api.upstream, _Handler)
         self.api = api
-        # no pool limit beyond the default, no environment proxies, no redirects followed
-        self.upstream = httpx.Client(
-            base_url=f"http://{api.upstream}", trust_env=False, timeout=httpx.Timeout(60.0)
-        )
 
 
-class _Handler(BaseHTTPRequestHandler):
+class _Handler(PassThrough):
     server: _Server
-    protocol_version = "HTTP/1.1"
 
     def _serve(self) -> None:
         api = self.server.api
@@ -235,31 +223,31 @@ class _Handler(BaseHTTPRequestHandler):
         if self.command == "PUT" and manifest:
             self._put_manifest(manifest["name"], manifest["reference"])
             return
-        response = self._forward(self._body_stream())
+        response = self.forward(self.body_stream())
         deleted = self.command == "DELETE" and response.status_code == 202
         if deleted and manifest and DIGEST.fullmatch(manifest["reference"]):
             api.index.forget(manifest["name"], manifest["reference"])
-        self._relay(response)
+        self.relay(response)
 
     do_GET = do_HEAD = do_PUT = do_POST = do_PATCH = do_DELETE = _serve
 
     # -- the referrers API -------------------------------------------------------------
     def _referrers(self, name: str, digest: str) -> None:
         if not NAME_RE.fullmatch(name):
-            self._error(400, "NAME_INVALID", "invalid repository name")
+            self.error(400, "NAME_INVALID", "invalid repository name")
             return
         if not DIGEST.fullmatch(digest):
-            self._error(400, "DIGEST_INVALID", "invalid digest")
+            self.error(400, "DIGEST_INVALID", "invalid digest")
             return
-        check = self._forward(None, method="HEAD", path=f"/v2/{name}/manifests/{digest}")
+        check = self.forward(None, method="HEAD", path=f"/v2/{name}/manifests/{digest}")
         check.close()
         if check.status_code in (401, 403):  # a HEAD has no body: the challenge, an error
             code = "UNAUTHORIZED" if check.status_code == 401 else "DENIED"
             headers = {"Content-Type": "application/json"}
             if "WWW-Authenticate" in check.headers:
                 headers["WWW-Authenticate"] = check.headers["WWW-Authenticate"]
-            body = _errors(code, "authentication required" if code == "UNAUTHORIZED" else code)
-            self._answer(check.status_code, headers, json.dumps(body).encode())
+            body = errors(code, "authentication required" if code == "UNAUTHORIZED" else code)
+            self.answer(check.status_code, headers, json.dumps(body).encode())
             return
         query = parse_qs(urlsplit(self.path).query)
         artifact_type = query.get("artifactType", [None])[-1]
@@ -277,14 +265,14 @@ class _Handler(BaseHTTPRequestHandler):
                 link += f"&artifactType={quote(artifact_type, safe='')}"
             headers["Link"] = f'<{link}>; rel="next"'
         body = {"schemaVersion": 2, "mediaType": OCI_INDEX, "manifests": page}
-        self._answer(200, headers, json.dumps(body).encode())
+        self.answer(200, headers, json.dumps(body).encode())
 
     def _put_manifest(self, name: str, reference: str) -> None:
-        content = self._bounded_body(self.server.api.max_manifest_bytes)
+        content = self.bounded_body(self.server.api.max_manifest_bytes)
         if content is None:
-            self._error(413, "SIZE_INVALID", "manifest over the registry's limit")
+            self.error(413, "SIZE_INVALID", "manifest over the registry's limit")
             return
-        response = self._forward(content)
+        response = self.forward(content)
         headers: dict[str, str] = {}
         found = subject_of(content, self.headers.get("Content-Type", ""))
         if response.status_code == 201:
@@ -293,110 +281,4 @@ class _Handler(BaseHTTPRequestHandler):
             if found is not None:
                 self.server.api.index.add(name, *found)
                 headers["OCI-Subject"] = found[0]
-        self._relay(response, headers)
-
-    # -- passing through ---------------------------------------------------------------
-    def _forward(
-        self, content: bytes | Iterator[bytes] | None, *, method: str = "", path: str = ""
-    ) -> httpx.Response:
-        headers = [(k, v) for k, v in self.headers.items() if k.lower() not in HOP_BY_HOP]
-        headers.append(("Host", self.headers.get("Host") or self.server.api.upstream))
-        length = self.headers.get("Content-Length")
-        if isinstance(content, bytes):
-            headers.append(("Content-Length", str(len(content))))
-        elif content is not None and length is not None:
-            headers.append(("Content-Length", length))
-        request = self.server.upstream.build_request(
-            method or self.command, path or self.path, headers=headers, content=content
-        )
-        sent = {k.lower() for k, _ in headers}
-        for default in ("accept", "accept-encoding", "user-agent"):  # httpx's, not the client's
-            if default not in sent:
-                request.headers.pop(default, None)
-        try:
-            return self.server.upstream.send(request, stream=True)
-        except httpx.HTTPError as exc:
-            return httpx.Response(502, json=_errors("UNAVAILABLE", f"registry: {exc}"))
-
-    def _relay(self, response: httpx.Response, extra: dict[str, str] | None = None) -> None:
-        try:
-            self.send_response(response.status_code)
-            for key, value in response.headers.multi_items():
-                if key.lower() not in HOP_BY_HOP:
-                    self.send_header(key, value)
-            for key, value in (extra or {}).items():
-                self.send_header(key, value)
-            length = response.headers.get("Content-Length")
-            no_body = self.command == "HEAD" or response.status_code in (204, 304)
-            if length is not None:
-                self.send_header("Content-Length", length)
-            elif not no_body:
-                self.send_header("Transfer-Encoding", "chunked")
-            self.end_headers()
-            if no_body:
-                return
-            for chunk in response.iter_raw(CHUNK):
-                self.wfile.write(chunk if length is not None else _chunk(chunk))
-            if length is None:
-                self.wfile.write(b"0\r\n\r\n")
-        finally:
-            response.close()
-
-    def _body_stream(self) -> Iterator[bytes] | None:
-        if self.headers.get("Transfer-Encoding", "").lower() == "chunked":
-            return self._chunked()
-        length = int(self.headers.get("Content-Length") or 0)
-        return self._exactly(length) if length else None
-
-    def _exactly(self, length: int) -> Iterator[bytes]:
-        left = length
-        while left > 0:
-            data = self.rfile.read(min(CHUNK, left))
-            if not data:
-                return
-            left -= len(data)
-            yield data
-
-    def _chunked(self) -> Iterator[bytes]:
-        while True:
-            size = int(self.rfile.readline(1024).split(b";")[0].strip() or b"0", 16)
-            if size == 0:
-                while self.rfile.readline(1024) not in (b"\r\n", b"\n", b""):
-                    pass  # trailers
-                return
-            yield from self._exactly(size)
-            self.rfile.readline(1024)
-
-    def _bounded_body(self, limit: int) -> bytes | None:
-        """The whole request body, or None once it runs over ``limit`` (the rest drained)."""
-        body = bytearray()
-        stream = self._body_stream()
-        for data in stream or ():
-            if len(body) <= limit:
-                body += data
-        return bytes(body) if len(body) <= limit else None
-
-    # -- answers -----------------------------------------------------------------------
-    def _error(self, status: int, code: str, message: str) -> None:
-        headers = {"Content-Type": "application/json"}
-        self._answer(status, headers, json.dumps(_errors(code, message)).encode())
-
-    def _answer(self, status: int, headers: dict[str, str], data: bytes) -> None:
-        self.send_response(status)
-        for key, value in headers.items():
-            self.send_header(key, value)
-        self.send_header("Content-Length", str(len(data)))
-        self.end_headers()
-        self.wfile.write(data)
-
-    def log_message(self, format: str, *args: Any) -> None:
-        return
-
-
-def _errors(code: str, message: str) -> dict[str, Any]:
-    """The error body of spec.md's "Error Codes"."""
-    return {"errors": [{"code": code, "message": message, "detail": None}]}
-
-
-def _chunk(data: bytes) -> bytes:
-    return b"%x\r\n%s\r\n" % (len(data), data)
+        self.relay(response, headers)

@@ -281,6 +281,16 @@ def test_everything_else_passes_through_unchanged(
     assert through.content == direct.content and _digest(through.content) == subject["digest"]
 
 
+def test_a_registry_that_does_not_answer_is_a_502(stack: LocalStack) -> None:
+    """The layer is a gateway: the registry gone, it answers 502 with an error body."""
+    with referrers_registry(stack) as running:
+        assert running.backend is not None
+        running.backend.stop()
+        answer = httpx.get(f"{running.url}/v2/", trust_env=False)
+        assert answer.status_code == 502
+        assert answer.json()["errors"][0]["code"] == "UNAVAILABLE"
+
+
 def test_the_replicator_client_learns_the_api_and_writes_no_fallback_tag(
     api_registry: ReferrersRegistry, registries: Registries
 ) -> None:

@@ -18,6 +18,7 @@ from typing import TYPE_CHECKING, Protocol
 
 from replicator.adapters.oci.listing import Allows, Listing, RegistryLister, RegistryRequester
 from replicator.app.referrer_sweep import check_referrers
+from replicator.app.verify_sweep import TargetVerify, sweep_verify
 from replicator.domain.config import Settings
 from replicator.domain.filters import Filters, may_hold_allowed
 from replicator.domain.model import CopyJob, Origin, TagEntry
@@ -69,6 +70,7 @@ class ReconcileReport:
     jobs: tuple[CopyJob, ...] = field(default=(), repr=False)
     source_entries: tuple[TagEntry, ...] = field(default=(), repr=False)  # the source's listing
     referrers: tuple[TargetReferrers, ...] = ()  # referrer drift (replicator.app.referrer_sweep)
+    verify: tuple[TargetVerify, ...] = ()  # REPLICATOR_VERIFY_SWEEP (replicator.app.verify_sweep)
 
     @property
     def complete(self) -> bool:
@@ -77,7 +79,12 @@ class ReconcileReport:
     def drift(self) -> dict[str, dict[str, int]]:
         """``{target: {"missing": n, "stale": n, "extra": n}}`` (-1s when unknown)."""
         unknown = {"missing": -1, "stale": -1, "extra": -1}
-        return {d.target: d.plan.counts() if d.plan else unknown for d in self.targets}
+        found = {d.target: d.plan.counts() if d.plan else unknown for d in self.targets}
+        for audit in self.verify:  # what the verify sweep found under in-step tags
+            if found.get(audit.target, unknown)["missing"] >= 0:
+                found[audit.target] = {**found[audit.target]}
+                found[audit.target]["missing"] += audit.missing
+        return found
 
 
 def compare(
@@ -189,7 +196,16 @@ def run_reconcile(
     referrers = check_referrers(runtime, report, sleep=sleep)  # paced by the referrers budget
     sent += enqueue(runtime.queue, referrers.jobs, pacing, sleep)
     jobs += referrers.jobs
-    report = replace(report, enqueued=sent, jobs=tuple(jobs), referrers=referrers.targets)
+    audited = sweep_verify(runtime, report)  # REPLICATOR_VERIFY_SWEEP images (off: none)
+    sent += enqueue(runtime.queue, audited.jobs, pacing, sleep)
+    jobs += audited.jobs
+    report = replace(
+        report,
+        enqueued=sent,
+        jobs=tuple(jobs),
+        referrers=referrers.targets,
+        verify=audited.targets,
+    )
     runtime.status.record_reconcile(report.drift(), sent)
     kept = {d.target: len(d.plan.retagged) for d in report.targets if d.plan}
     kept = {

@@ -46,7 +46,8 @@ def test_a_job_with_an_unknown_origin_is_refused_where_it_is_made() -> None:
 
 def test_an_identity_mode_is_an_identity_mode_and_equals_its_name() -> None:
     identity = RegistryIdentity(mode="federated", tenant_id="t", client_id="c")  # type: ignore[arg-type]
-    assert identity.mode is IdentityMode.FEDERATED and identity.mode == "federated"
+    assert identity.mode == "federated"  # the name it had
+    assert identity.mode is IdentityMode.FEDERATED
     assert identity.cross_tenant
     with pytest.raises(ValueError, match="'federate'"):
         RegistryIdentity(mode="federate")  # type: ignore[arg-type]

@@ -20,6 +20,7 @@ from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import TYPE_CHECKING, Any
 
+from replicator.app.budget_status import budget_status
 from replicator.app.delivery import import_verdicts
 from replicator.app.plans import PLAN_ID, PlanRequest, submit_plan
 from replicator.app.reconcile import Pacing, compare, enqueue, plan_jobs, refusing_untag
@@ -219,6 +220,7 @@ def _status(runtime: Runtime, params: Mapping[str, str], now: datetime) -> ApiRe
             "untagRefused": {t: r for t in targets if (r := runtime.status.untag_refused(t))},
             "importVerdicts": import_verdicts(runtime.deliver),  # "import cannot work here"
             "referrers": referrer_status(runtime),  # the referrer sweep per target
+            "budgets": budget_status(runtime, now),  # request budgets, throttled, queue ETA
         },
     )
 

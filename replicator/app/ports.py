@@ -22,6 +22,7 @@ from typing import Any, Protocol
 import httpx
 
 from replicator.adapters.azure.claims import Claim
+from replicator.domain.budgets import BudgetState
 from replicator.domain.model import CopyJob, CopyReport, Descriptor, JobResult, Target
 from replicator.domain.reference import ImageRef
 
@@ -178,3 +179,9 @@ class PushClaims(Protocol):
     def release(self, job: CopyJob, *, done: bool) -> None:
         """Mark the claimed push done, or give the claim up so a retry can take it."""
         ...
+
+
+class BudgetBook(Protocol):
+    """The fleet's request budgets as shared (``adapters.azure.budget_store.TableLeases``)."""
+
+    def rows(self) -> list[BudgetState]: ...

@@ -11,7 +11,7 @@ from dataclasses import dataclass, field
 from typing import Protocol
 
 from replicator.adapters.acr.importer import AcrImporters
-from replicator.adapters.azure.budget_store import fleet_pacer
+from replicator.adapters.azure.budget_store import TableLeases, fleet_pacer
 from replicator.adapters.azure.claims import TableClaims
 from replicator.adapters.azure.credentials import registry_credentials
 from replicator.adapters.azure.planblobs import PlanBlobs
@@ -22,6 +22,7 @@ from replicator.adapters.oci.registries import Registries
 from replicator.adapters.oci.transport import RetryPolicy
 from replicator.app.delivery import deliverer
 from replicator.app.ports import (
+    BudgetBook,
     Deliver,
     JobQueue,
     PlanBlobStore,
@@ -52,6 +53,7 @@ class Runtime:
     deliver: Deliver | None = None
     busy_recheck_seconds: int = 30  # when a duplicate finds its push under way elsewhere
     closing: tuple[Closeable, ...] = field(default=())  # closed before the registries
+    budgets: BudgetBook | None = None  # the fleet's request budgets, for status
 
     def close(self) -> None:
         for resource in self.closing:
@@ -90,4 +92,5 @@ def build_runtime(
         plan_blobs=PlanBlobs(settings.storage, retry=storage_retry),
         deliver=deliverer(settings, importer=importer, copier=copier),
         closing=() if importer is None else (importer,),
+        budgets=TableLeases(settings.storage, retry=storage_retry),
     )

@@ -374,3 +374,28 @@ def jobs_per_minute(settings: Settings) -> int:
             if rate is not None and need:
                 best = rate / need if best is None else min(best, rate / need)
     return DEFAULT_JOBS_PER_MINUTE if best is None else max(1, int(best))
+
+
+@dataclass(frozen=True)
+class BudgetState:
+    """One registry bucket as the fleet shares it (``status``): its budget, the tokens
+    leased in the last whole minute, how far ahead the budget is handed out, and the end
+    of the last 429 pause (wall-clock seconds)."""
+
+    registry: str
+    bucket: str
+    rate_per_minute: float
+    leased_last_minute: float
+    tat: float
+    held_until: float
+
+    def throttled(self, now: float) -> bool:
+        return self.held_until > now
+
+    def used(self) -> float:
+        """The fraction of the budget leased in the last whole minute."""
+        return self.leased_last_minute / self.rate_per_minute if self.rate_per_minute else 0.0
+
+    def saturated(self, now: float) -> bool:
+        """Every token is handed out up to now or beyond: requests wait for budget."""
+        return self.tat >= now

@@ -13,7 +13,12 @@ import uuid
 from concurrent.futures import ThreadPoolExecutor
 
 from devstack.localstack import Azurite
-from replicator.adapters.azure.budget_store import TableLeases, fleet_pacer
+from replicator.adapters.azure.budget_store import (
+    BUDGET_PARTITION,
+    TableLeases,
+    budget_row,
+    fleet_pacer,
+)
 from replicator.adapters.budget_pacer import DEFAULT_GRACE_SECONDS, BudgetPacer, Lease
 from replicator.domain.budgets import DEFAULT_BURST_SECONDS, Limits
 from replicator.domain.config import StorageConnection, load_settings
@@ -73,8 +78,11 @@ def test_concurrent_leases_get_stretches_that_never_overlap(azurite: Azurite) ->
     assert sum(s.conflicts for s in stores) > 0  # they did race
     for before, after in itertools.pairwise(leases):
         assert after.start >= before.start + 5 * 60 / RATE - 1e-6
-    row = next(r for r in stores[0].rows() if r.registry == registry)
-    assert (row.leases, row.tokens, row.rate_per_minute) == (120, 600.0, RATE)
+    entity = stores[0].table.client.get_entity(BUDGET_PARTITION, budget_row(registry, "read"))
+    assert (entity["Leases"], entity["Tokens"], entity["Rate"]) == (120, 600.0, RATE)
+    state = next(r for r in stores[0].rows() if r.registry == registry)
+    assert (state.bucket, state.rate_per_minute) == ("read", RATE)
+    assert state.saturated(time.time() - 5.0)  # 60 s worth handed out at once
 
 
 def test_instances_in_their_own_interpreters_stay_within_the_stated_overshoot(

@@ -31,7 +31,6 @@ from __future__ import annotations
 import random
 import time
 from collections.abc import Callable
-from dataclasses import dataclass
 from typing import Any, TypeVar
 
 from azure.core import MatchConditions
@@ -41,7 +40,7 @@ from azure.data.tables import UpdateMode
 from replicator.adapters.azure.queue import DEFAULT_RETRY, StorageRetry
 from replicator.adapters.azure.status import TableStatusStore
 from replicator.adapters.budget_pacer import BudgetPacer, Lease
-from replicator.domain.budgets import lease_slot, limits_for
+from replicator.domain.budgets import BudgetState, lease_slot, limits_for
 from replicator.domain.config import Settings, StorageConnection
 from replicator.domain.errors import QueueUnavailableError
 from replicator.domain.model import STATUS_TABLE
@@ -53,26 +52,6 @@ MAX_CONFLICTS = 64  # optimistic writes lost in a row before a lease gives up (t
 
 def budget_row(registry: str, bucket: str) -> str:
     return f"{registry}|{bucket}"
-
-
-@dataclass(frozen=True)
-class BudgetRow:
-    """One registry bucket's shared state, as ``status`` shows it."""
-
-    registry: str
-    bucket: str
-    rate_per_minute: float
-    tat: float
-    held_until: float
-    leases: int
-    tokens: float
-
-    def ahead(self, now: float) -> float:
-        """Seconds of the budget already handed out beyond ``now`` (0: idle)."""
-        return max(0.0, self.tat - now)
-
-    def throttled(self, now: float) -> bool:
-        return self.held_until > now
 
 
 class TableLeases:
@@ -103,6 +82,7 @@ class TableLeases:
             row["Rate"] = float(rate_per_minute)
             row["Leases"] = int(row.get("Leases", 0)) + 1
             row["Tokens"] = float(row.get("Tokens", 0.0)) + tokens
+            _count_minute(row, now, tokens)
             return Lease(start, tokens, rate_per_minute, now)
 
         return self._update(registry, bucket, take)
@@ -116,7 +96,7 @@ class TableLeases:
 
         self._update(registry, bucket, pause)
 
-    def rows(self) -> list[BudgetRow]:
+    def rows(self) -> list[BudgetState]:
         """Every registry bucket the fleet has leased from (for ``status``)."""
         client = self.table.client
         entities = self.table.call(
@@ -125,18 +105,20 @@ class TableLeases:
                 client.query_entities("PartitionKey eq @pk", parameters={"pk": BUDGET_PARTITION})
             ),
         )
+        now = self._clock()
         out = []
         for e in entities:
+            row = dict(e)
+            _count_minute(row, now, 0)
             registry, _, bucket = str(e["RowKey"]).rpartition("|")
             out.append(
-                BudgetRow(
+                BudgetState(
                     registry=registry,
                     bucket=bucket,
-                    rate_per_minute=float(e.get("Rate", 0.0)),
-                    tat=float(e.get("Tat", 0.0)),
-                    held_until=float(e.get("HeldUntil", 0.0)),
-                    leases=int(e.get("Leases", 0)),
-                    tokens=float(e.get("Tokens", 0.0)),
+                    rate_per_minute=float(row.get("Rate", 0.0)),
+                    leased_last_minute=float(row.get("PrevMinuteTokens", 0.0)),
+                    tat=float(row.get("Tat", 0.0)),
+                    held_until=float(row.get("HeldUntil", 0.0)),
                 )
             )
         return sorted(out, key=lambda r: (r.registry, r.bucket))
@@ -176,6 +158,17 @@ class TableLeases:
         raise QueueUnavailableError(
             f"budget {key}: {MAX_CONFLICTS} conflicting writes in a row; try again"
         )
+
+
+def _count_minute(row: dict[str, Any], now: float, tokens: float) -> None:
+    """Tokens leased in this wall-clock minute and the one before (``status``)."""
+    minute = int(now // 60)
+    seen = int(row.get("Minute", minute))
+    if seen != minute:
+        row["PrevMinuteTokens"] = float(row.get("MinuteTokens", 0.0)) if seen == minute - 1 else 0.0
+        row["MinuteTokens"] = 0.0
+    row["Minute"] = minute
+    row["MinuteTokens"] = float(row.get("MinuteTokens", 0.0)) + tokens
 
 
 def fleet_pacer(settings: Settings, *, retry: StorageRetry = DEFAULT_RETRY) -> BudgetPacer:

@@ -13,12 +13,18 @@ from typing import Any
 import httpx
 import pytest
 
+from replicator.adapters.azure.cursors import Cursor as SweepCursor
+from replicator.adapters.budget_pacer import BudgetPacer
 from replicator.adapters.oci.registries import Registries
 from replicator.adapters.oci.transport import RetryPolicy
+from replicator.app.reconcile import ReconcileReport, TargetDrift
+from replicator.app.referrer_sweep import MemoryCursors
 from replicator.app.verify import Auditor, CursorMismatch, FileCursor, VerifyOptions, scope_of
-from replicator.app.verify_sweep import position_of, repair_jobs
-from replicator.cli import main
-from replicator.cli.verify import EXITS
+from replicator.app.verify_sweep import TargetVerify, _target_pass, position_of, repair_jobs
+from replicator.cli import build_parser, main
+from replicator.cli.verify import EXITS, paced_registries, settings_from
+from replicator.domain.config import load_settings, parse_verify_sweep
+from replicator.domain.errors import ConfigError, DeferRequested
 from replicator.domain.filters import Filters
 from replicator.domain.integrity import (
     BlobRef,
@@ -36,7 +42,8 @@ from replicator.domain.integrity import (
     sweep_slice,
 )
 from replicator.domain.manifests import OCI_INDEX, OCI_MANIFEST, sha256_digest
-from replicator.domain.model import TagEntry
+from replicator.domain.model import TagEntry, utcnow
+from replicator.domain.planning import DriftEntry, Plan
 
 A, B, C = ("sha256:" + c * 64 for c in "abc")
 SRC, DST = "src.example", "dst.example"
@@ -455,3 +462,89 @@ def test_a_blob_two_images_share_is_checked_once() -> None:
         second = auditor.image(Image("r", other_digest))
     assert (first.blob_heads, second.blob_heads) == (2, 1)  # the shared layer once
     assert [b.digest for b in first.blobs + second.blobs] == [CONFIG, LAYER, C]
+
+
+# -- the setting, the drift it feeds, the pacing, a deferred pass ------------------------------
+@pytest.mark.parametrize(
+    ("value", "expected", "problem"),
+    [
+        ("", None, False),
+        ("off", None, False),
+        ("OFF", None, False),
+        ("500", 500, False),
+        ("0", None, True),
+        ("-3", None, True),
+        ("lots", None, True),
+        ("2.5", None, True),
+    ],
+    ids=["unset", "off", "off-upper", "count", "zero", "negative", "word", "fraction"],
+)
+def test_the_verify_sweep_setting(value: str, expected: int | None, problem: bool) -> None:
+    problems: list[str] = []
+    assert parse_verify_sweep(value, problems) == expected
+    assert bool(problems) is problem
+    assert all("REPLICATOR_VERIFY_SWEEP" in p for p in problems)
+
+
+def test_load_settings_reads_the_sweep_and_lists_a_bad_one() -> None:
+    base = {"REPLICATOR_SOURCE": SRC, "REPLICATOR_TARGETS": DST}
+    assert load_settings(base).verify_sweep is None
+    assert load_settings({**base, "REPLICATOR_VERIFY_SWEEP": "20"}).verify_sweep == 20
+    with pytest.raises(ConfigError, match="REPLICATOR_VERIFY_SWEEP"):
+        load_settings({**base, "REPLICATOR_VERIFY_SWEEP": "some"})
+
+
+def test_sweep_findings_count_as_missing_drift() -> None:
+    plan = Plan(missing=(DriftEntry("r", "t", A, None),), in_step=3)
+    audit = TargetVerify(DST, images=3, checked=2, findings=Findings(missing=(MISSING, MISSING)))
+    unknown = TargetVerify("gone.example", images=0, checked=0, findings=Findings((MISSING,)))
+    report = ReconcileReport(
+        1,
+        (TargetDrift(DST, plan), TargetDrift("gone.example", None)),
+        verify=(audit, unknown),
+    )
+    assert report.drift() == {
+        DST: {"missing": 3, "stale": 0, "extra": 0},
+        "gone.example": {"missing": -1, "stale": -1, "extra": -1},  # unlisted stays unknown
+    }
+
+
+def test_the_command_is_paced_by_the_budgets() -> None:
+    parser = build_parser("verify")
+    args = parser.parse_args(["verify", "--source", "127.0.0.1:1", "--target", "127.0.0.1:2"])
+    env = {"REPLICATOR_RATE_LIMITS": '{"127.0.0.1:2": {"read": 60, "referrers": 10}}'}
+    registries = paced_registries(settings_from(args, env))
+    pacer = registries.retry.pacer
+    assert isinstance(pacer, BudgetPacer)
+    assert registries.retry.defer_after is None  # a command sleeps waits out
+    assert (pacer.limits("127.0.0.1:2").read, pacer.limits("127.0.0.1:2").referrers) == (50, 10)
+    assert pacer.limits("127.0.0.1:1").read is None  # no budget for it: not paced
+    waits = [pacer.before("127.0.0.1:2", "referrers") for _ in range(5)]
+    assert waits[-1] > 0 and waits == sorted(waits)  # past the burst, each waits its turn
+    registries.close()
+
+
+class _Deferring:
+    """An auditor whose second image meets a wait too long for the timer."""
+
+    def __init__(self) -> None:
+        self.target = type("Client", (), {"host": DST})()
+        self.walked: list[Image] = []
+
+    def image(self, image: Image) -> Any:
+        if len(self.walked) == 1:
+            raise DeferRequested("asked to wait 600s", delay_seconds=600)
+        self.walked.append(image)
+        return type("Result", (), {"findings": lambda self: Findings(missing=(MISSING,))})()
+
+
+def test_a_deferred_pass_keeps_its_place() -> None:
+    cursors = MemoryCursors()
+    start = SweepCursor("verify|" + DST, f"a@{A}", laps=2)
+    done = _target_pass(_Deferring(), IMAGES, start, 3, utcnow())  # type: ignore[arg-type]
+    assert (done.checked, done.missing) == (1, 1)
+    assert done.stopped is not None and "600s" in done.stopped
+    assert done.cursor is not None
+    assert (done.cursor.position, done.cursor.laps) == (f"a@{B}", 2)  # the one walked
+    cursors.put(done.cursor)
+    assert cursors.get("verify|" + DST).counts["checked"] == 1

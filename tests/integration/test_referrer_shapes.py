@@ -139,6 +139,8 @@ def test_events_in_any_order_end_with_dr_complete(
         assert "sig-late" in tags(target)
         assert_complete(registries, source, target, subjects)
         assert_shapes_kept(source, target, subjects)
+        settled = run_reconcile(runtime, sleep=lambda _: None)
+        assert settled.enqueued == 0, [j.job_id for j in settled.jobs]
 
 
 def test_a_lost_event_is_closed_by_reconcile_and_then_nothing_is_enqueued(
@@ -177,6 +179,8 @@ def test_sync_copies_referrers_and_diff_is_then_in_step(
     code = main(["diff", *common, "--json"])
     drift = json.loads(capsys.readouterr().out)
     assert (code, drift["missing"], drift["stale"], drift["extra"]) == (0, [], [], [])
+    code = main(["diff", *common, "--referrers", "--json"])
+    assert (code, json.loads(capsys.readouterr().out)["referrers_missing"]) == (0, [])
 
     subjects = [d for image in pushed for d in (image.digest, image.manifests[0])]
     assert_complete(registries, source, target, subjects)

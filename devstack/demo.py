@@ -19,11 +19,10 @@ from typing import TextIO
 import azure.functions as func
 
 from devstack.localrun import runner_for
-from devstack.localruntime import LocalRuntime, local_runtime
+from devstack.localruntime import LocalRuntime, serving
 from devstack.localstack import LocalStack
 from devstack.testimages import push_test_image
 from replicator.adapters.oci.registries import Registries
-from replicator.app.runtime import build_runtime
 from replicator.domain.config import StorageConnection, load_settings
 from replicator.domain.manifests import blobs_of, children_of
 from replicator.domain.model import PLANS_QUEUE, utcnow
@@ -31,6 +30,7 @@ from replicator.domain.reference import ImageRef
 from replicator.functions import triggers
 
 INDEX_MEDIA_TYPE = "application/vnd.oci.image.index.v1+json"
+LOCAL_TOPIC = "/local/registries/source"
 
 
 @dataclass(frozen=True)
@@ -40,9 +40,16 @@ class Check:
 
 
 def push_event(
-    ref: ImageRef, digest: str, media_type: str, size: int, when: datetime
+    ref: ImageRef,
+    digest: str,
+    media_type: str,
+    size: int,
+    when: datetime,
+    *,
+    topic: str = LOCAL_TOPIC,
 ) -> func.EventGridEvent:
-    """The Event Grid event ACR raises for a push (reference section 1, Event Grid schema)."""
+    """The Event Grid event ACR raises for a push (reference section 1, Event Grid schema);
+    ``topic``: the system topic's, in Azure the source registry's resource id."""
     event_id = str(uuid.uuid4())
     data: dict[str, object] = {
         "id": event_id,
@@ -67,7 +74,7 @@ def push_event(
     return func.EventGridEvent(
         id=event_id,
         data=data,
-        topic="/local/registries/source",
+        topic=topic,
         subject=f"{ref.repository}:{ref.tag}",
         event_type="Microsoft.ContainerRegistry.ImagePushed",
         event_time=when,
@@ -116,19 +123,12 @@ def run_demo(out: TextIO = sys.stdout) -> int:
             },
             require_storage=True,
         )
-        runtime = local_runtime(build_runtime(settings))
-        try:
+        with serving(settings) as runtime:
             return _flow(runtime, out)
-        finally:
-            triggers.use_runtime(None)
-            runtime.close()
 
 
 def _flow(runtime: LocalRuntime, out: TextIO) -> int:
     settings = runtime.settings
-    runtime.queue.ensure()
-    runtime.status.ensure()
-    triggers.use_runtime(runtime)
     ref = ImageRef(settings.source, "demo/hello", "v1")
     pushed = push_test_image(runtime.registries, ref)
     pushed_at = utcnow()

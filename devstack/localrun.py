@@ -15,11 +15,13 @@ import time
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
+from datetime import datetime
 from pathlib import Path
 
 import azure.functions as func
 from azure.functions.queue import QueueMessage
 from azure.storage.queue import QueueClient
+from azure.storage.queue import QueueMessage as StoredMessage
 
 from replicator.adapters.azure.provision import provisioned
 from replicator.adapters.azure.queue import DEFAULT_RETRY, NEVER_EXPIRES, StorageRetry, queue_client
@@ -59,6 +61,27 @@ class QueueOptions:
         )
 
 
+def queue_message(
+    message_id: str,
+    body: bytes,
+    dequeue_count: int = 1,
+    *,
+    insertion_time: datetime | None = None,
+    expiration_time: datetime | None = None,
+    pop_receipt: str | None = None,
+) -> QueueMessage:
+    """The binding the Functions host hands a queue trigger, for one stored message."""
+    # azure-functions 1.x does not annotate QueueMessage.__init__
+    return QueueMessage(  # type: ignore[no-untyped-call]
+        id=message_id,
+        body=body,
+        dequeue_count=dequeue_count,
+        insertion_time=insertion_time,
+        expiration_time=expiration_time,
+        pop_receipt=pop_receipt,
+    )
+
+
 @dataclass
 class RunStats:
     succeeded: int = 0
@@ -80,31 +103,33 @@ class QueueRunner:
         self.options = options or QueueOptions.from_host_json()
         self.stats = RunStats()
 
-    def _run_one(self, message: object) -> None:
-        content = str(getattr(message, "content", ""))
-        dequeue_count = int(getattr(message, "dequeue_count", 1) or 1)
-        binding = QueueMessage(  # type: ignore[no-untyped-call]
-            id=str(getattr(message, "id", "")),
-            body=content.encode("utf-8"),
-            dequeue_count=dequeue_count,
-            insertion_time=getattr(message, "inserted_on", None),
-            expiration_time=getattr(message, "expires_on", None),
-            pop_receipt=getattr(message, "pop_receipt", None),
+    def _run_one(self, message: StoredMessage) -> None:
+        content = str(message.content)
+        dequeue_count = message.dequeue_count or 1
+        binding = queue_message(
+            message.id,
+            content.encode("utf-8"),
+            dequeue_count,
+            insertion_time=message.inserted_on,
+            expiration_time=message.expires_on,
+            pop_receipt=message.pop_receipt,
         )
         try:
             self.handler(binding)
         except Exception as exc:
             self._failed(message, content, dequeue_count, exc)
             return
-        self.queue.delete_message(message)  # type: ignore[arg-type]
+        self.queue.delete_message(message)
         self.stats.succeeded += 1
 
-    def _failed(self, message: object, content: str, dequeue_count: int, exc: Exception) -> None:
+    def _failed(
+        self, message: StoredMessage, content: str, dequeue_count: int, exc: Exception
+    ) -> None:
         self.stats.failed_attempts += 1
         if dequeue_count >= self.options.max_dequeue_count:
             log.warning(
                 "message %s poisoned after %d attempts: %s",
-                getattr(message, "id", "?"),
+                message.id,
                 dequeue_count,
                 exc,
             )
@@ -113,17 +138,17 @@ class QueueRunner:
                 self.poison.create_queue,
                 f"queue {self.poison.queue_name}",
             )
-            self.queue.delete_message(message)  # type: ignore[arg-type]
+            self.queue.delete_message(message)
             self.stats.poisoned += 1
         else:
             log.info(
                 "message %s failed (attempt %d): %s",
-                getattr(message, "id", "?"),
+                message.id,
                 dequeue_count,
                 exc,
             )
             self.queue.update_message(
-                message,  # type: ignore[arg-type]
+                message,
                 visibility_timeout=int(self.options.visibility_timeout),
             )
 

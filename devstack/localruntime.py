@@ -1,4 +1,4 @@
-"""``build_runtime``'s runtime with its adapters' own types, for the local stack.
+"""``build_runtime``'s runtime with its adapters' own types, serving the handlers locally.
 
 ``Runtime`` is typed against the app's ports; on the local stack the tests, the demo and
 the benchmarks also look inside the adapters it was built with (a queue's client and
@@ -8,13 +8,18 @@ that the adapters are the ones ``build_runtime`` composes and says so in the typ
 
 from __future__ import annotations
 
+from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass, fields
 
 from replicator.adapters.azure.planblobs import PlanBlobs
-from replicator.adapters.azure.queue import StorageJobQueue
+from replicator.adapters.azure.queue import DEFAULT_RETRY, StorageJobQueue, StorageRetry
 from replicator.adapters.azure.status import TableStatusStore
 from replicator.adapters.oci.registries import Registries
-from replicator.app.runtime import Runtime
+from replicator.adapters.oci.transport import RetryPolicy
+from replicator.app.runtime import Runtime, build_runtime
+from replicator.domain.config import Settings
+from replicator.functions import triggers
 
 
 @dataclass
@@ -50,3 +55,28 @@ def local_runtime(runtime: Runtime) -> LocalRuntime:
         plan_blobs=plan_blobs,
         **rest,
     )
+
+
+@contextmanager
+def serving(
+    settings: Settings,
+    *,
+    storage_retry: StorageRetry = DEFAULT_RETRY,
+    registry_retry: RetryPolicy | None = None,
+    provision: bool = True,
+) -> Iterator[LocalRuntime]:
+    """``build_runtime(settings)`` serving the Functions handlers (``triggers``) until the
+    block ends, then closed; its queues and status table created first unless
+    ``provision=False`` (a fresh account, where they are created on first use)."""
+    runtime = local_runtime(
+        build_runtime(settings, storage_retry=storage_retry, registry_retry=registry_retry)
+    )
+    if provision:
+        runtime.queue.ensure()
+        runtime.status.ensure()
+    triggers.use_runtime(runtime)
+    try:
+        yield runtime
+    finally:
+        triggers.use_runtime(None)
+        runtime.close()

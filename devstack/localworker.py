@@ -11,17 +11,18 @@ import threading
 from collections.abc import Iterator, Mapping
 from contextlib import AbstractContextManager, contextmanager
 from dataclasses import dataclass, field
+from typing import Protocol
 
 import azure.functions as func
 
-from devstack.demo import push_event
+from devstack.demo import INDEX_MEDIA_TYPE as INDEX
+from devstack.demo import LOCAL_TOPIC, push_event
 from devstack.localrun import QueueOptions, QueueRunner, RunStats, runner_for
-from devstack.localruntime import LocalRuntime, local_runtime
-from devstack.localstack import Azurite, Registry
+from devstack.localruntime import LocalRuntime, serving
+from devstack.localstack import Azurite
 from replicator.adapters.azure.queue import NO_WAIT_RETRY
 from replicator.adapters.oci.transport import RetryPolicy
 from replicator.app.ports import DeliveryPath
-from replicator.app.runtime import build_runtime
 from replicator.domain.config import StorageConnection, load_settings
 from replicator.domain.model import CopyJob, CopyReport, Target, utcnow
 from replicator.domain.reference import ImageRef
@@ -33,6 +34,14 @@ QUICK_REGISTRY_RETRY = RetryPolicy(base=0.01, cap=0.1)
 FAST = QueueOptions(
     batch_size=16, visibility_timeout=0, max_dequeue_count=3, max_polling_interval=0.1
 )
+
+
+class Hosted(Protocol):
+    """A registry by its login server: a ``Registry`` of the local stack, or a double or
+    proxy in front of one."""
+
+    @property
+    def host(self) -> str: ...
 
 
 @dataclass
@@ -61,7 +70,7 @@ class Counting:
 
 
 def worker_runtime(
-    source: Registry, target: Registry, azurite: Azurite, **env: str
+    source: Hosted, target: Hosted, azurite: Azurite, **env: str
 ) -> AbstractContextManager[tuple[LocalRuntime, Counting]]:
     """A runtime on ``azurite`` whose storage retries do not sleep, its queues and table
     created; ``env``: more settings (``REPLICATOR_DELETE_POLICY="propagate"``)."""
@@ -69,7 +78,7 @@ def worker_runtime(
 
 
 def unprovisioned_runtime(
-    source: Registry, target: Registry, azurite: Azurite, **env: str
+    source: Hosted, target: Hosted, azurite: Azurite, **env: str
 ) -> AbstractContextManager[tuple[LocalRuntime, Counting]]:
     """``worker_runtime`` that leaves the queues and table to be created on first use,
     as in a fresh account."""
@@ -78,7 +87,7 @@ def unprovisioned_runtime(
 
 @contextmanager
 def _worker_runtime(
-    source: Registry, target: Registry, azurite: Azurite, env: Mapping[str, str], *, provision: bool
+    source: Hosted, target: Hosted, azurite: Azurite, env: Mapping[str, str], *, provision: bool
 ) -> Iterator[tuple[LocalRuntime, Counting]]:
     settings = load_settings(
         {
@@ -90,20 +99,14 @@ def _worker_runtime(
         },
         require_storage=True,
     )
-    runtime = local_runtime(
-        build_runtime(settings, storage_retry=NO_WAIT_RETRY, registry_retry=QUICK_REGISTRY_RETRY)
-    )
-    if provision:
-        runtime.queue.ensure()
-        runtime.status.ensure()
-    runtime.busy_recheck_seconds = 1
-    counting = Counting(runtime)
-    triggers.use_runtime(runtime)
-    try:
-        yield runtime, counting
-    finally:
-        triggers.use_runtime(None)
-        runtime.close()
+    with serving(
+        settings,
+        storage_retry=NO_WAIT_RETRY,
+        registry_retry=QUICK_REGISTRY_RETRY,
+        provision=provision,
+    ) as runtime:
+        runtime.busy_recheck_seconds = 1
+        yield runtime, Counting(runtime)
 
 
 def runner(runtime: LocalRuntime, options: QueueOptions = FAST) -> QueueRunner:
@@ -119,10 +122,17 @@ def plan_runner(runtime: LocalRuntime, options: QueueOptions = FAST) -> QueueRun
     return runner_for(storage, runtime.plans.name, triggers.run_plan, options, retry=NO_WAIT_RETRY)
 
 
-def deliver_push(ref: ImageRef, digest: str, size: int = 100) -> None:
-    triggers.on_registry_event(
-        push_event(ref, digest, "application/vnd.oci.image.index.v1+json", size, utcnow())
-    )
+def deliver_push(
+    ref: ImageRef,
+    digest: str,
+    size: int = 100,
+    *,
+    media_type: str = INDEX,
+    topic: str = LOCAL_TOPIC,
+) -> None:
+    """ACR's ImagePushed event for ``ref`` at ``digest``, delivered to the handler now;
+    ``topic``: the system topic's (a registry's resource id in Azure)."""
+    triggers.on_registry_event(push_event(ref, digest, media_type, size, utcnow(), topic=topic))
 
 
 def drain(runtime: LocalRuntime, timeout: float = 60) -> RunStats:

@@ -18,7 +18,7 @@ from __future__ import annotations
 
 import json
 import threading
-from collections.abc import Iterator, Mapping, Sequence
+from collections.abc import Iterator, Mapping
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
@@ -30,7 +30,7 @@ from urllib.parse import parse_qs, urlencode, urlsplit
 class AcrListingDouble:
     """``repositories`` maps a repository to ``{digest: [tags]}``."""
 
-    repositories: Mapping[str, Mapping[str, Sequence[str]]]
+    repositories: dict[str, dict[str, list[str]]]
     max_page: int = 100
     throttle: dict[str, int] = field(default_factory=dict)  # path -> 429s still to answer
     retry_after: str = "0"
@@ -76,7 +76,7 @@ class AcrListingDouble:
                 return 404, {}, _error("NAME_UNKNOWN")
             for digest, tags in manifests.items():
                 if tag in tags:
-                    manifests[digest] = [t for t in tags if t != tag]  # type: ignore[index]
+                    manifests[digest] = [t for t in tags if t != tag]
                     return 202, {}, None
         return 404, {}, _error("MANIFEST_UNKNOWN")
 

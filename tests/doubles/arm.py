@@ -49,6 +49,7 @@ import trustme
 
 from replicator.adapters.acr import roles
 from replicator.adapters.acr.roles import ABAC_MODE, IMPORT_ACTION, REGISTRY_READ, Role
+from replicator.domain.config import Settings, load_settings
 from tests.doubles import JsonServer, Principal, RoleAssignments, Served, TokenBook, bearer, split
 from tests.doubles.registry_copy import BackendAuth, copy_image
 
@@ -436,6 +437,11 @@ class ArmPair:
             "REPLICATOR_ARM_ENDPOINT": self.arm.url,
             **extra,
         }
+
+    def settings(self, strategy: str = "import", **extra: str) -> Settings:
+        """The worker's settings for ``env``; ``IDENTITY_ENDPOINT`` makes the credential
+        the managed identity (whose double's real endpoint is in ``os.environ``)."""
+        return load_settings({**self.env(strategy, **extra), "IDENTITY_ENDPOINT": "set"})
 
     def target_digest(self, reference: str) -> str | None:
         url = f"http://{self.target.host}/v2/{self.repository}/manifests/{reference}"

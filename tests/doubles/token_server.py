@@ -147,14 +147,16 @@ class TokenService:
     def realm(self) -> str:
         return f"http://127.0.0.1:{self.port}/oauth2/token"
 
-    def registry_config(self) -> dict[str, object]:
+    def registry_config(self, roots: Path | None = None) -> dict[str, object]:
+        """The registry's ``auth.token`` configuration for this service; ``roots``: the
+        bundle the registry trusts token signatures from (default: this service's)."""
         return {
             "auth": {
                 "token": {
                     "realm": self.realm,
                     "service": self.service,
                     "issuer": ISSUER,
-                    "rootcertbundle": str(self.bundle),
+                    "rootcertbundle": str(roots or self.bundle),
                 }
             }
         }

@@ -11,6 +11,7 @@ import sys
 import threading
 import time
 from collections import Counter
+from collections.abc import Callable
 from pathlib import Path
 
 import pytest
@@ -143,9 +144,9 @@ def _worker(env: dict[str, str]) -> subprocess.Popen[str]:
     )
 
 
-def _wait_for(condition: object, timeout: float = 60) -> None:
+def _wait_for(condition: Callable[[], bool], timeout: float = 60) -> None:
     deadline = time.monotonic() + timeout
-    while not condition():  # type: ignore[operator]
+    while not condition():
         assert time.monotonic() < deadline, "the worker never reached the big blob"
         time.sleep(0.02)
 

@@ -8,9 +8,10 @@ from collections.abc import Iterator
 import azure.functions as func
 import pytest
 
+from devstack.localruntime import LocalRuntime
 from devstack.localstack import Azurite, LocalStack, Registry
 from devstack.localworker import FAST, deliver_push, runner, worker_runtime
-from devstack.testimages import push_images
+from devstack.testimages import PushedImage, push_images
 from replicator.app.reconcile import run_reconcile
 from replicator.domain.errors import QueueUnavailableError
 from replicator.domain.model import CopyJob
@@ -97,7 +98,9 @@ def test_target_down_poisons_then_replay_and_reconcile_finish(
             back.stop()
 
 
-def _recover(runtime, images, target_host: str, lost: ImageRef) -> None:  # type: ignore[no-untyped-def]
+def _recover(
+    runtime: LocalRuntime, images: dict[ImageRef, PushedImage], target_host: str, lost: ImageRef
+) -> None:
     assert _replay(b"{}") == {"replayed": 2, "repository": None}
     stats = runner(runtime, FAST).run_until_idle(timeout=60)
     assert stats.poisoned == 0 and stats.succeeded == 2

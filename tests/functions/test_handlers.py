@@ -11,6 +11,7 @@ import azure.functions as func
 import pytest
 from azure.functions.timer import TimerRequest
 
+from devstack.localrun import queue_message
 from devstack.localruntime import LocalRuntime, local_runtime
 from devstack.localstack import Azurite, Registry, free_port
 from devstack.localworker import worker_runtime
@@ -116,9 +117,7 @@ def test_unreachable_queue_raises_so_event_grid_retries(fresh_azurite: Azurite) 
 
 
 def test_malformed_queue_message_is_poisoned_not_raised(runtime: LocalRuntime) -> None:
-    from azure.functions.queue import QueueMessage
-
-    triggers.replicate(QueueMessage(id="m1", body=b"not json", dequeue_count=1))  # type: ignore[no-untyped-call]
+    triggers.replicate(queue_message("m1", b"not json"))
     (poisoned,) = runtime.queue.client(runtime.queue.poison_name).peek_messages()
     assert "not JSON" in json.loads(poisoned.content)["poison_reason"]
 

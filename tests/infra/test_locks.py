@@ -46,15 +46,21 @@ def test_the_dev_lock_holds_the_runtime_lock_at_the_same_versions() -> None:
     }
 
 
+def _project_of(spec: str) -> str:
+    """The project name a requirement specifier starts with (PEP 508)."""
+    found = re.match(r"^([A-Za-z0-9_.-]+)", spec)
+    assert found is not None, spec
+    return found[1]
+
+
 def test_every_declared_dependency_is_locked() -> None:
     project = tomllib.loads((ROOT / "pyproject.toml").read_text())["project"]
     runtime = _pins(ROOT / "requirements.txt")
     dev = _pins(ROOT / "requirements-dev.txt")
-    split = re.compile(r"^([A-Za-z0-9_.-]+)")
     for spec in project["dependencies"]:
-        assert _name(split.match(spec)[1]) in runtime, spec  # type: ignore[index]
+        assert _name(_project_of(spec)) in runtime, spec
     for spec in project["optional-dependencies"]["dev"]:
-        assert _name(split.match(spec)[1]) in dev, spec  # type: ignore[index]
+        assert _name(_project_of(spec)) in dev, spec
 
 
 def test_only_the_prereleases_pinned_on_purpose_are_locked() -> None:

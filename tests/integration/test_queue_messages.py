@@ -15,6 +15,8 @@ from datetime import timedelta
 from urllib.parse import parse_qs, urlsplit
 
 import pytest
+from azure.core.pipeline import PipelineRequest
+from azure.core.pipeline.transport import HttpRequest
 
 from devstack.localstack import Azurite, Registry
 from devstack.localworker import worker_runtime
@@ -42,8 +44,8 @@ class Sent:
         self.puts: list[dict[str, str]] = []
         self.texts: list[str] = []
 
-    def __call__(self, request: object) -> None:
-        http = request.http_request  # type: ignore[attr-defined]
+    def __call__(self, request: PipelineRequest[HttpRequest]) -> None:
+        http = request.http_request
         if http.method == "POST" and urlsplit(http.url).path.endswith("/messages"):
             query = parse_qs(urlsplit(http.url).query)
             self.puts.append({k: v[0] for k, v in query.items()})

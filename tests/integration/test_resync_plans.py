@@ -9,8 +9,8 @@ from typing import Any
 
 import azure.functions as func
 import pytest
-from azure.functions.queue import QueueMessage
 
+from devstack.localrun import queue_message
 from devstack.localruntime import local_runtime
 from devstack.localstack import Azurite, Registry, free_port
 from devstack.localworker import drain, plan_runner, worker_runtime
@@ -144,7 +144,7 @@ def test_malformed_plan_message_is_poisoned_and_bad_plan_ids_refused(
 ) -> None:
     source, target = registry_pair
     with worker_runtime(source, target, fresh_azurite) as (runtime, _):
-        triggers.run_plan(QueueMessage(id="p1", body=b'{"version": 1}', dequeue_count=1))  # type: ignore[no-untyped-call]
+        triggers.run_plan(queue_message("p1", b'{"version": 1}'))
         (poisoned,) = runtime.plans.client(runtime.plans.poison_name).peek_messages()
         assert "plan_id" in json.loads(poisoned.content)["poison_reason"]
         assert _plan("not-a-plan")[0] == 400

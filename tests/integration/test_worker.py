@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 
 from devstack.demo import compare, push_event
+from devstack.localruntime import LocalRuntime
 from devstack.localstack import Azurite, Registry
 from devstack.localworker import (
     delete_event,
@@ -20,7 +21,7 @@ from replicator.functions import triggers
 INDEX = "application/vnd.oci.image.index.v1+json"
 
 
-def _outcome(runtime, ref: ImageRef) -> str:  # type: ignore[no-untyped-def]
+def _outcome(runtime: LocalRuntime, ref: ImageRef) -> str:
     (row,) = runtime.status.images(ref.repository, ref.tag)
     return str(row["outcome"])
 
@@ -46,7 +47,9 @@ def test_push_replicates_identically(
         )
         (row,) = runtime.status.images("team/app", "v1")
         assert row["outcome"] == "copied" and row["strategy"] == "copy"
-        assert row["digest"] == pushed.digest and float(row["lagSeconds"]) >= 0  # type: ignore[arg-type]
+        assert row["digest"] == pushed.digest
+        lag = row["lagSeconds"]
+        assert isinstance(lag, int | float) and lag >= 0
         assert counting.copies == [f"team/app@{pushed.digest}->{target.host}"]
 
 
@@ -86,7 +89,7 @@ def test_out_of_order_events_end_at_the_newest_digest(
         assert _outcome(runtime, ref) in {"already_present", "copied"}
 
 
-def _pushed_and_deleted(runtime, source: Registry, target: Registry):  # type: ignore[no-untyped-def]
+def _pushed_and_deleted(runtime: LocalRuntime, source: Registry, target: Registry) -> ImageRef:
     ref = ImageRef(source.host, "team/gone", "v1")
     pushed = push_test_image(runtime.registries, ref, referrers=False)
     deliver_push(ref, pushed.digest)

@@ -18,7 +18,7 @@ import subprocess
 import tracemalloc
 from collections.abc import Callable, Iterator
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
 import httpx
 import pytest
@@ -171,7 +171,7 @@ def test_an_unread_referrers_listing_fails_the_job_with_its_reason(
             lambda _p: Answer.json(200, empty, content_type=INDEX, Link=link),
         )
     ]
-    with running(proxy), worker_runtime(proxy, target, fresh_azurite) as (runtime, _counting):  # type: ignore[arg-type]
+    with running(proxy), worker_runtime(proxy, target, fresh_azurite) as (runtime, _counting):
         ref = ImageRef(proxy.host, "team/app", "v1")
         pushed = push_test_image(runtime.registries, ref, referrers=False)
         deliver_push(ref, pushed.digest)
@@ -296,87 +296,88 @@ BODIES: dict[str, Callable[[], Answer]] = {
 }
 
 
-def _peak(call: Callable[[], object]) -> int:
-    """Peak Python memory (bytes) allocated while ``call`` runs, in every thread."""
+T = TypeVar("T")
+
+
+def _peak(call: Callable[[], T]) -> tuple[T, int]:
+    """What ``call`` returns, and the peak Python memory (bytes) allocated while it runs,
+    in every thread."""
     tracemalloc.start()
     try:
         tracemalloc.reset_peak()
-        call()
-        return tracemalloc.get_traced_memory()[1]
+        answer = call()
+        return answer, tracemalloc.get_traced_memory()[1]
     finally:
         tracemalloc.stop()
 
 
-def _expect_error(
-    call: Callable[[], object], kind: type[Exception], match: str
-) -> Callable[[], None]:
+def _failing_peak(call: Callable[[], object], kind: type[Exception], match: str) -> int:
+    """The peak memory while ``call`` fails with ``kind`` saying ``match``."""
+
     def run() -> None:
         with pytest.raises(kind, match=match):
             call()
 
-    return run
+    return _peak(run)[1]
+
+
+@pytest.fixture
+def registries() -> Iterator[Registries]:
+    """Clients that do not pause between retries."""
+    with Registries(retry=NO_WAIT) as running:
+        yield running
 
 
 @pytest.mark.parametrize("body", sorted(BODIES))
-def test_listing_and_referrers_bodies_are_read_bounded(hostile: HostileRegistry, body: str) -> None:
+def test_listing_and_referrers_bodies_are_read_bounded(
+    hostile: HostileRegistry, registries: Registries, body: str
+) -> None:
     hostile.rules = [
         on("GET", "/v2/big/tags/list", lambda _p: BODIES[body]()),
         on("GET", "/v2/big/referrers/", lambda _p: BODIES[body]()),
     ]
-    with Registries(retry=NO_WAIT) as registries:
-        client = registries.client(hostile.host)
-        lister = RegistryLister(client, hostile.host)
-        found: list[Any] = []
-        peak = _peak(lambda: found.append(lister.listing(["big"])))
-        assert not found[0].complete and "byte limit" in found[0].errors[0]
-        assert peak < 40 * MiB, peak
-        referrers = _expect_error(
-            lambda: list_referrers(registries, client, "big", DIGEST), RegistryError, "byte limit"
-        )
-        peak = _peak(referrers)
-        assert peak < 40 * MiB, peak
-        assert hostile.host not in registries.referrers_api  # the image's error, not "no API"
+    client = registries.client(hostile.host)
+    lister = RegistryLister(client, hostile.host)
+    listing, peak = _peak(lambda: lister.listing(["big"]))
+    assert not listing.complete and "byte limit" in listing.errors[0]
+    assert peak < 40 * MiB, peak
+    peak = _failing_peak(
+        lambda: list_referrers(registries, client, "big", DIGEST), RegistryError, "byte limit"
+    )
+    assert peak < 40 * MiB, peak
+    assert hostile.host not in registries.referrers_api  # the image's error, not "no API"
 
 
 @pytest.mark.parametrize("body", sorted(BODIES))
-def test_token_answers_are_read_bounded(hostile: HostileRegistry, body: str) -> None:
+def test_token_answers_are_read_bounded(
+    hostile: HostileRegistry, registries: Registries, body: str
+) -> None:
     hostile.challenge = Challenge(
         f'Bearer realm="{hostile.origin}/token",service="hostile"', frozenset({"Bearer good"})
     )
     hostile.rules = [on("GET", "/token", lambda _p: BODIES[body]())]
-    with Registries(retry=NO_WAIT) as registries:
-        client = registries.client(hostile.host)
-        peak = _peak(
-            _expect_error(
-                lambda: client.head_manifest(ImageRef(hostile.host, "a", "v1")),
-                RegistryError,
-                "byte limit",
-            )
-        )
+    client = registries.client(hostile.host)
+    ref = ImageRef(hostile.host, "a", "v1")
+    peak = _failing_peak(lambda: client.head_manifest(ref), RegistryError, "byte limit")
     assert peak < 4 * MiB, peak
 
 
 @pytest.mark.parametrize("body", sorted(BODIES))
-def test_error_bodies_are_read_bounded(hostile: HostileRegistry, body: str) -> None:
+def test_error_bodies_are_read_bounded(
+    hostile: HostileRegistry, registries: Registries, body: str
+) -> None:
     def failing(_path: str) -> Answer:
         answer = BODIES[body]()
         return Answer(500, {"Content-Type": "application/json"}, answer.body, answer.length)
 
     hostile.rules = [on("GET", "/v2/big/manifests/", failing), on("GET", "/v2/big/tags/", failing)]
-    with Registries(retry=NO_WAIT) as registries:
-        client = registries.client(hostile.host)
-        peak = _peak(
-            _expect_error(
-                lambda: client.get_manifest(ImageRef(hostile.host, "big", "v1")),
-                TransientRegistryError,
-                "500",
-            )
-        )
-        assert peak < 8 * MiB, peak
-        found: list[Any] = []
-        peak = _peak(lambda: found.append(RegistryLister(client, hostile.host).listing(["big"])))
-        assert not found[0].complete and "500" in found[0].errors[0]
-        assert peak < 8 * MiB, peak
+    client = registries.client(hostile.host)
+    ref = ImageRef(hostile.host, "big", "v1")
+    peak = _failing_peak(lambda: client.get_manifest(ref), TransientRegistryError, "500")
+    assert peak < 8 * MiB, peak
+    listing, peak = _peak(lambda: RegistryLister(client, hostile.host).listing(["big"]))
+    assert not listing.complete and "500" in listing.errors[0]
+    assert peak < 8 * MiB, peak
 
 
 # -- referrers capability -------------------------------------------------------------------
@@ -423,16 +424,14 @@ def test_a_403_on_one_repositorys_referrers_is_its_error_and_no_fallback_tags_ar
         assert not [t for t in tags if t.startswith("sha256-")], tags
 
 
-def test_a_non_index_referrers_answer_is_the_images_error(hostile: HostileRegistry) -> None:
-    hostile.rules = [
-        on(
-            "GET", "/v2/a/referrers/", lambda _p: Answer.json(200, {"manifests": []})
-        )  # JSON, not an index
-    ]
-    with Registries(retry=NO_WAIT) as registries:
-        with pytest.raises(UnreadListing, match="not an OCI index"):
-            list_referrers(registries, registries.client(hostile.host), "a", DIGEST)
-        assert hostile.host not in registries.referrers_api
+def test_a_non_index_referrers_answer_is_the_images_error(
+    hostile: HostileRegistry, registries: Registries
+) -> None:
+    not_an_index = Answer.json(200, {"manifests": []})  # JSON, but no index media type
+    hostile.rules = [on("GET", "/v2/a/referrers/", lambda _p: not_an_index)]
+    with pytest.raises(UnreadListing, match="not an OCI index"):
+        list_referrers(registries, registries.client(hostile.host), "a", DIGEST)
+    assert hostile.host not in registries.referrers_api
 
 
 # -- IPv6 ---------------------------------------------------------------------------------------

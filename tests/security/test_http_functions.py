@@ -14,10 +14,10 @@ from typing import Any
 
 import azure.functions as func
 import pytest
-from azure.functions.queue import QueueMessage
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
+from devstack.localrun import queue_message
 from devstack.localruntime import LocalRuntime
 from devstack.localstack import LocalStack
 from devstack.localworker import worker_runtime
@@ -148,7 +148,7 @@ def test_a_queued_job_naming_another_registry_touches_nothing(
             digest=DIGEST,
             tag="v1",
         )
-        message = QueueMessage(id="forged", body=job.to_json().encode(), dequeue_count=1)  # type: ignore[no-untyped-call]
+        message = queue_message("forged", job.to_json().encode())
         triggers.replicate(message)  # no exception: a retry would not help
         (row,) = [r for r in runtime.status.images("team/app", "v1") if r["target"] == target]
         assert row["outcome"] == "failed" and "outside the configured" in str(row["lastError"])

@@ -8,7 +8,6 @@ only needs its settings; the accepted paths run against real registries and Azur
 from __future__ import annotations
 
 import json
-from types import SimpleNamespace
 
 import azure.functions as func
 import pytest
@@ -23,10 +22,11 @@ from replicator.app.api import (
 )
 from replicator.domain.config import Settings
 from replicator.domain.model import Target
+from tests.fakes import fake_runtime
 
-RUNTIME = SimpleNamespace(
-    settings=Settings(source="src.example.io", targets=(Target("dr.example.io"),))
-)
+RUNTIME = fake_runtime(
+    Settings(source="src.example.io", targets=(Target("dr.example.io"),))
+).runtime
 
 
 def post(body: bytes) -> func.HttpRequest:
@@ -77,7 +77,7 @@ def post(body: bytes) -> func.HttpRequest:
     ],
 )
 def test_resync_refuses_bad_bodies_with_a_json_400(body: bytes, message: str) -> None:
-    response = handle_resync(RUNTIME, post(body).get_body())  # type: ignore[arg-type]
+    response = handle_resync(RUNTIME, post(body).get_body())
     assert response.status_code == 400
     assert message in response.body["error"]
     assert json.loads(response.to_json()) == {"error": response.body["error"]}
@@ -94,7 +94,7 @@ def test_resync_refuses_bad_bodies_with_a_json_400(body: bytes, message: str) ->
     ids=["truncated", "unknown-key", "list", "uppercase"],
 )
 def test_replay_refuses_bad_bodies(body: bytes, message: str) -> None:
-    response = handle_replay(RUNTIME, post(body).get_body())  # type: ignore[arg-type]
+    response = handle_replay(RUNTIME, post(body).get_body())
     assert (response.status_code, message in response.body["error"]) == (400, True)
 
 
@@ -112,7 +112,7 @@ def test_replay_refuses_bad_bodies(body: bytes, message: str) -> None:
 )
 def test_status_refuses_bad_queries(params: dict[str, str], message: str) -> None:
     request = func.HttpRequest(method="GET", url="/api/status", body=b"", params=params)
-    response = handle_status(RUNTIME, request.params)  # type: ignore[arg-type]
+    response = handle_status(RUNTIME, request.params)
     assert (response.status_code, message in response.body["error"]) == (400, True)
 
 

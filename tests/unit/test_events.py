@@ -10,7 +10,7 @@ from hypothesis import strategies as st
 
 from replicator.domain.config import load_settings
 from replicator.domain.errors import InvalidEventError
-from replicator.domain.events import decide, parse_event
+from replicator.domain.events import RegistryEvent, decide, parse_event
 from replicator.domain.model import Action
 
 DIGEST = "sha256:" + "57" * 32
@@ -65,7 +65,7 @@ DELETE: dict[str, Any] = {
 }
 
 
-def _parse(raw: dict[str, Any]):  # type: ignore[no-untyped-def]
+def _parse(raw: dict[str, Any]) -> RegistryEvent:
     return parse_event(
         event_id=raw["id"],
         event_type=raw["eventType"],

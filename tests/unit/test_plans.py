@@ -3,14 +3,16 @@
 from __future__ import annotations
 
 import json
-from types import SimpleNamespace
+from dataclasses import dataclass, field
 from typing import Any
 
 import pytest
 
 from replicator.app.plans import PROGRESS_EVERY, PlanRequest, _Progress
+from replicator.domain.config import Settings
 from replicator.domain.errors import InvalidJobError
-from replicator.domain.model import Action, CopyJob
+from replicator.domain.model import Action, CopyJob, Target
+from tests.fakes import FakeStatus, fake_runtime
 
 GOOD = PlanRequest("src.example.io", ("dr.example.io",), repository="team/app", dry_run=True)
 
@@ -58,16 +60,23 @@ def test_plan_request_refuses_bad_messages(body: bytes, message: str) -> None:
         PlanRequest.from_json(body)
 
 
+@dataclass
+class PlanUpdates(FakeStatus):
+    """The status table's fake, recording each plan-row update as it comes."""
+
+    updates: list[dict[str, object]] = field(default_factory=list)
+
+    def update_plan(self, plan_id: str, **fields: object) -> None:
+        self.updates.append(fields)
+        super().update_plan(plan_id, **fields)
+
+
 def test_progress_is_written_every_so_many_jobs() -> None:
-    sent: list[CopyJob] = []
-    updates: list[dict[str, object]] = []
-    runtime = SimpleNamespace(
-        queue=SimpleNamespace(send=lambda job, delay_seconds=0: sent.append(job)),
-        status=SimpleNamespace(update_plan=lambda plan_id, **fields: updates.append(fields)),
-    )
-    progress = _Progress(runtime, GOOD.plan_id)  # type: ignore[arg-type]
+    fakes = fake_runtime(Settings(source="src.example.io", targets=(Target("dr.example.io"),)))
+    fakes.runtime.status = status = PlanUpdates()
+    progress = _Progress(fakes.runtime, GOOD.plan_id)
     job = CopyJob(Action.PUSH, "src.example.io", "dr.example.io", "app", "sha256:" + "a" * 64)
     for _ in range(2 * PROGRESS_EVERY + 1):
         progress.send(job)
-    assert len(sent) == 2 * PROGRESS_EVERY + 1
-    assert updates == [{"enqueued": PROGRESS_EVERY}, {"enqueued": 2 * PROGRESS_EVERY}]
+    assert len(fakes.queue.jobs) == 2 * PROGRESS_EVERY + 1
+    assert status.updates == [{"enqueued": PROGRESS_EVERY}, {"enqueued": 2 * PROGRESS_EVERY}]

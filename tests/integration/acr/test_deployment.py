@@ -24,22 +24,18 @@ from pathlib import Path
 import pytest
 from azure.core.credentials import AccessToken
 
-from devstack.demo import push_event
-from devstack.localruntime import LocalRuntime, local_runtime
+from devstack.localruntime import LocalRuntime, serving
 from devstack.localstack import Azurite, LocalStack
-from devstack.localworker import drain
+from devstack.localworker import deliver_push, drain
 from devstack.testimages import PushedImage, push_test_image
 from replicator.adapters.acr import roles
 from replicator.adapters.oci.referrers import list_referrers
 from replicator.adapters.oci.registries import Registries, RegistryAuth
 from replicator.app.api import handle_status
-from replicator.app.runtime import build_runtime
 from replicator.domain.config import load_settings
 from replicator.domain.errors import PermanentRegistryError
 from replicator.domain.manifests import sha256_digest
-from replicator.domain.model import utcnow
 from replicator.domain.reference import ImageRef
-from replicator.functions import triggers
 from tests.doubles import TokenBook
 from tests.doubles.arm import ArmDouble, ArmPair, FakeAcr
 from tests.doubles.identity import FUNCTION_MI, USER_MI, ManagedIdentityDouble
@@ -132,9 +128,7 @@ def acr_data_plane(
     bundle = workdir / "roots.pem"
     bundle.write_bytes(service.bundle.read_bytes() + backend.bundle.read_bytes())
     with serve(service):
-        config = service.registry_config()
-        config["auth"]["token"]["rootcertbundle"] = str(bundle)  # type: ignore[index]
-        running = stack.start_registry(config=config)
+        running = stack.start_registry(config=service.registry_config(roots=bundle))
         registry.host = running.host
         registry.backend = lambda scope: backend.token([scope] if scope else [])
         try:
@@ -193,15 +187,8 @@ def worker_for(pair: ArmPair, config: Deployed, azurite: Azurite) -> Iterator[Lo
         "AzureWebJobsStorage": azurite.connection_string,
         "IDENTITY_ENDPOINT": "set",  # the managed identity double's endpoint is in os.environ
     }
-    runtime = local_runtime(build_runtime(load_settings(env, require_storage=True)))
-    runtime.queue.ensure()
-    runtime.status.ensure()
-    triggers.use_runtime(runtime)
-    try:
+    with serving(load_settings(env, require_storage=True)) as runtime:
         yield runtime
-    finally:
-        triggers.use_runtime(None)
-        runtime.close()
 
 
 @pytest.fixture
@@ -238,20 +225,8 @@ def push_signed_index(pair: ArmPair, book: TokenBook, tag: str) -> tuple[ImageRe
 def push_event_from(pair: ArmPair, ref: ImageRef, image: PushedImage) -> None:
     """ACR's ImagePushed event as its system topic delivers it: the topic is the source
     registry's resource id (reference section 1)."""
-    import azure.functions as func
-
-    sample = push_event(ref, image.digest, image.media_type, image.size, utcnow())
-    triggers.on_registry_event(
-        func.EventGridEvent(
-            id=sample.id,
-            data=sample.get_json(),
-            topic=pair.source.resource_id,
-            subject=sample.subject,
-            event_type=sample.event_type,
-            event_time=sample.event_time,
-            data_version=sample.data_version,
-        )
-    )
+    topic = pair.source.resource_id
+    deliver_push(ref, image.digest, image.size, media_type=image.media_type, topic=topic)
 
 
 def referrers_of(runtime: LocalRuntime, host: str, subject: str) -> set[str]:

@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import json
 from collections.abc import Iterator
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -28,23 +29,35 @@ from tests.doubles.identity import (
 )
 from tests.doubles.token_server import ACR_AUDIENCE, AcrExchange, TokenService, serve
 
-
-def doctor(
-    pair: ArmPair,
-    monkeypatch: pytest.MonkeyPatch,
-    capsys: pytest.CaptureFixture[str],
-    strategy: str = "import",
-    **extra: str,
-) -> tuple[int, dict[tuple[str, str], dict[str, Any]]]:
-    for key, value in pair.env(strategy, **extra).items():
-        monkeypatch.setenv(key, value)
-    code = main(["doctor", "--json"])
-    report = json.loads(capsys.readouterr().out)
-    assert report["ok"] is (code == 0)
-    return code, {(c["registry"], c["check"]): c for c in report["checks"]}
+Checks = dict[tuple[str, str], dict[str, Any]]
 
 
-def statuses(checks: dict[tuple[str, str], dict[str, Any]], host: str) -> dict[str, str]:
+@dataclass(frozen=True)
+class Doctor:
+    """Runs ``acr-replicator doctor`` with a pair's settings in the environment."""
+
+    monkeypatch: pytest.MonkeyPatch
+    capsys: pytest.CaptureFixture[str]
+
+    def configure(self, pair: ArmPair, strategy: str = "import", **extra: str) -> None:
+        for key, value in pair.env(strategy, **extra).items():
+            self.monkeypatch.setenv(key, value)
+
+    def __call__(self, pair: ArmPair, strategy: str = "import", **extra: str) -> tuple[int, Checks]:
+        """``--json``: the exit code and the checks by (registry, check)."""
+        self.configure(pair, strategy, **extra)
+        code = main(["doctor", "--json"])
+        report = json.loads(self.capsys.readouterr().out)
+        assert report["ok"] is (code == 0)
+        return code, {(c["registry"], c["check"]): c for c in report["checks"]}
+
+
+@pytest.fixture
+def doctor(monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]) -> Doctor:
+    return Doctor(monkeypatch, capsys)
+
+
+def statuses(checks: Checks, host: str) -> dict[str, str]:
     return {name: c["status"] for (registry, name), c in checks.items() if registry == host}
 
 
@@ -67,10 +80,8 @@ def hold(pair: ArmPair, registry: str, *keys: str) -> None:
     pair.arm.roles[(FUNCTION_MI.object_id, acr.resource_id.lower())] = set(keys)
 
 
-def test_a_healthy_premium_pair_passes_everything(
-    readable: ArmPair, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
-) -> None:
-    code, checks = doctor(readable, monkeypatch, capsys)
+def test_a_healthy_premium_pair_passes_everything(readable: ArmPair, doctor: Doctor) -> None:
+    code, checks = doctor(readable)
     assert code == 0
     assert statuses(checks, readable.source.host) == {
         "identity": "pass",
@@ -105,11 +116,9 @@ def test_a_healthy_premium_pair_passes_everything(
     assert "contoso-events in rg-events" in grid
 
 
-def test_basic_sku_warns_with_what_it_rules_out(
-    readable: ArmPair, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
-) -> None:
+def test_basic_sku_warns_with_what_it_rules_out(readable: ArmPair, doctor: Doctor) -> None:
     readable.target.sku = "Basic"
-    code, checks = doctor(readable, monkeypatch, capsys, strategy="auto")
+    code, checks = doctor(readable, strategy="auto")
     sku = checks[(readable.target.host, "sku")]
     assert code == 0
     assert sku["status"] == "warn"
@@ -126,10 +135,10 @@ def _private(pair: ArmPair) -> None:
 
 
 def test_private_endpoint_source_under_auto_warns_that_copy_takes_over(
-    readable: ArmPair, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+    readable: ArmPair, doctor: Doctor
 ) -> None:
     _private(readable)
-    code, checks = doctor(readable, monkeypatch, capsys, strategy="auto")
+    code, checks = doctor(readable, strategy="auto")
     network = checks[(readable.source.host, "network")]
     strategy = checks[(readable.target.host, "strategy")]
     assert code == 0
@@ -141,22 +150,18 @@ def test_private_endpoint_source_under_auto_warns_that_copy_takes_over(
     assert strategy["detail"].startswith("copy: auto: copied over the data plane, import refused")
 
 
-def test_private_endpoint_source_under_import_fails(
-    readable: ArmPair, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
-) -> None:
+def test_private_endpoint_source_under_import_fails(readable: ArmPair, doctor: Doctor) -> None:
     _private(readable)
-    code, checks = doctor(readable, monkeypatch, capsys, strategy="import")
+    code, checks = doctor(readable, strategy="import")
     strategy = checks[(readable.target.host, "strategy")]
     assert code == 1
     assert strategy["status"] == "fail"
     assert "auto or copy" in strategy["fix"]
 
 
-def test_missing_import_role_fails_and_names_the_role(
-    readable: ArmPair, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
-) -> None:
+def test_missing_import_role_fails_and_names_the_role(readable: ArmPair, doctor: Doctor) -> None:
     hold(readable, "target", "acrPush", "reader")
-    code, checks = doctor(readable, monkeypatch, capsys)
+    code, checks = doctor(readable)
     role = checks[(readable.target.host, "import-role")]
     assert code == 1
     assert role["status"] == "fail"
@@ -182,12 +187,9 @@ def _cross_tenant(pair: ArmPair, entra: EntraDouble) -> dict[str, str]:
 
 
 def test_cross_tenant_with_a_working_federated_credential(
-    pair: ArmPair,
-    entra: EntraDouble,
-    monkeypatch: pytest.MonkeyPatch,
-    capsys: pytest.CaptureFixture[str],
+    pair: ArmPair, entra: EntraDouble, doctor: Doctor
 ) -> None:
-    code, checks = doctor(pair, monkeypatch, capsys, **_cross_tenant(pair, entra))
+    code, checks = doctor(pair, **_cross_tenant(pair, entra))
     federation = checks[(pair.source.host, "cross-tenant")]
     assert code == 0
     assert federation["status"] == "pass"
@@ -196,14 +198,11 @@ def test_cross_tenant_with_a_working_federated_credential(
 
 
 def test_cross_tenant_without_the_federated_credential_fails_with_the_fix(
-    pair: ArmPair,
-    entra: EntraDouble,
-    monkeypatch: pytest.MonkeyPatch,
-    capsys: pytest.CaptureFixture[str],
+    pair: ArmPair, entra: EntraDouble, doctor: Doctor
 ) -> None:
     extra = _cross_tenant(pair, entra)
     entra.add_app(App(FED_APP, trusts=None))
-    code, checks = doctor(pair, monkeypatch, capsys, **extra)
+    code, checks = doctor(pair, **extra)
     federation = checks[(pair.source.host, "cross-tenant")]
     assert code == 1
     assert federation["status"] == "fail"
@@ -213,29 +212,22 @@ def test_cross_tenant_without_the_federated_credential_fails_with_the_fix(
 
 
 def test_cross_tenant_over_a_private_endpoint_cannot_import(
-    pair: ArmPair,
-    entra: EntraDouble,
-    monkeypatch: pytest.MonkeyPatch,
-    capsys: pytest.CaptureFixture[str],
+    pair: ArmPair, entra: EntraDouble, doctor: Doctor
 ) -> None:
     extra = _cross_tenant(pair, entra)
     pair.source.private_endpoints = 1  # trusted services allowed, but not across tenants
-    code, checks = doctor(pair, monkeypatch, capsys, strategy="auto", **extra)
+    code, checks = doctor(pair, strategy="auto", **extra)
     strategy = checks[(pair.target.host, "strategy")]
     assert code == 0
     assert strategy["status"] == "warn"
     assert "across tenants" in strategy["detail"]
 
 
-def test_an_unreachable_registry_fails(
-    readable: ArmPair,
-    monkeypatch: pytest.MonkeyPatch,
-    capsys: pytest.CaptureFixture[str],
-) -> None:
+def test_an_unreachable_registry_fails(readable: ArmPair, doctor: Doctor) -> None:
     from devstack.localstack import free_port
 
     readable.target.host = f"127.0.0.1:{free_port()}"  # nothing listens there
-    code, checks = doctor(readable, monkeypatch, capsys)
+    code, checks = doctor(readable)
     reach = checks[(readable.target.host, "reachable")]
     assert code == 1
     assert reach["status"] == "fail"
@@ -243,11 +235,10 @@ def test_an_unreachable_registry_fails(
 
 
 def test_text_output_is_one_line_per_check_with_fixes(
-    readable: ArmPair, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+    readable: ArmPair, doctor: Doctor, capsys: pytest.CaptureFixture[str]
 ) -> None:
     readable.target.sku = "Basic"
-    for key, value in readable.env("auto").items():
-        monkeypatch.setenv(key, value)
+    doctor.configure(readable, "auto")
     assert main(["doctor"]) == 0
     lines = capsys.readouterr().out.splitlines()
     sku = [line for line in lines if f"{readable.target.host}  sku:" in line]
@@ -267,20 +258,14 @@ def test_settings_that_cannot_be_read_exit_2(
     assert "mode federated needs tenant_id and client_id" in capsys.readouterr().err
 
 
-def test_a_resource_id_of_another_registry_fails(
-    readable: ArmPair, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
-) -> None:
+def test_a_resource_id_of_another_registry_fails(readable: ArmPair, doctor: Doctor) -> None:
     from tests.doubles.arm import FakeAcr
 
     other = readable.arm.add(FakeAcr("contosoelsewhere", "elsewhere.azurecr.io"))
     readable.arm.grant(FUNCTION_MI, roles.source_grants(["copy"], abac=False), other)
     readable.arm.assign(FUNCTION_MI, "Reader", other)
     code, checks = doctor(
-        readable,
-        monkeypatch,
-        capsys,
-        strategy="copy",
-        REPLICATOR_SOURCE_RESOURCE_ID=other.resource_id,
+        readable, strategy="copy", REPLICATOR_SOURCE_RESOURCE_ID=other.resource_id
     )
     mismatch = checks[(readable.source.host, "resource-id")]
     assert code == 1
@@ -292,11 +277,11 @@ def test_a_resource_id_of_another_registry_fails(
 
 
 def test_acr_pull_alone_on_the_source_fails_import_and_names_the_importer_role(
-    readable: ArmPair, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+    readable: ArmPair, doctor: Doctor
 ) -> None:
     """Issue 13 item 1: ARM's linked-scope check needs read on the source."""
     hold(readable, "source", "acrPull")
-    code, checks = doctor(readable, monkeypatch, capsys, strategy="import")
+    code, checks = doctor(readable, strategy="import")
     side = checks[(readable.source.host, "import-source")]
     assert code == 1
     assert side["status"] == "fail"
@@ -313,10 +298,10 @@ def test_acr_pull_alone_on_the_source_fails_import_and_names_the_importer_role(
 
 
 def test_acr_pull_alone_on_the_source_under_auto_says_images_are_copied_and_why(
-    readable: ArmPair, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+    readable: ArmPair, doctor: Doctor
 ) -> None:
     hold(readable, "source", "acrPull")
-    code, checks = doctor(readable, monkeypatch, capsys, strategy="auto")
+    code, checks = doctor(readable, strategy="auto")
     assert code == 0
     assert checks[(readable.source.host, "import-source")]["status"] == "warn"
     strategy = checks[(readable.target.host, "strategy")]
@@ -326,11 +311,11 @@ def test_acr_pull_alone_on_the_source_under_auto_says_images_are_copied_and_why(
 
 
 def test_a_copy_only_configuration_does_not_ask_for_read_on_the_source(
-    readable: ArmPair, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+    readable: ArmPair, doctor: Doctor
 ) -> None:
     hold(readable, "source", *(r.key for r in roles.source_grants(["copy"], abac=False)))
     hold(readable, "target", "acrPush")
-    code, checks = doctor(readable, monkeypatch, capsys, strategy="copy")
+    code, checks = doctor(readable, strategy="copy")
     assert code == 0
     assert (readable.source.host, "import-source") not in checks
     assert checks[(readable.source.host, "roles")]["status"] == "pass"
@@ -341,13 +326,11 @@ def test_a_copy_only_configuration_does_not_ask_for_read_on_the_source(
     assert checks[(readable.source.host, "arm")]["status"] == "warn"
 
 
-def test_an_abac_target_holding_rbac_roles_is_flagged(
-    readable: ArmPair, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
-) -> None:
+def test_an_abac_target_holding_rbac_roles_is_flagged(readable: ArmPair, doctor: Doctor) -> None:
     """Issue 13 item 3: on an ABAC registry AcrPush grants nothing; doctor reads the mode
     from ARM and says which roles that mode needs."""
     readable.target.role_assignment_mode = ABAC_MODE
-    code, checks = doctor(readable, monkeypatch, capsys, strategy="copy")
+    code, checks = doctor(readable, strategy="copy")
     target_roles = checks[(readable.target.host, "roles")]
     assert code == 1
     assert target_roles["status"] == "fail"
@@ -359,17 +342,13 @@ def test_an_abac_target_holding_rbac_roles_is_flagged(
     assert "--role 'Container Registry Repository Writer'" in target_roles["fix"]
 
 
-def test_an_abac_pair_with_the_abac_roles_passes(
-    readable: ArmPair, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
-) -> None:
+def test_an_abac_pair_with_the_abac_roles_passes(readable: ArmPair, doctor: Doctor) -> None:
     readable.source.role_assignment_mode = ABAC_MODE
     readable.target.role_assignment_mode = ABAC_MODE
     hold(readable, "source", *(r.key for r in roles.source_grants(["auto"], abac=True)))
     granted = roles.target_grants(strategy="auto", delete_policy="propagate", abac=True)
     hold(readable, "target", *(r.key for r in granted))
-    code, checks = doctor(
-        readable, monkeypatch, capsys, strategy="auto", REPLICATOR_DELETE_POLICY="propagate"
-    )
+    code, checks = doctor(readable, strategy="auto", REPLICATOR_DELETE_POLICY="propagate")
     assert code == 0
     for host in (readable.source.host, readable.target.host):
         assert checks[(host, "roles")]["status"] == "pass", checks[(host, "roles")]
@@ -377,33 +356,27 @@ def test_an_abac_pair_with_the_abac_roles_passes(
 
 
 def test_a_propagating_delete_policy_needs_delete_on_the_target(
-    readable: ArmPair, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+    readable: ArmPair, doctor: Doctor
 ) -> None:
-    code, checks = doctor(
-        readable, monkeypatch, capsys, strategy="auto", REPLICATOR_DELETE_POLICY="propagate"
-    )
+    code, checks = doctor(readable, strategy="auto", REPLICATOR_DELETE_POLICY="propagate")
     target_roles = checks[(readable.target.host, "roles")]
     assert code == 1
     assert "missing delete (delete)" in target_roles["detail"]
     assert "--role 'AcrDelete'" in target_roles["fix"]
 
 
-def test_no_system_topic_on_the_source_warns(
-    pair: ArmPair, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
-) -> None:
+def test_no_system_topic_on_the_source_warns(pair: ArmPair, doctor: Doctor) -> None:
     pair.arm.assignments.assign(FUNCTION_MI, "Reader", subscription_scope(pair))
-    code, checks = doctor(pair, monkeypatch, capsys)
+    code, checks = doctor(pair)
     grid = checks[(pair.source.host, "event-grid")]
     assert code == 0
     assert grid["status"] == "warn"
     assert "azd hooks run postdeploy" in grid["fix"]
 
 
-def test_topics_that_cannot_be_listed_degrade_to_a_warning(
-    pair: ArmPair, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
-) -> None:
+def test_topics_that_cannot_be_listed_degrade_to_a_warning(pair: ArmPair, doctor: Doctor) -> None:
     pair.arm.add_topic("contoso-events", pair.source)
-    code, checks = doctor(pair, monkeypatch, capsys)  # no Reader on the subscription
+    code, checks = doctor(pair)  # no Reader on the subscription
     grid = checks[(pair.source.host, "event-grid")]
     assert code == 0
     assert grid["status"] == "warn"
@@ -463,19 +436,14 @@ def asked_audiences(managed_identity: ManagedIdentityDouble) -> set[str]:
 
 
 def test_an_arm_audience_on_a_registry_that_refuses_arm_tokens_fails_naming_what_works(
-    guarded_target: ArmPair,
-    managed_identity: ManagedIdentityDouble,
-    monkeypatch: pytest.MonkeyPatch,
-    capsys: pytest.CaptureFixture[str],
+    guarded_target: ArmPair, managed_identity: ManagedIdentityDouble, doctor: Doctor
 ) -> None:
     """REPLICATOR_ACR_AUDIENCE set to ARM's, the target's azureADAuthenticationAsArmPolicy
     disabled: the exchange refuses the worker's token; doctor says which audience works and
     how to fix it, and its own checks asked Entra for the worker's audience, not ACR's."""
     pair = guarded_target
     pair.target.arm_audience_policy = "disabled"
-    code, checks = doctor(
-        pair, monkeypatch, capsys, strategy="auto", REPLICATOR_ACR_AUDIENCE=ARM_AUDIENCE
-    )
+    code, checks = doctor(pair, strategy="auto", REPLICATOR_ACR_AUDIENCE=ARM_AUDIENCE)
     audience = checks[(pair.target.host, "audience")]
     assert code == 1
     assert audience["status"] == "fail"
@@ -495,15 +463,10 @@ def test_an_arm_audience_on_a_registry_that_refuses_arm_tokens_fails_naming_what
 
 
 def test_an_arm_audience_passes_while_the_policy_is_enabled(
-    guarded_target: ArmPair,
-    managed_identity: ManagedIdentityDouble,
-    monkeypatch: pytest.MonkeyPatch,
-    capsys: pytest.CaptureFixture[str],
+    guarded_target: ArmPair, managed_identity: ManagedIdentityDouble, doctor: Doctor
 ) -> None:
     pair = guarded_target
-    code, checks = doctor(
-        pair, monkeypatch, capsys, strategy="auto", REPLICATOR_ACR_AUDIENCE=ARM_AUDIENCE
-    )
+    code, checks = doctor(pair, strategy="auto", REPLICATOR_ACR_AUDIENCE=ARM_AUDIENCE)
     assert code == 0
     assert checks[(pair.target.host, "token")]["status"] == "pass"
     assert checks[(pair.target.host, "push")]["status"] == "pass"
@@ -516,14 +479,11 @@ def test_an_arm_audience_passes_while_the_policy_is_enabled(
 
 
 def test_the_derived_acr_audience_works_whatever_the_policy(
-    guarded_target: ArmPair,
-    managed_identity: ManagedIdentityDouble,
-    monkeypatch: pytest.MonkeyPatch,
-    capsys: pytest.CaptureFixture[str],
+    guarded_target: ArmPair, managed_identity: ManagedIdentityDouble, doctor: Doctor
 ) -> None:
     pair = guarded_target
     pair.target.arm_audience_policy = "disabled"
-    code, checks = doctor(pair, monkeypatch, capsys, strategy="auto")
+    code, checks = doctor(pair, strategy="auto")
     assert code == 0
     assert checks[(pair.target.host, "token")]["status"] == "pass"
     audience = checks[(pair.target.host, "audience")]

@@ -11,7 +11,6 @@ from devstack.testimages import manifest_digest, seed
 from replicator.adapters.acr.errors import ImportUnavailableError
 from replicator.adapters.acr.importer import AcrImporter
 from replicator.adapters.oci.registries import Registries
-from replicator.domain.config import Settings, load_settings
 from replicator.domain.errors import NotFoundError, TransientRegistryError
 from replicator.domain.model import Action, CopyJob
 from tests.doubles.arm import ArmPair
@@ -28,11 +27,6 @@ def source_readable(pair: ArmPair) -> None:
     pair.arm.assign(FUNCTION_MI, IMPORTER_ROLE, pair.source)
 
 
-def settings_for(pair: ArmPair, strategy: str = "import", **extra: str) -> Settings:
-    # IDENTITY_ENDPOINT: auto -> managed identity (the credential reads the real one)
-    return load_settings({**pair.env(strategy, **extra), "IDENTITY_ENDPOINT": "set"})
-
-
 def job_for(pair: ArmPair, digest: str, tag: str | None = "1.0") -> CopyJob:
     return CopyJob(Action.PUSH, pair.source.host, pair.target.host, "team/app", digest, tag)
 
@@ -40,7 +34,7 @@ def job_for(pair: ArmPair, digest: str, tag: str | None = "1.0") -> CopyJob:
 def test_import_by_resource_id_copies_the_image_and_sends_the_pinned_body(
     pair: ArmPair, importer_for: Callable[..., AcrImporter]
 ) -> None:
-    settings = settings_for(pair)
+    settings = pair.settings()
     digest = manifest_digest(1)
     report = importer_for(settings).import_image(job_for(pair, digest), settings.targets[0], digest)
     assert report.digest == digest
@@ -65,7 +59,7 @@ def test_import_by_resource_id_copies_the_image_and_sends_the_pinned_body(
 def test_digest_only_job_imports_into_an_untagged_repository(
     pair: ArmPair, importer_for: Callable[..., AcrImporter]
 ) -> None:
-    settings = settings_for(pair)
+    settings = pair.settings()
     digest = manifest_digest(1)
     importer_for(settings).import_image(
         job_for(pair, digest, tag=None), settings.targets[0], digest
@@ -84,7 +78,7 @@ def test_force_moves_an_existing_target_tag(
     pair: ArmPair, importer_for: Callable[..., AcrImporter], registries: Registries
 ) -> None:
     seed(registries, pair.target.host, [("team/app", "1.0", 2)])  # the DR tag points elsewhere
-    settings = settings_for(pair)
+    settings = pair.settings()
     digest = manifest_digest(1)
     importer_for(settings).import_image(job_for(pair, digest), settings.targets[0], digest)
     assert pair.target_digest("1.0") == digest
@@ -105,8 +99,8 @@ def test_cross_tenant_source_by_uri_with_a_source_tenant_token(
     identities = {
         pair.source.host: {"mode": "federated", "tenant_id": OTHER, "client_id": FED_APP.client_id}
     }
-    settings = settings_for(
-        pair, REPLICATOR_IDENTITIES=json.dumps(identities), AZURE_AUTHORITY_HOST=entra.authority
+    settings = pair.settings(
+        REPLICATOR_IDENTITIES=json.dumps(identities), AZURE_AUTHORITY_HOST=entra.authority
     )
     digest = manifest_digest(1)
     importer_for(settings).import_image(job_for(pair, digest), settings.targets[0], digest)
@@ -169,7 +163,7 @@ def test_each_arm_failure_becomes_its_error_class(
 ) -> None:
     assert callable(arrange)
     arrange(pair)
-    settings = settings_for(pair)
+    settings = pair.settings()
     digest = manifest_digest(1)
     with pytest.raises(kind, match=text) as caught:
         importer_for(settings).import_image(job_for(pair, digest), settings.targets[0], digest)
@@ -181,7 +175,7 @@ def test_throttling_carries_retry_after(
     pair: ArmPair, importer_for: Callable[..., AcrImporter]
 ) -> None:
     pair.arm.fail_next.append("throttled")
-    settings = settings_for(pair)
+    settings = pair.settings()
     digest = manifest_digest(1)
     with pytest.raises(TransientRegistryError) as caught:
         importer_for(settings).import_image(job_for(pair, digest), settings.targets[0], digest)
@@ -192,7 +186,7 @@ def test_throttling_carries_retry_after(
 def test_a_missing_source_image_is_not_found(
     pair: ArmPair, importer_for: Callable[..., AcrImporter]
 ) -> None:
-    settings = settings_for(pair)
+    settings = pair.settings()
     digest = manifest_digest(9)  # never pushed
     with pytest.raises(NotFoundError, match="Unable to find manifest"):
         importer_for(settings).import_image(job_for(pair, digest), settings.targets[0], digest)
@@ -202,7 +196,7 @@ def test_an_import_past_its_deadline_is_transient(
     pair: ArmPair, importer_for: Callable[..., AcrImporter]
 ) -> None:
     pair.arm.polls = 40
-    settings = settings_for(pair)
+    settings = pair.settings()
     digest = manifest_digest(1)
     importer = importer_for(settings, deadline=0.05)
     importer.polling_interval = 0.05
@@ -213,7 +207,7 @@ def test_an_import_past_its_deadline_is_transient(
 def test_a_target_without_resource_id_cannot_import(
     pair: ArmPair, importer_for: Callable[..., AcrImporter]
 ) -> None:
-    settings = settings_for(pair, strategy="auto")
+    settings = pair.settings(strategy="auto")
     target = settings.targets[0].__class__(pair.target.host)
     digest = manifest_digest(1)
     with pytest.raises(ImportUnavailableError, match="resource_id"):

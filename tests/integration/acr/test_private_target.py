@@ -19,21 +19,18 @@ from dataclasses import dataclass, field, replace
 
 import pytest
 
-from devstack.demo import push_event
-from devstack.localruntime import LocalRuntime, local_runtime
+from devstack.localruntime import LocalRuntime, serving
 from devstack.localstack import Azurite
-from devstack.localworker import QUICK_REGISTRY_RETRY, drain
+from devstack.localworker import QUICK_REGISTRY_RETRY, deliver_push, drain
 from devstack.testimages import PushedImage, push_test_image
 from replicator.adapters.azure.queue import NO_WAIT_RETRY
 from replicator.adapters.oci.referrers import list_referrers
 from replicator.adapters.oci.registries import Registries
 from replicator.app.delivery import Planner
 from replicator.app.ports import Importer
-from replicator.app.runtime import build_runtime
 from replicator.domain.config import load_settings
-from replicator.domain.model import CopyJob, CopyReport, Target, utcnow
+from replicator.domain.model import CopyJob, CopyReport, Target
 from replicator.domain.reference import ImageRef
-from replicator.functions import triggers
 from tests.doubles.arm import ArmPair
 
 
@@ -93,39 +90,18 @@ def worker(pair: ArmPair, azurite: Azurite) -> Iterator[LocalRuntime]:
         "AzureWebJobsStorage": azurite.connection_string,
         "IDENTITY_ENDPOINT": "set",  # ARM through the managed identity double
     }
-    runtime = local_runtime(
-        build_runtime(
-            load_settings(env, require_storage=True),
-            storage_retry=NO_WAIT_RETRY,
-            registry_retry=QUICK_REGISTRY_RETRY,
-        )
-    )
-    runtime.queue.ensure()
-    runtime.status.ensure()
-    triggers.use_runtime(runtime)
-    try:
+    with serving(
+        load_settings(env, require_storage=True),
+        storage_retry=NO_WAIT_RETRY,
+        registry_retry=QUICK_REGISTRY_RETRY,
+    ) as runtime:
         yield runtime
-    finally:
-        triggers.use_runtime(None)
-        runtime.close()
 
 
 def announce(pair: ArmPair, ref: ImageRef, image: PushedImage) -> None:
     """ACR's ImagePushed event from the source's system topic (its resource id)."""
-    import azure.functions as func
-
-    sample = push_event(ref, image.digest, image.media_type, image.size, utcnow())
-    triggers.on_registry_event(
-        func.EventGridEvent(
-            id=sample.id,
-            data=sample.get_json(),
-            topic=pair.source.resource_id,
-            subject=sample.subject,
-            event_type=sample.event_type,
-            event_time=sample.event_time,
-            data_version=sample.data_version,
-        )
-    )
+    topic = pair.source.resource_id
+    deliver_push(ref, image.digest, image.size, media_type=image.media_type, topic=topic)
 
 
 def push(runtime: LocalRuntime, pair: ArmPair, tag: str) -> tuple[ImageRef, PushedImage]:

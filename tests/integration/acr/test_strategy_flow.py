@@ -18,7 +18,7 @@ from replicator.adapters.oci.copy import ImageCopier
 from replicator.adapters.oci.referrers import Referrers, list_referrers, update_fallback
 from replicator.adapters.oci.registries import Registries
 from replicator.app.delivery import replicate_with_strategy
-from replicator.domain.config import Settings, load_settings
+from replicator.domain.config import Settings
 from replicator.domain.errors import PermanentRegistryError
 from replicator.domain.manifests import OCI_INDEX, Manifest
 from replicator.domain.model import Action, CopyJob
@@ -85,7 +85,7 @@ def test_import_brings_each_referrer_by_its_own_import_by_digest(
     importer_for: Callable[..., AcrImporter],
 ) -> None:
     """No data-plane copier at all: the image and its referrers arrive by ImportImage."""
-    settings = load_settings({**pair.env("import"), "IDENTITY_ENDPOINT": "set"})
+    settings = pair.settings("import")
     importer = importer_for(settings, registries=registries)
     path, extra, referrers = deliver(pair, settings, image, registries, importer)
     assert path == "import"
@@ -112,7 +112,7 @@ def test_auto_falls_back_to_copy_when_the_source_is_behind_a_private_endpoint(
     pair.source.public_network_access = "Disabled"
     pair.source.private_endpoints = 1
     pair.source.bypass = "None"
-    settings = load_settings({**pair.env("auto"), "IDENTITY_ENDPOINT": "set"})
+    settings = pair.settings("auto")
     importer = importer_for(settings, copier=ImageCopier(registries))
     path, extra, referrers = deliver(pair, settings, image, registries, importer)
     assert path == "copy"
@@ -132,7 +132,7 @@ def test_strategy_import_does_not_fall_back(
 ) -> None:
     pair.source.public_network_access = "Disabled"
     pair.source.bypass = "None"
-    settings = load_settings({**pair.env("import"), "IDENTITY_ENDPOINT": "set"})
+    settings = pair.settings("import")
     importer = importer_for(settings, copier=ImageCopier(registries))
     with pytest.raises(ImportUnavailableError):
         deliver(pair, settings, image, registries, importer)
@@ -146,7 +146,7 @@ def test_auto_without_import_rights_copies_and_says_why(
     importer_for: Callable[..., AcrImporter],
 ) -> None:
     pair.arm.roles.pop((FUNCTION_MI.object_id, pair.target.resource_id.lower()))
-    settings = load_settings({**pair.env("auto"), "IDENTITY_ENDPOINT": "set"})
+    settings = pair.settings("auto")
     importer = importer_for(settings, copier=ImageCopier(registries))
     path, extra, referrers = deliver(pair, settings, image, registries, importer)
     assert path == "copy"
@@ -163,7 +163,7 @@ def test_the_worker_wiring_imports_with_one_importer_per_target(
     from replicator.adapters.acr.importer import AcrImporters
     from replicator.app.delivery import deliverer
 
-    settings = load_settings({**pair.env("auto"), "IDENTITY_ENDPOINT": "set"})
+    settings = pair.settings("auto")
     copier = ImageCopier(registries)
     importers = AcrImporters(settings, copier=copier, polling_interval=0)
     deliver = deliverer(settings, importer=importers, copier=copier)
@@ -183,7 +183,7 @@ def test_strategy_copy_never_calls_arm(
     registries: Registries,
     importer_for: Callable[..., AcrImporter],
 ) -> None:
-    settings = load_settings({**pair.env("copy"), "IDENTITY_ENDPOINT": "set"})
+    settings = pair.settings("copy")
     importer = importer_for(settings, copier=ImageCopier(registries))
     path, extra, referrers = deliver(pair, settings, image, registries, importer)
     assert path == "copy"
@@ -212,7 +212,7 @@ def test_an_index_over_the_import_limit_is_copied_under_auto_without_asking_arm(
 ) -> None:
     pair.arm.assign(FUNCTION_MI, IMPORTER_ROLE, pair.source)
     wide = wide_image(registries, pair.source.host, platforms=IMPORT_MANIFEST_BUDGET)  # 50
-    settings = load_settings({**pair.env("auto"), "IDENTITY_ENDPOINT": "set"})
+    settings = pair.settings("auto")
     importer = importer_for(settings, registries=registries)
     path, extra, _ = deliver(pair, settings, wide, registries, importer)
     assert path == "copy"
@@ -227,7 +227,7 @@ def test_an_index_at_the_budget_imports(
 ) -> None:
     pair.arm.assign(FUNCTION_MI, IMPORTER_ROLE, pair.source)
     wide = wide_image(registries, pair.source.host, platforms=IMPORT_MANIFEST_BUDGET - 1)  # 49
-    settings = load_settings({**pair.env("auto"), "IDENTITY_ENDPOINT": "set"})
+    settings = pair.settings("auto")
     importer = importer_for(settings, registries=registries)
     path, _, _ = deliver(pair, settings, wide, registries, importer)
     assert path == "import"
@@ -240,7 +240,7 @@ def test_an_index_over_the_import_limit_fails_at_once_under_import(
     """A permanent failure with its reason (no retries, no poison), and no ARM call."""
     pair.arm.assign(FUNCTION_MI, IMPORTER_ROLE, pair.source)
     wide = wide_image(registries, pair.source.host, platforms=IMPORT_MANIFEST_BUDGET)
-    settings = load_settings({**pair.env("import"), "IDENTITY_ENDPOINT": "set"})
+    settings = pair.settings("import")
     importer = importer_for(settings, registries=registries)
     with pytest.raises(ImportUnavailableError, match="has 50 manifests") as caught:
         deliver(pair, settings, wide, registries, importer)
@@ -275,7 +275,7 @@ def test_auto_copies_only_the_referrers_whose_import_is_refused(
     captured: InMemoryMetricReader,
 ) -> None:
     big = push_referrer_index(registries, pair.source.host, image)
-    settings = load_settings({**pair.env("auto"), "IDENTITY_ENDPOINT": "set"})
+    settings = pair.settings("auto")
     importer = importer_for(settings, copier=ImageCopier(registries))
     path, extra, referrers = deliver(pair, settings, image, registries, importer)
     assert path == "import"  # the image itself went by import
@@ -294,7 +294,7 @@ def test_import_fails_when_a_referrer_cannot_be_imported(
     importer_for: Callable[..., AcrImporter],
 ) -> None:
     push_referrer_index(registries, pair.source.host, image)
-    settings = load_settings({**pair.env("import"), "IDENTITY_ENDPOINT": "set"})
+    settings = pair.settings("import")
     importer = importer_for(settings, copier=ImageCopier(registries))
     with pytest.raises(ImportUnavailableError, match="has 50 manifests"):
         deliver(pair, settings, image, registries, importer)

@@ -1,7 +1,7 @@
 from __future__ import annotations
 
 import pytest
-from azure.core.exceptions import HttpResponseError
+from azure.core.exceptions import HttpResponseError, ODataV4Format
 
 from replicator.adapters.acr.errors import (
     IMPORT_ROLE,
@@ -156,15 +156,10 @@ def test_authorization_failed_names_the_target_and_the_importer_role() -> None:
     assert "on the target registry contosodr.azurecr.io" in found.message
 
 
-class _Error:
-    def __init__(self, code: str, message: str) -> None:
-        self.code, self.message = code, message
-
-
 def _arm_error(status: int, code: str, message: str) -> HttpResponseError:
     exc = HttpResponseError(message=message)
     exc.status_code = status
-    exc.error = _Error(code, message)  # type: ignore[assignment]
+    exc.error = ODataV4Format({"code": code, "message": message})  # ARM's error body
     return exc
 
 

@@ -53,7 +53,7 @@ def test_retry_after_in_both_forms(value: str | None, expected: float | None) ->
     assert parse_retry_after(value, now=NOW.timestamp()) == expected
 
 
-def _failing(count: list[int], status: int = 503) -> object:
+def _failing(count: list[int], status: int = 503) -> Callable[[], str]:
     def call() -> str:
         count.append(1)
         raise TransientRegistryError("busy", status=status)
@@ -69,7 +69,7 @@ def test_nested_steps_draw_from_one_budget() -> None:
     inner: list[int] = []
 
     def attempt() -> str:
-        return policy.run("step", _failing(inner))  # type: ignore[arg-type]
+        return policy.run("step", _failing(inner))
 
     with pytest.raises(TransientRegistryError):
         policy.run("operation", attempt)
@@ -82,7 +82,7 @@ def test_separate_operations_have_their_own_budget() -> None:
     for _ in range(2):
         calls: list[int] = []
         with pytest.raises(TransientRegistryError):
-            policy.run("op", _failing(calls))  # type: ignore[arg-type]
+            policy.run("op", _failing(calls))
         assert len(calls) == 3
 
 

@@ -19,6 +19,7 @@ from typing import TYPE_CHECKING, Protocol
 from replicator.adapters.oci.listing import Allows, Listing, RegistryLister, RegistryRequester
 from replicator.app.referrer_sweep import check_referrers
 from replicator.app.verify_sweep import TargetVerify, sweep_verify
+from replicator.domain.budgets import jobs_per_minute
 from replicator.domain.config import Settings
 from replicator.domain.filters import Filters, may_hold_allowed
 from replicator.domain.model import CopyJob, Origin, TagEntry
@@ -181,12 +182,14 @@ def plan_jobs(
 def run_reconcile(
     runtime: Runtime,
     *,
-    pacing: Pacing = Pacing(),
+    pacing: Pacing | None = None,
     sleep: Callable[[float], None] = time.sleep,
 ) -> ReconcileReport:
     """Plan every configured target, enqueue a job per missing or stale tag (and per extra
-    under a propagating delete policy), record the drift for ``status``, log a summary."""
+    under a propagating delete policy), record the drift for ``status``, log a summary.
+    Jobs are spread at the jobs a minute the request budgets sustain unless ``pacing``."""
     settings = runtime.settings
+    pacing = pacing or Pacing(jobs_per_minute=jobs_per_minute(settings))
     filters = Filters(settings.include, settings.exclude)
     targets = [t.login_server for t in settings.targets]
     report = compare(runtime.registries, settings.source, targets, filters, settings)

@@ -1,0 +1,23 @@
+"""Reconcile spreads its jobs at the jobs a minute the request budgets sustain (it was a
+fixed 600 a minute, whatever the registries' limits)."""
+
+from __future__ import annotations
+
+from replicator.app.reconcile import run_reconcile
+from replicator.domain.budgets import jobs_per_minute
+from replicator.domain.config import load_settings
+from tests.fakes import digest_of, fake_runtime
+
+
+def test_reconcile_spreads_jobs_at_the_budgets_rate() -> None:
+    settings = load_settings(
+        {"REPLICATOR_SOURCE": "src.azurecr.io", "REPLICATOR_TARGETS": "dr.azurecr.io"}
+    )
+    assert jobs_per_minute(settings) == 62  # a Standard target: 1,000 writes / 16 a job
+    fakes = fake_runtime(settings)
+    for i in range(130):
+        fakes.source.put("app", digest_of(f"image {i}"), f"v{i}")
+    report = run_reconcile(fakes.runtime, sleep=lambda _s: None)
+    assert report.enqueued == 130
+    delays = sorted(delay for _job, delay in fakes.queue.sent)
+    assert delays == [0] * 62 + [60] * 62 + [120] * 6

@@ -152,8 +152,12 @@ class BudgetPacer:
         burst_seconds: float = DEFAULT_BURST_SECONDS,
         grace_seconds: float = DEFAULT_GRACE_SECONDS,
         default_hold: float = DEFAULT_HOLD,
+        on_lease: Callable[[str, str, int], None] | None = None,
+        on_throttled: Callable[[str, str], None] | None = None,
     ) -> None:
         self._limits = limits
+        self._on_lease = on_lease  # telemetry: (registry, bucket, tokens) per slice leased
+        self._on_throttled = on_throttled  # telemetry: (registry, bucket) per 429
         self.store: LeaseStore = store if store is not None else InProcessLeases(clock)
         self._clock = clock
         self.slice_seconds = slice_seconds
@@ -176,6 +180,8 @@ class BudgetPacer:
 
     def throttled(self, registry: str, bucket: str, retry_after: float | None) -> None:
         seconds = self.default_hold if retry_after is None else max(0.0, retry_after)
+        if self._on_throttled is not None:
+            self._on_throttled(registry, bucket)
         for name in _slowed(bucket):
             key = (registry, name)
             with self._key_lock(key):
@@ -224,6 +230,8 @@ class BudgetPacer:
                 registry, bucket, self._size(key, rate), rate, self.burst_seconds
             )
             use.leases += 1
+            if self._on_lease is not None:
+                self._on_lease(registry, bucket, lease.tokens)
             fresh = self._slices[key] = _Slice(lease, 60.0 / lease.rate_per_minute)
             index = fresh.first_usable(max(wanted, self._clock()) - self.grace_seconds)
             if index >= lease.tokens:  # leased further back than grace: use its last one

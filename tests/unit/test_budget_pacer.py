@@ -226,3 +226,56 @@ def test_a_long_budget_wait_defers_the_job() -> None:
     with pytest.raises(DeferRequested) as caught:
         retry.before_request(REG, "GET", httpx.URL(f"https://{REG}/v2/a/manifests/x"))
     assert caught.value.delay_seconds == 90.0
+
+
+def test_leases_and_429s_are_reported_for_the_budget_metrics() -> None:
+    clock = FakeClock()
+    leased: list[tuple[str, str, int]] = []
+    throttled: list[tuple[str, str]] = []
+    p = BudgetPacer(
+        lambda _r: Limits(read=600),
+        InProcessLeases(clock),
+        clock=clock,
+        on_lease=lambda r, b, n: leased.append((r, b, n)),
+        on_throttled=lambda r, b: throttled.append((r, b)),
+    )
+    for _ in range(30):
+        p.before(REG, "read")
+    assert sum(n for _r, _b, n in leased) >= 30 and {b for _r, b, _n in leased} == {"read"}
+    p.throttled(REG, "referrers", 3.0)
+    assert throttled == [(REG, "referrers")]
+
+
+def test_the_fleet_pacer_emits_registry_budget_used_and_registry_throttled() -> None:
+    from opentelemetry.sdk.metrics import MeterProvider
+    from opentelemetry.sdk.metrics.export import InMemoryMetricReader
+
+    from replicator.adapters.azure import telemetry
+    from replicator.adapters.azure.budget_store import fleet_pacer
+    from replicator.domain.config import load_settings
+
+    reader = InMemoryMetricReader()
+    provider = MeterProvider(metric_readers=[reader])
+    telemetry.use_providers(provider, None)
+    try:
+        settings = load_settings({"REPLICATOR_SOURCE": REG, "REPLICATOR_TARGETS": "dr.azurecr.io"})
+        p = fleet_pacer(settings)  # no storage configured: in process
+        for _ in range(10):
+            p.before(REG, "read")
+        p.throttled(REG, "read", 1.0)
+        data = reader.get_metrics_data()
+        points: dict[str, list[tuple[dict[str, object], float]]] = {}
+        for resource in data.resource_metrics if data else ():
+            for scope in resource.scope_metrics:
+                for metric in scope.metrics:
+                    for point in metric.data.data_points:
+                        value = float(getattr(point, "value", 0))
+                        points.setdefault(metric.name, []).append(
+                            (dict(point.attributes or {}), value)
+                        )
+    finally:
+        telemetry.use_providers()
+        provider.shutdown()
+    used = points["registry_budget_used"]
+    assert used[0][0] == {"registry": REG, "bucket": "read"} and used[0][1] >= 10
+    assert points["registry_throttled"] == [({"registry": REG, "bucket": "read"}, 1.0)]

@@ -37,6 +37,7 @@ from azure.core import MatchConditions
 from azure.core.exceptions import ResourceExistsError, ResourceModifiedError, ResourceNotFoundError
 from azure.data.tables import UpdateMode
 
+from replicator.adapters.azure import telemetry
 from replicator.adapters.azure.queue import DEFAULT_RETRY, StorageRetry
 from replicator.adapters.azure.status import TableStatusStore
 from replicator.adapters.budget_pacer import BudgetPacer, Lease
@@ -175,4 +176,9 @@ def fleet_pacer(settings: Settings, *, retry: StorageRetry = DEFAULT_RETRY) -> B
     """The worker's pacer: the budgets of ``settings``, shared by the fleet through its
     storage account (in process only when no storage is configured)."""
     store = TableLeases(settings.storage, retry=retry) if settings.storage is not None else None
-    return BudgetPacer(lambda registry: limits_for(settings, registry), store)
+    return BudgetPacer(
+        lambda registry: limits_for(settings, registry),
+        store,
+        on_lease=telemetry.record_budget_used,
+        on_throttled=telemetry.record_throttled,
+    )

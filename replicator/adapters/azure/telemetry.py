@@ -17,6 +17,9 @@ Names emitted (App Insights ``customMetrics`` / ``dependencies`` / ``traces``):
   used (refused, or known not to work) and copied over the data plane instead
 - ``drift_tags`` gauge {target, kind=missing|stale|extra|referrers_missing}: last reconcile
 - ``queue_depth`` / ``poison_messages`` gauges
+- ``registry_budget_used`` counter {registry, bucket}: requests of the budget leased
+  (``replicator.adapters.budget_pacer``), ``registry_throttled`` counter {registry,
+  bucket}: 429s answered; per minute over the budget, they feed a throttling alert
 - spans ``event``, ``replicate``, ``import``, ``copy``, ``referrers``; the W3C
   ``traceparent`` travels in the job so the worker continues the event's trace.
 
@@ -72,6 +75,14 @@ class _Instruments:
             "replication_fallbacks",
             unit="{fallback}",
             description="Imports not used (refused or known not to work): copied instead",
+        )
+        self.budget_used = meter.create_counter(
+            "registry_budget_used",
+            unit="{request}",
+            description="Requests of a registry bucket's budget leased by this instance",
+        )
+        self.throttled = meter.create_counter(
+            "registry_throttled", unit="{response}", description="429s from a registry bucket"
         )
         self.drift: dict[tuple[str, str], int] = {}
         self.queue: dict[str, int] = {}
@@ -190,6 +201,16 @@ def record_referrer_drift(target: str, missing: int) -> None:
     inst = _instruments()
     with _lock:
         inst.drift[(target, "referrers_missing")] = missing
+
+
+def record_budget_used(registry: str, bucket: str, requests: int) -> None:
+    """``requests`` of ``registry``'s ``bucket`` budget leased (a slice)."""
+    _instruments().budget_used.add(requests, {"registry": registry, "bucket": bucket})
+
+
+def record_throttled(registry: str, bucket: str) -> None:
+    """``registry`` answered a request of ``bucket`` 429."""
+    _instruments().throttled.add(1, {"registry": registry, "bucket": bucket})
 
 
 def record_queue(depth: int, poison: int) -> None:

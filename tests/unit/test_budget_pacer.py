@@ -279,3 +279,43 @@ def test_the_fleet_pacer_emits_registry_budget_used_and_registry_throttled() -> 
     used = points["registry_budget_used"]
     assert used[0][0] == {"registry": REG, "bucket": "read"} and used[0][1] >= 10
     assert points["registry_throttled"] == [({"registry": REG, "bucket": "read"}, 1.0)]
+
+
+class _Refusing:
+    """An ARM client whose ImportImage answers 429 with Retry-After: 12."""
+
+    def __init__(self) -> None:
+        self.registries = self
+        self.calls = 0
+
+    def begin_import_image(self, *args: object, **kwargs: object) -> object:
+        from azure.core.exceptions import HttpResponseError
+
+        self.calls += 1
+        response = httpx.Response(429, headers={"Retry-After": "12"})
+        error = HttpResponseError(message="Too many requests")
+        error.status_code = 429
+        error.response = response  # type: ignore[assignment]
+        raise error
+
+
+def test_import_image_calls_draw_from_the_arm_budget_and_a_429_pauses_it() -> None:
+    from types import SimpleNamespace
+
+    from replicator.adapters.acr.arm import RegistryId
+    from replicator.adapters.acr.importer import AcrImporter
+    from replicator.domain.config import load_settings
+    from replicator.domain.errors import TransientRegistryError
+
+    settings = load_settings({"REPLICATOR_SOURCE": REG, "REPLICATOR_TARGETS": "dr.azurecr.io"})
+    recording = Recording()
+    registries = SimpleNamespace(retry=RetryPolicy(pacer=recording, sleep=lambda _s: None))
+    importer = AcrImporter(settings, credential=object(), registries=registries)  # type: ignore[arg-type]
+    arm = _Refusing()
+    importer.client = lambda _subscription: arm  # type: ignore[method-assign,assignment,return-value]
+    rid = RegistryId("sub", "rg", "dr")
+    with pytest.raises(TransientRegistryError):
+        importer._run(rid, object(), reference="dr.azurecr.io/app:v1")  # type: ignore[arg-type]
+    assert arm.calls == 1
+    assert recording.asked == [("arm", "write")]
+    assert recording.told == [("arm", "write", 12.0)]

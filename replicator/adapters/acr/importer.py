@@ -30,6 +30,7 @@ from replicator.adapters.acr.reach import DataPlaneReach, read_manifest
 from replicator.adapters.azure.credentials import credential_for
 from replicator.adapters.azure.telemetry import record_fallback, span
 from replicator.adapters.oci.referrers import list_referrers
+from replicator.domain.budgets import ARM
 from replicator.domain.errors import (
     InvalidReferenceError,
     NotFoundError,
@@ -230,18 +231,24 @@ class AcrImporter:
         target: Target | None = None,
     ) -> None:
         client = self.client(rid.subscription)
+        retry = self.registries.retry if self.registries is not None else None
+        if retry is not None:  # ImportImage's budget: REPLICATOR_RATE_LIMITS "arm" (issue 17)
+            retry.before_request(ARM, "POST")
         try:
             poller = client.registries.begin_import_image(
                 rid.resource_group, rid.name, parameters, polling_interval=self.polling_interval
             )
             poller.result(timeout=self.deadline)
         except HttpResponseError as exc:
-            raise classify(
+            found = classify(
                 exc,
                 reference=reference,
                 source=self.settings.source,
                 target=target.login_server if target is not None else rid.name,
-            ) from exc
+            )
+            if retry is not None and exc.status_code == 429:
+                retry.throttled(ARM, "POST", getattr(found, "retry_after", None))
+            raise found from exc
         except (ServiceRequestError, ServiceResponseError) as exc:
             raise TransientRegistryError(
                 f"ARM could not be reached: {exc}", operation="import", reference=reference

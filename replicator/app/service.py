@@ -133,7 +133,7 @@ def _push(runtime: Runtime, job: CopyJob, target: Target, attempt: int) -> JobRe
         log.info("%s:%s moved to %s since the job was made", job.repository, job.tag, digest)
     dst_ref = job.target_ref.with_digest(None) if job.tag else job.target_ref
     present, unread = _in_target(runtime, target, dst_ref)
-    if present == digest:
+    if present == digest and not _relist(job):
         return JobResult(job, Outcome.ALREADY_PRESENT, digest=digest, attempts=attempt)
     if runtime.deliver is None:
         raise PermanentRegistryError("no delivery path configured")
@@ -150,6 +150,13 @@ def _push(runtime: Runtime, job: CopyJob, target: Target, attempt: int) -> JobRe
         bytes_copied=report.bytes_copied,
         error=_notes(report.extra, unread),  # why a copy ran instead, what was not read
     )
+
+
+def _relist(job: CopyJob) -> bool:
+    """Whether a digest DR holds still goes to the copier: reconcile's jobs by digest alone
+    are manifests DR does not list (a referrer its subject's referrers tag lacks, say),
+    which the copier lists where they are present (``replicator.adapters.oci.copy``)."""
+    return job.origin == "reconcile" and job.tag is None
 
 
 def _settle(

@@ -28,7 +28,7 @@ from replicator.adapters.oci.referrers import fallback_tag, list_referrers
 from replicator.adapters.oci.registries import Registries
 from replicator.app.reconcile import run_reconcile
 from replicator.cli import main
-from replicator.domain.manifests import OCI_MANIFEST
+from replicator.domain.manifests import OCI_MANIFEST, Manifest
 from replicator.domain.model import utcnow
 from replicator.domain.planning import is_referrers_tag
 from replicator.domain.reference import ImageRef
@@ -185,3 +185,41 @@ def test_sync_copies_referrers_and_diff_is_then_in_step(
     subjects = [d for image in pushed for d in (image.digest, image.manifests[0])]
     assert_complete(registries, source, target, subjects)
     assert_shapes_kept(source, target, subjects)
+
+
+@pytest.fixture
+def to_fallback(stack: LocalStack) -> Iterator[tuple[Registry, Registry]]:
+    """API -> fallback, the pair where DR keeps the referrers index itself."""
+    started = [start_referrers_registry(stack, page_size=2), stack.start_registry()]
+    yield started[0], started[1]
+    for running in started:
+        running.stop()
+
+
+def test_a_referrer_in_dr_but_not_in_its_index_is_listed_by_reconcile(
+    to_fallback: tuple[Registry, Registry], fresh_azurite: Azurite, registries: Registries
+) -> None:
+    """A referrer DR holds but its subject's referrers tag does not list (an index written
+    before referrers copied on their own were listed, or a copy cut between the two PUTs):
+    reconcile's job for it lists it, and the next pass has nothing to do."""
+    source, target = to_fallback
+    with worker_runtime(source, target, fresh_azurite) as (runtime, _):
+        v1 = push_test_image(registries, ImageRef(source.host, REPO, "v1"))
+        deliver_push(ImageRef(source.host, REPO, "v1"), v1.digest)
+        drain(runtime)
+        dst = registries.client(target.host)
+        index = dst.get_manifest(ImageRef(target.host, REPO, fallback_tag(v1.digest)))
+        emptied = {"schemaVersion": 2, "mediaType": index.media_type, "manifests": []}
+        dst.put_manifest(
+            ImageRef(target.host, REPO, fallback_tag(v1.digest)),
+            Manifest.from_bytes(json.dumps(emptied).encode(), index.media_type),
+        )
+        assert not listed(registries, target.host, v1.digest)
+
+        first = run_reconcile(runtime, sleep=lambda _: None)
+        assert first.enqueued == 1
+        drain(runtime)
+        again = run_reconcile(runtime, sleep=lambda _: None)
+
+        assert again.enqueued == 0, [j.job_id for j in again.jobs]
+        assert_complete(registries, source, target, [v1.digest, v1.manifests[0]])

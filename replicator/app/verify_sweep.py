@@ -30,8 +30,8 @@ from typing import TYPE_CHECKING
 
 from replicator.adapters.azure.cursors import Cursor
 from replicator.adapters.oci.registries import Registries
+from replicator.app.image_audit import Auditor
 from replicator.app.referrer_sweep import CursorStore, cursors_for
-from replicator.app.verify import Auditor
 from replicator.domain.errors import DeferRequested
 from replicator.domain.filters import Filters
 from replicator.domain.integrity import Finding, Findings, Image, check_tags, sweep_slice

@@ -17,9 +17,10 @@ from replicator.adapters.azure.cursors import Cursor as SweepCursor
 from replicator.adapters.budget_pacer import BudgetPacer
 from replicator.adapters.oci.registries import Registries
 from replicator.adapters.oci.transport import RetryPolicy
+from replicator.app.image_audit import Auditor
 from replicator.app.reconcile import ReconcileReport, TargetDrift
 from replicator.app.referrer_sweep import MemoryCursors
-from replicator.app.verify import Auditor, CursorMismatch, FileCursor, VerifyOptions, scope_of
+from replicator.app.verify import CursorMismatch, FileCursor, VerifyOptions, scope_of
 from replicator.app.verify_sweep import TargetVerify, _target_pass, position_of, repair_jobs
 from replicator.cli import build_parser, main
 from replicator.cli.verify import EXITS, paced_registries, settings_from

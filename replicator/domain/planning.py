@@ -7,10 +7,18 @@ only when the delete policy propagates deletes. An extra whose digest the source
 holds under another tag is also *retagged*: its job untags (never deletes by digest), and
 for a target that refuses tag deletes it gets no job at all (reported, not re-queued).
 ``jobs_for`` turns a plan into jobs.
+
+Tags of the referrers tag schema (``<alg>-<hex>``, distribution spec 1.1, "Referrers Tag
+Schema") are left out on both sides: such a tag is the index of a manifest's referrers on a
+registry without the referrers API, kept up to date by whoever copies the referrers, and
+absent by design from a registry with the API. Replicated, diffed or deleted as tags of
+their own, they would be written into a registry with the API, and a pair of registries of
+the two kinds would never be in step; referrer drift is compared by referrer instead.
 """
 
 from __future__ import annotations
 
+import re
 from collections.abc import Collection, Iterable
 from dataclasses import dataclass
 
@@ -19,6 +27,13 @@ from replicator.domain.filters import Filters
 from replicator.domain.model import Action, CopyJob, Origin, TagEntry
 
 KINDS = ("missing", "stale", "extra")
+# "Referrers Tag Schema": <alg>-<ref>, <ref> the subject digest's hex, at most 64 characters
+REFERRERS_TAG = re.compile(r"(?:sha256|sha512)-[0-9a-f]{64}")
+
+
+def is_referrers_tag(tag: str) -> bool:
+    """Whether ``tag`` names a referrers index (``sha256-<64 hex>``), not an image."""
+    return REFERRERS_TAG.fullmatch(tag) is not None
 
 
 @dataclass(frozen=True, order=True)
@@ -71,7 +86,11 @@ class Plan:
 
 
 def _index(entries: Iterable[TagEntry], filters: Filters) -> dict[tuple[str, str], str | None]:
-    return {(e.repository, e.tag): e.digest for e in entries if filters.allows(e.repository, e.tag)}
+    return {
+        (e.repository, e.tag): e.digest
+        for e in entries
+        if not is_referrers_tag(e.tag) and filters.allows(e.repository, e.tag)
+    }
 
 
 def plan(

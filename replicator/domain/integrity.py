@@ -14,7 +14,6 @@ are left out of the tag check and counted by referrer parity instead.
 from __future__ import annotations
 
 import random
-import re
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import asdict, dataclass, field, fields, replace
 from enum import StrEnum
@@ -22,15 +21,10 @@ from typing import Any
 
 from replicator.domain.filters import Filters
 from replicator.domain.model import TagEntry
+from replicator.domain.planning import is_referrers_tag
 
 CURSOR_VERSION = 1
 FINDING_KINDS = ("tag", "manifest", "blob", "referrer", "repository")
-REFERRERS_TAG_RE = re.compile(r"^(?:sha256-[a-f0-9]{64}|sha512-[a-f0-9]{121})$")
-
-
-def is_referrers_tag(tag: str) -> bool:
-    """A tag of the referrers tag schema (distribution spec 1.1): ``sha256-<hex>``."""
-    return bool(REFERRERS_TAG_RE.match(tag))
 
 
 class Verdict(StrEnum):

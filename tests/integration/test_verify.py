@@ -1,6 +1,7 @@
 """``verify`` on real registries, both shapes: plain distribution (referrers in the
 ``sha256-<hex>`` fallback tag) and distribution behind the referrers API double
-(``devstack.referrers_api``, as ACR keeps them).
+(``devstack.referrers_api``, as ACR keeps them); the main cases on the four pairs
+(API -> API, fallback -> fallback and the mixed ones).
 
 Defects are planted through the registry API (a blob or manifest DELETE) in a copy that
 ``diff`` calls in step by tags; a corrupt blob is planted in the DR registry's storage
@@ -32,6 +33,7 @@ from replicator.domain.reference import ImageRef
 pytestmark = pytest.mark.integration
 
 REPOS = ("team/app0", "team/app1", "team/app2", "team/app3", "other/tool")
+EVERY_PAIR = ["fallback", "api", "fallback-api", "api-fallback"]  # source-target shapes
 FINDING_KEYS = {
     "kind",
     "repository",
@@ -67,9 +69,11 @@ def _start(stack: LocalStack, shape: str) -> Registry:
 def copied(
     request: pytest.FixtureRequest, stack: LocalStack, registries: Registries
 ) -> Iterator[Copied]:
-    """Five images (two platforms, two referrers each) copied whole to DR."""
-    shape = str(request.param)
-    source, target = _start(stack, shape), _start(stack, shape)
+    """Five images (two platforms, two referrers each) copied whole to DR; the shapes of
+    the source and target (``fallback``: a plain registry, ``api``: the referrers API),
+    one for both or ``source-target``."""
+    shapes = str(request.param).split("-")
+    source, target = _start(stack, shapes[0]), _start(stack, shapes[-1])
     try:
         images = {r: push_test_image(registries, ImageRef(source.host, r, "v1")) for r in REPOS}
         copier = ImageCopier(registries)
@@ -108,6 +112,7 @@ def blob_file(registry: Registry, digest: str) -> Path:
     return root / "blobs" / "sha256" / hex_[:2] / hex_ / "data"
 
 
+@pytest.mark.parametrize("copied", EVERY_PAIR, indirect=True)
 def test_a_complete_copy_is_proven(copied: Copied, capsys: pytest.CaptureFixture[str]) -> None:
     code, report = run_json(capsys, "verify", *copied.args, "--json")
     assert code == 0, report
@@ -127,6 +132,7 @@ def test_a_complete_copy_is_proven(copied: Copied, capsys: pytest.CaptureFixture
     }
 
 
+@pytest.mark.parametrize("copied", EVERY_PAIR, indirect=True)
 def test_planted_defects_are_found_where_diff_sees_none(
     copied: Copied, capsys: pytest.CaptureFixture[str]
 ) -> None:

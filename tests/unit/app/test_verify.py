@@ -20,7 +20,7 @@ from replicator.adapters.oci.transport import RetryPolicy
 from replicator.app.image_audit import Auditor
 from replicator.app.reconcile import ReconcileReport, TargetDrift
 from replicator.app.referrer_sweep import MemoryCursors
-from replicator.app.verify import CursorMismatch, FileCursor, VerifyOptions, scope_of
+from replicator.app.verify import CursorMismatch, FileCursor, VerifyOptions, scope_of, verify
 from replicator.app.verify_sweep import TargetVerify, _target_pass, position_of, repair_jobs
 from replicator.cli import build_parser, main
 from replicator.cli.verify import EXITS, paced_registries, settings_from
@@ -38,7 +38,6 @@ from replicator.domain.integrity import (
     Verdict,
     VerifyReport,
     check_tags,
-    is_referrers_tag,
     remaining,
     sweep_slice,
 )
@@ -118,15 +117,6 @@ def test_an_unread_catalog_tells_nothing_missing() -> None:
     check = check_tags([TagEntry("r", "t", A)], [], Filters(), target_unread={"": "no catalog"})
     assert (check.images, check.findings.missing, check.tags) == ((), (), 0)
     assert [f.reason for f in check.findings.unreadable] == ["no catalog"]
-
-
-@pytest.mark.parametrize(
-    ("tag", "expected"),
-    [(fallback(A), True), ("sha256-abc", False), ("latest", False), ("sha512-" + "f" * 121, True)],
-    ids=["sha256", "short", "plain", "sha512-truncated"],
-)
-def test_referrers_tags(tag: str, expected: bool) -> None:
-    assert is_referrers_tag(tag) is expected
 
 
 # -- the verdict and its exit code ------------------------------------------------------------
@@ -549,3 +539,25 @@ def test_a_deferred_pass_keeps_its_place() -> None:
     assert (done.cursor.position, done.cursor.laps) == (f"a@{B}", 2)  # the one walked
     cursors.put(done.cursor)
     assert cursors.get("verify|" + DST).counts["checked"] == 1
+
+
+def test_a_target_whose_catalog_cannot_be_read_leaves_the_answer_unknown() -> None:
+    image = httpx.Response(200, headers={"Docker-Content-Digest": A, "Content-Type": OCI_INDEX})
+    source = {
+        "/v2/_catalog": httpx.Response(200, json={"repositories": ["r"]}),
+        "/v2/r/tags/list": httpx.Response(200, json={"name": "r", "tags": ["v1"]}),
+        "/v2/r/manifests/v1": image,
+    }
+
+    def handler(request: httpx.Request) -> httpx.Response:
+        if request.url.host == DST:
+            return httpx.Response(403)
+        return source.get(request.url.path, httpx.Response(404))
+
+    retry = RetryPolicy(attempts=1, sleep=lambda _: None)
+    with Registries(transport=httpx.MockTransport(handler), retry=retry) as registries:
+        report = verify(registries, SRC, DST, Filters())
+    assert report.verdict is Verdict.UNKNOWN
+    assert [(f.kind, f.repository) for f in report.findings.unreadable] == [("repository", "")]
+    assert "the catalog" in report.findings.unreadable[0].reason
+    assert (report.findings.missing, report.checked.tags) == ((), 0)

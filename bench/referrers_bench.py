@@ -89,9 +89,11 @@ def measure(
     started = time.perf_counter()
     done = checker.check_all(images)
     seconds = time.perf_counter() - started
-    errors = [c.error for c in done.checks if c.error]
-    if errors or done.stopped:
-        raise SystemExit(f"bench referrers: the check failed: {(errors or [done.stopped])[:3]}")
+    errors = [c.error for c in done.checks if c.error is not None]
+    if done.stopped is not None:
+        errors.append(done.stopped)
+    if errors:
+        raise SystemExit(f"bench referrers: the check failed: {errors[:3]}")
     return Cost(
         shape,
         len(images),

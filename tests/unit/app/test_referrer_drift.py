@@ -111,7 +111,8 @@ def test_the_sweep_goes_on_from_its_cursor_and_counts_laps(
 
 def test_passes_of_a_few_images_visit_every_image_once_per_lap() -> None:
     images = [Image(f"repo{n:02d}", A) for n in range(10)]
-    cursor, laps, visited = "", 0, []
+    cursor, laps = "", 0
+    visited: list[Image] = []
     for _ in range(5):  # 3 images a pass: 15 checks, one lap and a half
         sweep = plan_sweep(images, cursor, changed=set())
         visited += sweep.rolling[:3]

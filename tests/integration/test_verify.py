@@ -10,7 +10,9 @@ Defects are planted through the registry API (a blob or manifest DELETE) in a co
 
 from __future__ import annotations
 
+import io
 import json
+import sys
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -326,3 +328,39 @@ def test_the_reconcile_sweep_audits_a_slice_a_pass_and_its_jobs_repair_a_child(
     assert (code, found(report)) == (1, {("blob", "team/app2", layer)})  # the child is back
     source.stop()
     target.stop()
+
+
+@pytest.mark.parametrize("copied", ["fallback"], indirect=True)
+def test_resume_goes_on_in_the_deep_reads(copied: Copied, tmp_path: Path) -> None:
+    cursor = tmp_path / "deep.cursor"
+    hosts = (copied.source.host, copied.target.host)
+    options = VerifyOptions(deep=True, sample=10, seed=5)
+    stop = _StopAfter(len(REPOS) + 3)  # every image, then three blobs read whole
+    with pytest.raises(KeyboardInterrupt):
+        verify(copied.registries, *hosts, Filters(), options, store=FileCursor(cursor), tally=stop)
+    saved = json.loads(cursor.read_text())
+    assert (saved["deep_done"], len(saved["sample"])) == (3, 10)
+
+    again = _StopAfter()
+    store = FileCursor(cursor)
+    report = verify(copied.registries, *hosts, Filters(), options, store=store, tally=again)
+    assert again.total == 7  # no image walked again, the seven blobs left read
+    assert (report.checked.images, report.checked.deep_blobs) == (5, 10)
+    assert report.verdict.value == "proven"
+
+
+class _Terminal(io.StringIO):
+    def isatty(self) -> bool:
+        return True
+
+
+@pytest.mark.parametrize("copied", ["fallback"], indirect=True)
+def test_a_terminal_gets_the_progress_line(
+    copied: Copied, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    terminal = _Terminal()
+    monkeypatch.setattr(sys, "stderr", terminal)
+    assert main(["verify", *copied.args]) == 0
+    drawn = terminal.getvalue()
+    assert "\r[" in drawn and "5/5 images" in drawn
+    assert "\r" not in capsys.readouterr().out  # the report on stdout carries none

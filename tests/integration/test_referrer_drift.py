@@ -29,7 +29,7 @@ from replicator.app.referrer_sweep import CURSOR_PREFIX
 from replicator.app.runtime import Runtime
 from replicator.cli import main
 from replicator.domain.manifests import Manifest
-from replicator.domain.model import Action
+from replicator.domain.model import Action, CopyJob, JobResult, Outcome
 from replicator.domain.reference import ImageRef
 
 pytestmark = pytest.mark.integration
@@ -172,6 +172,34 @@ def _sweep_in_passes(source: Registry, target: Registry, fresh_azurite: Azurite)
         assert isinstance(runtime.status, TableStatusStore)
         stored = TableCursors.for_status(runtime.status).get(CURSOR_PREFIX + target.host)
         assert stored == second.cursor
+
+
+def test_an_image_a_job_finished_on_since_the_last_pass_is_checked_first(
+    stack: LocalStack, fresh_azurite: Azurite
+) -> None:
+    """The same budget, but the last image (the one with the lost signature) was replicated
+    lately (its row in the status table): the first pass checks it before the sweep."""
+    with ExitStack() as started:
+        source = start_referrers_registry(stack)
+        started.callback(source.stop)
+        target = start_referrers_registry(stack)
+        started.callback(target.stop)
+        env = {"REPLICATOR_RATE_LIMITS": json.dumps({source.host: {"referrers": 1}})}
+        with worker_runtime(source, target, fresh_azurite, **env) as (runtime, _):
+            repos = [f"app{n:02d}" for n in range(12)]
+            for host in (source.host, target.host):
+                seed(oci(runtime), host, [(r, "v1", 1) for r in repos])
+            keys = sorted(Image(r, _digest(runtime, source.host, r)).key for r in repos)
+            last = ImageRef(source.host, repos[-1], "v1")
+            subject = oci(runtime).client(source.host).get_manifest(last)
+            lost = push_referrer(oci(runtime), last, subject, SIGNATURE_TYPE)
+            job = CopyJob(Action.PUSH, source.host, target.host, last.repository, subject.digest)
+            runtime.status.record(JobResult(job.evolve(tag="v1", job_id=""), Outcome.COPIED))
+
+            (first,) = run_reconcile(runtime, sleep=lambda _s: None).referrers
+            assert [r.digest for r in first.missing] == [lost]
+            assert 1 < first.checked < 12 and first.cursor is not None
+            assert first.cursor.position == keys[first.checked - 2]  # the sweep: the rest
 
 
 def _digest(runtime: Runtime, host: str, repository: str) -> str:

@@ -19,20 +19,18 @@ import argparse
 import json
 import os
 import sys
-import threading
 from typing import Any
 
+from replicator.adapters.budget_pacer import BudgetPacer
 from replicator.adapters.oci.registries import Registries
 from replicator.adapters.oci.transport import RetryPolicy
 from replicator.app.verify import CursorMismatch, FileCursor, VerifyOptions, verify
-from replicator.cli.diff import registries_for
 from replicator.cli.exits import EXIT_DRIFT, EXIT_INTERRUPTED, EXIT_OK, EXIT_UNKNOWN, EXIT_USAGE
 from replicator.cli.progress import progress, wanted
+from replicator.cli.workstation import workstation_credentials
 from replicator.domain.budgets import (
-    BUCKETS,
     DEFAULT_SOURCE_SHARE,
     DEFAULT_TARGET_SHARE,
-    TokenBucket,
     limits_for,
     parse_rate_limits,
     parse_share,
@@ -130,41 +128,14 @@ def settings_from(args: argparse.Namespace, env: dict[str, str] | None = None) -
     )
 
 
-class BudgetPacer:
-    """The retry layer's ``Pacer`` over ``limits_for``: one ``TokenBucket`` per registry
-    and bucket with a budget (none: no wait); a 429 holds that bucket for its
-    ``Retry-After``."""
-
-    def __init__(self, settings: Settings) -> None:
-        self.settings = settings
-        self._buckets: dict[tuple[str, str], TokenBucket | None] = {}
-        self._lock = threading.Lock()
-
-    def _bucket(self, registry: str, bucket: str) -> TokenBucket | None:
-        key = (registry, bucket)
-        with self._lock:
-            if key not in self._buckets:
-                budget = limits_for(self.settings, registry)
-                rate = budget.rate(bucket) if bucket in BUCKETS else None
-                self._buckets[key] = TokenBucket(rate) if rate else None
-            return self._buckets[key]
-
-    def before(self, registry: str, bucket: str) -> float:
-        found = self._bucket(registry, bucket)
-        return found.take() if found is not None else 0.0
-
-    def throttled(self, registry: str, bucket: str, retry_after: float | None) -> None:
-        found = self._bucket(registry, bucket)
-        if found is not None and retry_after:
-            found.hold(retry_after)
-
-
 def paced_registries(settings: Settings) -> Registries:
     """``diff``'s registries (workstation credentials, plain HTTP where asked), paced by
     the budgets, sleeping out any wait (a command has no queue to defer to)."""
-    plain = registries_for(settings)
-    retry = RetryPolicy(pacer=BudgetPacer(settings), defer_after=None)
-    return Registries(plain_http=plain.plain_http, credentials=plain.credentials, retry=retry)
+    pacer = BudgetPacer(lambda host: limits_for(settings, host))
+    retry = RetryPolicy(pacer=pacer, defer_after=None)
+    return Registries(
+        plain_http=settings.uses_plain_http, credentials=workstation_credentials(), retry=retry
+    )
 
 
 def run(args: argparse.Namespace) -> int:

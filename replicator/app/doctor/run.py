@@ -34,6 +34,7 @@ from replicator.adapters.azure.credentials import credential_from, registry_audi
 from replicator.adapters.oci.credentials import acr_audience
 from replicator.app.delivery import foreseen_refusal
 from replicator.app.doctor import audience_checks, role_checks, verdicts
+from replicator.app.doctor.budget_checks import budget_checks
 from replicator.app.doctor.verdicts import CheckStatus
 from replicator.domain.errors import RegistryError
 from replicator.domain.identities import IdentityMode, RegistryIdentity, identity_of
@@ -59,13 +60,19 @@ def run_doctor(settings: Settings, registries: Registries, **arm_kwargs: Any) ->
     checks = list(source_checks)
     if source_facts.error != "not asked":
         checks += _source_side(settings, source_facts, arm_kwargs)
+    skus = {settings.source: _sku(source_facts)}
     for target in settings.targets:
         found, facts = _registry(settings, registries, target.login_server, target, arm_kwargs)
         checks += found
         if facts.error != "not asked":
             checks.append(_target_roles(settings, target, facts))
         checks += _path(settings, target, source_facts, facts)
-    return checks
+        skus[target.login_server] = _sku(facts)
+    return checks + budget_checks(settings, skus)  # the request budget plan (issue 17)
+
+
+def _sku(facts: ArmFacts) -> str | None:
+    return facts.properties.sku if facts.properties is not None else None
 
 
 def _imports_by_id(settings: Settings) -> bool:

@@ -95,6 +95,7 @@ def test_a_healthy_premium_pair_passes_everything(readable: ArmPair, doctor: Doc
         "import-source": "pass",
         "event-grid": "pass",
         "audience": "pass",
+        "budget": "pass",  # the request budget plan (issue 17)
     }
     assert statuses(checks, readable.target.host) == {
         "identity": "pass",
@@ -107,6 +108,7 @@ def test_a_healthy_premium_pair_passes_everything(readable: ArmPair, doctor: Doc
         "import-role": "pass",
         "strategy": "pass",
         "audience": "pass",
+        "budget": "pass",
     }
     assert checks[(readable.target.host, "strategy")]["detail"].startswith("import:")
     source_roles = checks[(readable.source.host, "roles")]["detail"]

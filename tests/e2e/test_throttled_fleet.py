@@ -17,14 +17,14 @@ from pathlib import Path
 
 import httpx
 
+from devstack.hostile import HostileRegistry, running
 from devstack.localstack import Azurite, Registry
 from devstack.localworker import deliver_push, worker_runtime
 from devstack.testimages import push_images
+from devstack.throttling import Throttle, ThrottlingRegistry
 from replicator.adapters.budget_pacer import DEFAULT_GRACE_SECONDS
 from replicator.adapters.oci.registries import USER_AGENT
 from replicator.domain.budgets import DEFAULT_BURST_SECONDS
-from tests.doubles.hostile import HostileRegistry, running
-from tests.doubles.throttling import Throttle, ThrottlingRegistry
 from tests.e2e.e2e_support import differences
 
 ROOT = Path(__file__).resolve().parents[2]

@@ -16,8 +16,10 @@ from contextlib import contextmanager
 import httpx
 import pytest
 
+from devstack.hostile import running
 from devstack.localstack import Registry
 from devstack.testimages import push_images
+from devstack.throttling import Throttle, ThrottlingRegistry
 from replicator.adapters.budget_pacer import DEFAULT_GRACE_SECONDS, BudgetPacer
 from replicator.adapters.oci.copy import ImageCopier
 from replicator.adapters.oci.registries import USER_AGENT, Registries
@@ -25,8 +27,6 @@ from replicator.adapters.oci.transport import RetryPolicy
 from replicator.domain.budgets import DEFAULT_BURST_SECONDS, limits_for
 from replicator.domain.config import load_settings
 from replicator.domain.reference import ImageRef
-from tests.doubles.hostile import running
-from tests.doubles.throttling import Throttle, ThrottlingRegistry
 
 SOURCE_LIMITS = {"read": 1200.0, "referrers": 240.0, "write": 400.0}  # a minute, scaled down
 OVERSHOOT_SECONDS = DEFAULT_BURST_SECONDS + DEFAULT_GRACE_SECONDS

@@ -23,6 +23,17 @@ from typing import Any, TypeVar
 import httpx
 import pytest
 
+from devstack.hostile import (
+    INDEX,
+    Answer,
+    Challenge,
+    Elsewhere,
+    HostileRegistry,
+    endless,
+    on,
+    running,
+    sized,
+)
 from devstack.localstack import Registry, find_registry_binary, registry_config
 from devstack.testimages import push_test_image
 from replicator.adapters.oci.auth import Authenticator
@@ -35,17 +46,6 @@ from replicator.adapters.oci.registries import Registries
 from replicator.adapters.oci.transport import RetryPolicy
 from replicator.domain.errors import PermanentRegistryError, RegistryError, TransientRegistryError
 from replicator.domain.reference import ImageRef
-from tests.doubles.hostile import (
-    INDEX,
-    Answer,
-    Challenge,
-    Elsewhere,
-    HostileRegistry,
-    endless,
-    on,
-    running,
-    sized,
-)
 
 pytestmark = pytest.mark.integration
 

@@ -29,7 +29,7 @@ from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from urllib.parse import urlsplit
 
-from tests.doubles.hostile import Answer, HostileRegistry
+from devstack.hostile import Answer, HostileRegistry
 
 BUCKETS = ("read", "write", "delete", "referrers", "token")
 

@@ -1,6 +1,6 @@
 """Issue 17, "Test it the way it fails": three worker processes (each its own
 interpreter, as Flex instances are) drain a burst of signed two-platform images from a
-source behind ACR-like throttling (``tests/doubles/throttling.py``, scaled down), sharing
+source behind ACR-like throttling (``devstack/throttling.py``, scaled down), sharing
 one budget through Azurite, while a production client pulls from the source at a steady
 rate within the headroom."""
 

@@ -1,4 +1,4 @@
-"""Replicating through ACR-like throttling (``tests/doubles/throttling.py``), scaled down
+"""Replicating through ACR-like throttling (``devstack/throttling.py``), scaled down
 to a few hundred requests a minute: the replicator paced by its budget stays within its
 share of the source (counted at the double), is never refused, and a production client
 pulling at a steady rate within the headroom is never answered 429; without the budget,

@@ -1,4 +1,5 @@
-// Log alert rules on Application Insights: poison messages, failed jobs, lag p95, drift.
+// Log alert rules on Application Insights: poison messages, failed jobs, lag p95, drift,
+// registry throttling.
 // The queries live in infra/queries/*.kql, shared with the workbook and docs/operations.md.
 param location string
 param tags object = {}
@@ -73,6 +74,18 @@ var rules = [
     dimensions: ['target']
     frequency: 'PT30M'
     window: 'PT2H'
+  }
+  {
+    name: 'throttled'
+    displayName: 'ACR replicator: registry throttling'
+    description: 'A registry answered the replicator 429 (issue 17): its budget is more than the registry allows, or its buckets are spent by others. Check REPLICATOR_REGISTRY_SKUS, REPLICATOR_RATE_LIMITS and the shares; GET /api/status shows the budgets.'
+    severity: 3
+    query: loadTextContent('../queries/throttled.kql')
+    column: 'throttled'
+    threshold: 0
+    dimensions: ['registry', 'bucket']
+    frequency: 'PT15M'
+    window: 'PT1H'
   }
 ]
 

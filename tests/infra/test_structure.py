@@ -268,10 +268,12 @@ def test_all_metric_names_in_queries_are_emitted() -> None:
         "drift_tags",
         "queue_depth",
         "poison_messages",
+        "registry_throttled",
+        "registry_budget_used",
     }
     source = (ROOT / "replicator" / "adapters" / "azure" / "telemetry.py").read_text()
     assert all(f'"{name}"' in source for name in emitted)
-    dimensions = {"outcome", "strategy", "target", "kind", "lag_seconds"}
+    dimensions = {"outcome", "strategy", "target", "kind", "lag_seconds", "registry", "bucket"}
     assert "lag_seconds" in telemetry.result_fields.__code__.co_varnames or "lag_seconds" in source
     for query in sorted((INFRA / "queries").glob("*.kql")):
         kql = query.read_text()
@@ -286,7 +288,7 @@ def test_all_metric_names_in_queries_are_emitted() -> None:
 
 def test_alerts_and_workbook_load_the_shared_queries() -> None:
     alerts = text(load("modules/alerts.bicep").root)
-    for query in ("poison", "failed-jobs", "lag-p95", "drift"):
+    for query in ("poison", "failed-jobs", "lag-p95", "drift", "throttled"):
         assert f"loadTextContent('../queries/{query}.kql')" in alerts
     workbook = text(load("modules/workbook.bicep").root)
     for query in ("lag", "outcomes", "drift", "throughput"):

@@ -8,7 +8,7 @@ and the local queue runner draining ``replication-jobs`` or ``replication-plans`
 from __future__ import annotations
 
 import threading
-from collections.abc import Iterator, Mapping
+from collections.abc import Iterable, Iterator, Mapping
 from contextlib import AbstractContextManager, contextmanager
 from dataclasses import dataclass, field
 from typing import Protocol
@@ -19,8 +19,10 @@ from devstack.demo import INDEX_MEDIA_TYPE as INDEX
 from devstack.demo import LOCAL_TOPIC, push_event
 from devstack.localrun import QueueOptions, QueueRunner, RunStats, runner_for
 from devstack.localruntime import LocalRuntime, serving
-from devstack.localstack import Azurite
+from devstack.localstack import Azurite, Registry
+from devstack.testimages import seed
 from replicator.adapters.azure.queue import NO_WAIT_RETRY
+from replicator.adapters.oci.registries import Registries
 from replicator.adapters.oci.transport import RetryPolicy
 from replicator.app.ports import DeliveryPath
 from replicator.domain.config import StorageConnection, load_settings
@@ -107,6 +109,31 @@ def _worker_runtime(
     ) as runtime:
         runtime.busy_recheck_seconds = 1
         yield runtime, Counting(runtime)
+
+
+@dataclass(frozen=True)
+class LocalPair:
+    """Where a worker test starts: a source and a target registry of the local stack,
+    fresh and empty, a fresh Azurite, and anonymous clients to seed and read them."""
+
+    source: Registry
+    target: Registry
+    azurite: Azurite
+    registries: Registries
+
+    def seed(
+        self,
+        source: Iterable[tuple[str, str, int]] = (),
+        target: Iterable[tuple[str, str, int]] = (),
+    ) -> None:
+        """``(repository, tag, variant)`` tiny images in each (``devstack.testimages``)."""
+        seed(self.registries, self.source.host, source)
+        seed(self.registries, self.target.host, target)
+
+    def worker(self, **env: str) -> AbstractContextManager[tuple[LocalRuntime, Counting]]:
+        """``devstack.localworker.worker_runtime`` from the source to the target; ``env``:
+        more settings."""
+        return worker_runtime(self.source, self.target, self.azurite, **env)
 
 
 def runner(runtime: LocalRuntime, options: QueueOptions = FAST) -> QueueRunner:

@@ -6,6 +6,8 @@ from collections.abc import Iterator
 
 import pytest
 
+from devstack.localstack import Azurite, Registry
+from devstack.localworker import LocalPair
 from replicator.adapters.oci.registries import Registries
 
 
@@ -15,3 +17,11 @@ def registries() -> Iterator[Registries]:
     test seeds and reads the registries it started with."""
     with Registries() as running:
         yield running
+
+
+@pytest.fixture
+def local(
+    registry_pair: tuple[Registry, Registry], fresh_azurite: Azurite, registries: Registries
+) -> LocalPair:
+    source, target = registry_pair
+    return LocalPair(source, target, fresh_azurite, registries)

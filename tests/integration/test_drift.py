@@ -16,8 +16,8 @@ import azure.functions as func
 import httpx
 import pytest
 
-from devstack.localstack import Azurite, Registry
-from devstack.localworker import drain, worker_runtime
+from devstack.localstack import Registry
+from devstack.localworker import LocalPair, drain
 from devstack.testimages import manifest_digest, seed
 from replicator.adapters.acr.tags import delete_tag
 from replicator.adapters.oci.registries import Registries
@@ -29,21 +29,16 @@ from tests.doubles.acr_listing import AcrListingDouble, serve
 pytestmark = pytest.mark.integration
 
 
-def _seed_retagged(registries: Registries, source: Registry, target: Registry) -> None:
+def _seed_retagged(local: LocalPair) -> None:
     """The source moved ``app:old`` away (deleted the tag); its digest is still ``app:v1``."""
-    seed(registries, source.host, [("app", "v1", 1)])
-    seed(registries, target.host, [("app", "v1", 1), ("app", "old", 1)])
+    local.seed([("app", "v1", 1)], [("app", "v1", 1), ("app", "old", 1)])
 
 
-def test_propagate_untags_and_a_refusing_registry_is_not_requeued(
-    registry_pair: tuple[Registry, Registry],
-    fresh_azurite: Azurite,
-    registries: Registries,
-) -> None:
-    source, target = registry_pair
-    _seed_retagged(registries, source, target)
+def test_propagate_untags_and_a_refusing_registry_is_not_requeued(local: LocalPair) -> None:
+    target = local.target
+    _seed_retagged(local)
     env = {"REPLICATOR_DELETE_POLICY": "propagate"}
-    with worker_runtime(source, target, fresh_azurite, **env) as (runtime, _):
+    with local.worker(**env) as (runtime, _):
         first = run_reconcile(runtime, sleep=lambda _s: None)
         assert first.drift() == {target.host: {"missing": 0, "stale": 0, "extra": 1}}
         (job,) = first.jobs
@@ -67,14 +62,10 @@ def test_propagate_untags_and_a_refusing_registry_is_not_requeued(
         assert second.enqueued == 0 and second.jobs == ()
 
 
-def test_keep_reports_the_extra_tag_and_queues_nothing(
-    registry_pair: tuple[Registry, Registry],
-    fresh_azurite: Azurite,
-    registries: Registries,
-) -> None:
-    source, target = registry_pair
-    _seed_retagged(registries, source, target)
-    with worker_runtime(source, target, fresh_azurite) as (runtime, _):
+def test_keep_reports_the_extra_tag_and_queues_nothing(local: LocalPair) -> None:
+    target = local.target
+    _seed_retagged(local)
+    with local.worker() as (runtime, _):
         for _ in range(2):
             report = run_reconcile(runtime, sleep=lambda _s: None)
             assert report.drift()[target.host]["extra"] == 1
@@ -82,16 +73,10 @@ def test_keep_reports_the_extra_tag_and_queues_nothing(
         assert runtime.queue.depth() == 0
 
 
-def test_an_unchanged_pair_in_step_enqueues_nothing_twice(
-    registry_pair: tuple[Registry, Registry],
-    fresh_azurite: Azurite,
-    registries: Registries,
-) -> None:
-    source, target = registry_pair
-    seed(registries, source.host, [("app", "v1", 1), ("app", "v2", 2)])
-    seed(registries, target.host, [("app", "v1", 1), ("app", "v2", 2)])
+def test_an_unchanged_pair_in_step_enqueues_nothing_twice(local: LocalPair) -> None:
+    local.seed([("app", "v1", 1), ("app", "v2", 2)], [("app", "v1", 1), ("app", "v2", 2)])
     env = {"REPLICATOR_DELETE_POLICY": "propagate"}
-    with worker_runtime(source, target, fresh_azurite, **env) as (runtime, _):
+    with local.worker(**env) as (runtime, _):
         for _ in range(2):
             assert run_reconcile(runtime, sleep=lambda _s: None).enqueued == 0
 

@@ -13,10 +13,9 @@ import pytest
 from devstack.localrun import queue_message
 from devstack.localruntime import local_runtime
 from devstack.localstack import Azurite, Registry, free_port
-from devstack.localworker import drain, plan_runner, worker_runtime
-from devstack.testimages import manifest_digest, seed
+from devstack.localworker import LocalPair, drain, plan_runner, worker_runtime
+from devstack.testimages import manifest_digest
 from replicator.adapters.azure.queue import NO_WAIT_RETRY
-from replicator.adapters.oci.registries import Registries
 from replicator.app.plans import PlanRequest
 from replicator.app.runtime import build_runtime
 from replicator.domain.config import load_settings
@@ -72,15 +71,10 @@ def test_whole_registry_resync_answers_at_once_with_unreachable_registries(
         runtime.close()
 
 
-def test_plan_lists_diffs_and_enqueues_and_status_shows_its_counts(
-    registry_pair: tuple[Registry, Registry],
-    fresh_azurite: Azurite,
-    registries: Registries,
-) -> None:
-    source, target = registry_pair
-    seed(registries, source.host, [("app", "v1", 1), ("app", "v2", 2), ("team/x", "v1", 3)])
-    seed(registries, target.host, [("app", "v1", 1)])
-    with worker_runtime(source, target, fresh_azurite) as (runtime, _):
+def test_plan_lists_diffs_and_enqueues_and_status_shows_its_counts(local: LocalPair) -> None:
+    target = local.target
+    local.seed([("app", "v1", 1), ("app", "v2", 2), ("team/x", "v1", 3)], [("app", "v1", 1)])
+    with local.worker() as (runtime, _):
         status, answer = _resync({})
         assert status == 202
         stats = plan_runner(runtime).run_until_idle(timeout=60)
@@ -99,15 +93,10 @@ def test_plan_lists_diffs_and_enqueues_and_status_shows_its_counts(
         assert _plan(answer["plan"])[1] == row  # not run again: the row is untouched
 
 
-def test_dry_run_plan_goes_to_a_blob_linked_from_the_status(
-    registry_pair: tuple[Registry, Registry],
-    fresh_azurite: Azurite,
-    registries: Registries,
-) -> None:
-    source, target = registry_pair
-    seed(registries, source.host, [("app", f"v{i}", i) for i in range(5)])
-    seed(registries, target.host, [("app", "v0", 0), ("app", "old", 9)])
-    with worker_runtime(source, target, fresh_azurite) as (runtime, _):
+def test_dry_run_plan_goes_to_a_blob_linked_from_the_status(local: LocalPair) -> None:
+    target = local.target
+    local.seed([("app", f"v{i}", i) for i in range(5)], [("app", "v0", 0), ("app", "old", 9)])
+    with local.worker() as (runtime, _):
         status, answer = _resync({"dry_run": True})
         assert status == 202 and answer["dry_run"] is True
         plan_runner(runtime).run_until_idle(timeout=60)
@@ -123,14 +112,10 @@ def test_dry_run_plan_goes_to_a_blob_linked_from_the_status(
         assert runtime.queue.depth() == 0  # a dry run enqueues nothing
 
 
-def test_single_tag_resync_still_answers_at_once(
-    registry_pair: tuple[Registry, Registry],
-    fresh_azurite: Azurite,
-    registries: Registries,
-) -> None:
-    source, target = registry_pair
-    seed(registries, source.host, [("app", "v1", 1), ("app", "v2", 2)])
-    with worker_runtime(source, target, fresh_azurite) as (runtime, _):
+def test_single_tag_resync_still_answers_at_once(local: LocalPair) -> None:
+    target = local.target
+    local.seed([("app", "v1", 1), ("app", "v2", 2)])
+    with local.worker() as (runtime, _):
         status, answer = _resync({"repository": "app", "tag": "v2"})
         assert status == 202 and answer["enqueued"] == 1
         assert answer["jobs"][0]["digest"] == manifest_digest(2)

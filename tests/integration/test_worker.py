@@ -8,6 +8,7 @@ from devstack.demo import compare, push_event
 from devstack.localruntime import LocalRuntime
 from devstack.localstack import Azurite, Registry
 from devstack.localworker import (
+    LocalPair,
     delete_event,
     deliver_push,
     drain,
@@ -26,11 +27,9 @@ def _outcome(runtime: LocalRuntime, ref: ImageRef) -> str:
     return str(row["outcome"])
 
 
-def test_push_replicates_identically(
-    registry_pair: tuple[Registry, Registry], fresh_azurite: Azurite
-) -> None:
-    source, target = registry_pair
-    with worker_runtime(source, target, fresh_azurite) as (runtime, counting):
+def test_push_replicates_identically(local: LocalPair) -> None:
+    source, target = local.source, local.target
+    with local.worker() as (runtime, counting):
         ref = ImageRef(source.host, "team/app", "v1")
         pushed = push_test_image(runtime.registries, ref)
         deliver_push(ref, pushed.digest)
@@ -53,11 +52,9 @@ def test_push_replicates_identically(
         assert counting.copies == [f"team/app@{pushed.digest}->{target.host}"]
 
 
-def test_same_event_five_times_is_one_copy(
-    registry_pair: tuple[Registry, Registry], fresh_azurite: Azurite
-) -> None:
-    source, target = registry_pair
-    with worker_runtime(source, target, fresh_azurite) as (runtime, counting):
+def test_same_event_five_times_is_one_copy(local: LocalPair) -> None:
+    source = local.source
+    with local.worker() as (runtime, counting):
         ref = ImageRef(source.host, "team/app", "v1")
         pushed = push_test_image(runtime.registries, ref)
         event = push_event(ref, pushed.digest, INDEX, pushed.size, utcnow())
@@ -68,11 +65,9 @@ def test_same_event_five_times_is_one_copy(
         assert _outcome(runtime, ref) == "copied"
 
 
-def test_out_of_order_events_end_at_the_newest_digest(
-    registry_pair: tuple[Registry, Registry], fresh_azurite: Azurite
-) -> None:
-    source, target = registry_pair
-    with worker_runtime(source, target, fresh_azurite) as (runtime, _):
+def test_out_of_order_events_end_at_the_newest_digest(local: LocalPair) -> None:
+    source, target = local.source, local.target
+    with local.worker() as (runtime, _):
         ref = ImageRef(source.host, "team/app", "stable")
         old = push_test_image(runtime.registries, ref)
         old_event = push_event(ref, old.digest, INDEX, old.size, utcnow())
@@ -99,11 +94,9 @@ def _pushed_and_deleted(runtime: LocalRuntime, source: Registry, target: Registr
     return ImageRef(target.host, "team/gone", None, pushed.digest)
 
 
-def test_delete_is_kept_by_default(
-    registry_pair: tuple[Registry, Registry], fresh_azurite: Azurite
-) -> None:
-    source, target = registry_pair
-    with worker_runtime(source, target, fresh_azurite) as (runtime, _):
+def test_delete_is_kept_by_default(local: LocalPair) -> None:
+    source, target = local.source, local.target
+    with local.worker() as (runtime, _):
         dst = _pushed_and_deleted(runtime, source, target)
         drain(runtime)
         assert runtime.registries.client(target.host).head_manifest(dst) is not None
@@ -111,11 +104,9 @@ def test_delete_is_kept_by_default(
         assert "delete_kept" in {r["outcome"] for r in rows}
 
 
-def test_delete_propagates_when_configured(
-    registry_pair: tuple[Registry, Registry], fresh_azurite: Azurite
-) -> None:
-    source, target = registry_pair
-    with worker_runtime(source, target, fresh_azurite, REPLICATOR_DELETE_POLICY="propagate") as (
+def test_delete_propagates_when_configured(local: LocalPair) -> None:
+    source, target = local.source, local.target
+    with local.worker(REPLICATOR_DELETE_POLICY="propagate") as (
         runtime,
         _,
     ):
@@ -124,11 +115,9 @@ def test_delete_propagates_when_configured(
         assert runtime.registries.client(target.host).head_manifest(dst) is None
 
 
-def test_delete_is_skipped_when_the_source_has_it_again(
-    registry_pair: tuple[Registry, Registry], fresh_azurite: Azurite
-) -> None:
-    source, target = registry_pair
-    with worker_runtime(source, target, fresh_azurite, REPLICATOR_DELETE_POLICY="propagate") as (
+def test_delete_is_skipped_when_the_source_has_it_again(local: LocalPair) -> None:
+    source, target = local.source, local.target
+    with local.worker(REPLICATOR_DELETE_POLICY="propagate") as (
         runtime,
         _,
     ):
@@ -144,13 +133,9 @@ def test_delete_is_skipped_when_the_source_has_it_again(
         assert "delete_skipped" in {r["outcome"] for r in runtime.status.images("team/back")}
 
 
-def test_delete_after_a_grace_period(
-    registry_pair: tuple[Registry, Registry], fresh_azurite: Azurite
-) -> None:
-    source, target = registry_pair
-    with worker_runtime(
-        source, target, fresh_azurite, REPLICATOR_DELETE_POLICY="propagate-after:2s"
-    ) as (runtime, _):
+def test_delete_after_a_grace_period(local: LocalPair) -> None:
+    source, target = local.source, local.target
+    with local.worker(REPLICATOR_DELETE_POLICY="propagate-after:2s") as (runtime, _):
         dst = _pushed_and_deleted(runtime, source, target)
         runner_stats = drain(runtime, timeout=30)  # defers, waits out the delay, then deletes
         assert runner_stats.poisoned == 0
@@ -159,11 +144,8 @@ def test_delete_after_a_grace_period(
         assert "deleted" in outcomes
 
 
-def test_malformed_message_goes_to_poison_with_its_reason(
-    registry_pair: tuple[Registry, Registry], fresh_azurite: Azurite
-) -> None:
-    source, target = registry_pair
-    with worker_runtime(source, target, fresh_azurite) as (runtime, counting):
+def test_malformed_message_goes_to_poison_with_its_reason(local: LocalPair) -> None:
+    with local.worker() as (runtime, counting):
         runtime.queue.send_text('{"version": 1, "action": "push"}')
         stats = drain(runtime)
         assert stats.succeeded == 1 and stats.failed_attempts == 0  # no retries for garbage
@@ -174,11 +156,9 @@ def test_malformed_message_goes_to_poison_with_its_reason(
         assert counting.copies == []
 
 
-def test_unreachable_target_retries_then_poisons(
-    registry_pair: tuple[Registry, Registry], fresh_azurite: Azurite
-) -> None:
-    source, target = registry_pair
-    with worker_runtime(source, target, fresh_azurite) as (runtime, _):
+def test_unreachable_target_retries_then_poisons(local: LocalPair) -> None:
+    source, target = local.source, local.target
+    with local.worker() as (runtime, _):
         ref = ImageRef(source.host, "team/app", "v1")
         pushed = push_test_image(runtime.registries, ref, referrers=False)
         target.stop()

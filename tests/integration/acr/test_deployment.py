@@ -214,19 +214,17 @@ class Publisher:
 
 
 def push_signed_index(pair: ArmPair, book: TokenBook, tag: str) -> tuple[ImageRef, PushedImage]:
-    """A two-platform index with an SBOM (on the index) and a signature (on a platform)."""
+    """A two-platform index with an SBOM (on the index) and a signature (on a platform),
+    pushed by CI; then ACR's ImagePushed event as its system topic delivers it: the topic
+    is the source registry's resource id (reference section 1)."""
     pair.arm.assign(USER_MI, "acrPush", pair.source)
     auth = RegistryAuth.azure(Publisher(book))
     ref = ImageRef(pair.source.host, "team/app", tag)
     with Registries(credentials=lambda host: auth if host == pair.source.host else None) as ci:
-        return ref, push_test_image(ci, ref, referrers=True)
-
-
-def push_event_from(pair: ArmPair, ref: ImageRef, image: PushedImage) -> None:
-    """ACR's ImagePushed event as its system topic delivers it: the topic is the source
-    registry's resource id (reference section 1)."""
+        image = push_test_image(ci, ref, referrers=True)
     topic = pair.source.resource_id
     deliver_push(ref, image.digest, image.size, media_type=image.media_type, topic=topic)
+    return ref, image
 
 
 def referrers_of(runtime: LocalRuntime, host: str, subject: str) -> set[str]:
@@ -272,7 +270,6 @@ def test_a_signed_index_lands_in_dr_by_import_with_its_referrers(
     deployment: ArmPair, worker: LocalRuntime, book: TokenBook
 ) -> None:
     ref, image = push_signed_index(deployment, book, "2.0")
-    push_event_from(deployment, ref, image)
     stats = drain(worker)
     assert (stats.succeeded, stats.poisoned) == (1, 0)
 
@@ -300,7 +297,6 @@ def test_with_only_acrpull_on_the_source_it_lands_by_copy_and_the_row_says_why(
         "acrPull"
     }
     ref, image = push_signed_index(deployment, book, "2.0")
-    push_event_from(deployment, ref, image)
     stats = drain(worker)
     assert (stats.succeeded, stats.poisoned) == (1, 0)
 
@@ -319,7 +315,6 @@ def test_with_only_acrpull_on_the_source_it_lands_by_copy_and_the_row_says_why(
 
     # the next push is copied at once: no refused ARM call per job
     ref2, image2 = push_signed_index(deployment, book, "2.1")
-    push_event_from(deployment, ref2, image2)
     assert drain(worker).succeeded == 1
     assert len(deployment.arm.import_bodies) == 1
     later = row_of(worker, "2.1")
@@ -338,7 +333,6 @@ def test_an_import_target_without_acrpush_gets_the_image_and_referrers_by_import
     assert {r.key for r in config.target_roles()} == {"importer"}
     with worker_for(pair, config, fresh_azurite) as runtime:
         ref, image = push_signed_index(pair, book, "2.0")
-        push_event_from(pair, ref, image)
         assert drain(runtime).succeeded == 1
         row = row_of(runtime, "2.0")
         assert (row["outcome"], row["strategy"]) == ("imported", "import")
@@ -370,7 +364,6 @@ def test_an_import_target_behind_a_private_endpoint_needs_no_data_plane_from_the
     pair.target.private_endpoints = 1
     with worker_for(pair, config, fresh_azurite) as runtime:
         ref, image = push_signed_index(pair, book, "2.0")
-        push_event_from(pair, ref, image)
         stats = drain(runtime)
         assert (stats.succeeded, stats.poisoned) == (1, 0)
         row = row_of(runtime, "2.0")

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 from collections.abc import Callable, Iterator
+from typing import Protocol
 
 import pytest
 from opentelemetry.sdk.metrics import MeterProvider
@@ -78,16 +79,37 @@ def deliver(
     return path, report.extra, len(found.descriptors) + len(child.descriptors)
 
 
+class DeliverAs(Protocol):
+    def __call__(
+        self, strategy: str, image: PushedImage, *, copier: bool = True
+    ) -> tuple[str, dict[str, str], int]: ...
+
+
+@pytest.fixture(name="deliver_as")
+def deliver_as_fixture(
+    pair: ArmPair, registries: Registries, importer_for: Callable[..., AcrImporter]
+) -> DeliverAs:
+    """``deliver`` under ``strategy`` with the worker's importer for it: one that copies
+    what it may not import (``copier``), else one that only reads the source."""
+
+    def run(
+        strategy: str, image: PushedImage, *, copier: bool = True
+    ) -> tuple[str, dict[str, str], int]:
+        settings = pair.settings(strategy)
+        if copier:
+            importer = importer_for(settings, copier=ImageCopier(registries))
+        else:
+            importer = importer_for(settings, registries=registries)
+        return deliver(pair, settings, image, registries, importer)
+
+    return run
+
+
 def test_import_brings_each_referrer_by_its_own_import_by_digest(
-    pair: ArmPair,
-    image: PushedImage,
-    registries: Registries,
-    importer_for: Callable[..., AcrImporter],
+    pair: ArmPair, image: PushedImage, deliver_as: DeliverAs
 ) -> None:
     """No data-plane copier at all: the image and its referrers arrive by ImportImage."""
-    settings = pair.settings("import")
-    importer = importer_for(settings, registries=registries)
-    path, extra, referrers = deliver(pair, settings, image, registries, importer)
+    path, extra, referrers = deliver_as("import", image, copier=False)
     assert path == "import"
     assert extra == {"strategy": "import", "referrers": "import"}
     assert referrers == image.referrers == 2
@@ -103,18 +125,12 @@ def test_import_brings_each_referrer_by_its_own_import_by_digest(
 
 
 def test_auto_falls_back_to_copy_when_the_source_is_behind_a_private_endpoint(
-    pair: ArmPair,
-    image: PushedImage,
-    registries: Registries,
-    importer_for: Callable[..., AcrImporter],
-    captured: InMemoryMetricReader,
+    pair: ArmPair, image: PushedImage, captured: InMemoryMetricReader, deliver_as: DeliverAs
 ) -> None:
     pair.source.public_network_access = "Disabled"
     pair.source.private_endpoints = 1
     pair.source.bypass = "None"
-    settings = pair.settings("auto")
-    importer = importer_for(settings, copier=ImageCopier(registries))
-    path, extra, referrers = deliver(pair, settings, image, registries, importer)
+    path, extra, referrers = deliver_as("auto", image)
     assert path == "copy"
     assert extra["fallback_from"] == "import"
     assert "not allowed access" in extra["fallback_reason"]
@@ -125,30 +141,20 @@ def test_auto_falls_back_to_copy_when_the_source_is_behind_a_private_endpoint(
 
 
 def test_strategy_import_does_not_fall_back(
-    pair: ArmPair,
-    image: PushedImage,
-    registries: Registries,
-    importer_for: Callable[..., AcrImporter],
+    pair: ArmPair, image: PushedImage, deliver_as: DeliverAs
 ) -> None:
     pair.source.public_network_access = "Disabled"
     pair.source.bypass = "None"
-    settings = pair.settings("import")
-    importer = importer_for(settings, copier=ImageCopier(registries))
     with pytest.raises(ImportUnavailableError):
-        deliver(pair, settings, image, registries, importer)
+        deliver_as("import", image)
     assert pair.target_digest("2.0") is None
 
 
 def test_auto_without_import_rights_copies_and_says_why(
-    pair: ArmPair,
-    image: PushedImage,
-    registries: Registries,
-    importer_for: Callable[..., AcrImporter],
+    pair: ArmPair, image: PushedImage, deliver_as: DeliverAs
 ) -> None:
     pair.arm.roles.pop((FUNCTION_MI.object_id, pair.target.resource_id.lower()))
-    settings = pair.settings("auto")
-    importer = importer_for(settings, copier=ImageCopier(registries))
-    path, extra, referrers = deliver(pair, settings, image, registries, importer)
+    path, extra, referrers = deliver_as("auto", image)
     assert path == "copy"
     assert extra["fallback_reason_code"] == "target-authorization"
     assert "Data Importer and Data Reader" in extra["fallback_reason"]
@@ -178,14 +184,9 @@ def test_the_worker_wiring_imports_with_one_importer_per_target(
 
 
 def test_strategy_copy_never_calls_arm(
-    pair: ArmPair,
-    image: PushedImage,
-    registries: Registries,
-    importer_for: Callable[..., AcrImporter],
+    pair: ArmPair, image: PushedImage, deliver_as: DeliverAs
 ) -> None:
-    settings = pair.settings("copy")
-    importer = importer_for(settings, copier=ImageCopier(registries))
-    path, extra, referrers = deliver(pair, settings, image, registries, importer)
+    path, extra, referrers = deliver_as("copy", image)
     assert path == "copy"
     assert "fallback_from" not in extra
     assert referrers == 2
@@ -208,13 +209,11 @@ def wide_image(
 
 
 def test_an_index_over_the_import_limit_is_copied_under_auto_without_asking_arm(
-    pair: ArmPair, registries: Registries, importer_for: Callable[..., AcrImporter]
+    pair: ArmPair, registries: Registries, deliver_as: DeliverAs
 ) -> None:
     pair.arm.assign(FUNCTION_MI, IMPORTER_ROLE, pair.source)
     wide = wide_image(registries, pair.source.host, platforms=IMPORT_MANIFEST_BUDGET)  # 50
-    settings = pair.settings("auto")
-    importer = importer_for(settings, registries=registries)
-    path, extra, _ = deliver(pair, settings, wide, registries, importer)
+    path, extra, _ = deliver_as("auto", wide, copier=False)
     assert path == "copy"
     assert extra["fallback_reason_code"] == "too-many-manifests"
     assert "has 50 manifests" in extra["fallback_reason"]
@@ -223,27 +222,23 @@ def test_an_index_over_the_import_limit_is_copied_under_auto_without_asking_arm(
 
 
 def test_an_index_at_the_budget_imports(
-    pair: ArmPair, registries: Registries, importer_for: Callable[..., AcrImporter]
+    pair: ArmPair, registries: Registries, deliver_as: DeliverAs
 ) -> None:
     pair.arm.assign(FUNCTION_MI, IMPORTER_ROLE, pair.source)
     wide = wide_image(registries, pair.source.host, platforms=IMPORT_MANIFEST_BUDGET - 1)  # 49
-    settings = pair.settings("auto")
-    importer = importer_for(settings, registries=registries)
-    path, _, _ = deliver(pair, settings, wide, registries, importer)
+    path, _, _ = deliver_as("auto", wide, copier=False)
     assert path == "import"
     assert len(pair.arm.import_bodies) == 1
 
 
 def test_an_index_over_the_import_limit_fails_at_once_under_import(
-    pair: ArmPair, registries: Registries, importer_for: Callable[..., AcrImporter]
+    pair: ArmPair, registries: Registries, deliver_as: DeliverAs
 ) -> None:
     """A permanent failure with its reason (no retries, no poison), and no ARM call."""
     pair.arm.assign(FUNCTION_MI, IMPORTER_ROLE, pair.source)
     wide = wide_image(registries, pair.source.host, platforms=IMPORT_MANIFEST_BUDGET)
-    settings = pair.settings("import")
-    importer = importer_for(settings, registries=registries)
     with pytest.raises(ImportUnavailableError, match="has 50 manifests") as caught:
-        deliver(pair, settings, wide, registries, importer)
+        deliver_as("import", wide, copier=False)
     assert isinstance(caught.value, PermanentRegistryError)
     assert pair.arm.import_bodies == []
     assert pair.target_digest("2.0") is None
@@ -271,13 +266,11 @@ def test_auto_copies_only_the_referrers_whose_import_is_refused(
     pair: ArmPair,
     image: PushedImage,
     registries: Registries,
-    importer_for: Callable[..., AcrImporter],
     captured: InMemoryMetricReader,
+    deliver_as: DeliverAs,
 ) -> None:
     big = push_referrer_index(registries, pair.source.host, image)
-    settings = pair.settings("auto")
-    importer = importer_for(settings, copier=ImageCopier(registries))
-    path, extra, referrers = deliver(pair, settings, image, registries, importer)
+    path, extra, referrers = deliver_as("auto", image)
     assert path == "import"  # the image itself went by import
     assert len(pair.arm.import_bodies) == 1  # and no referrer import was tried
     assert "has 50 manifests" in extra["referrers_fallback_reason"]
@@ -288,13 +281,8 @@ def test_auto_copies_only_the_referrers_whose_import_is_refused(
 
 
 def test_import_fails_when_a_referrer_cannot_be_imported(
-    pair: ArmPair,
-    image: PushedImage,
-    registries: Registries,
-    importer_for: Callable[..., AcrImporter],
+    pair: ArmPair, image: PushedImage, registries: Registries, deliver_as: DeliverAs
 ) -> None:
     push_referrer_index(registries, pair.source.host, image)
-    settings = pair.settings("import")
-    importer = importer_for(settings, copier=ImageCopier(registries))
     with pytest.raises(ImportUnavailableError, match="has 50 manifests"):
-        deliver(pair, settings, image, registries, importer)
+        deliver_as("import", image)

@@ -25,7 +25,14 @@ from replicator.adapters.oci.copy import ImageCopier
 from replicator.adapters.oci.registries import Registries
 from replicator.app.ports import Copier
 from replicator.app.reconcile import Pacing, enqueue
-from replicator.cli.diff import add_common, measure, print_plan, registries_for, settings_from
+from replicator.cli.diff import (
+    add_common,
+    measure,
+    print_plan,
+    registries_for,
+    settings_from,
+    with_budgets,
+)
 from replicator.cli.exits import EXIT_FAILURES, EXIT_INTERRUPTED, EXIT_OK, EXIT_USAGE
 from replicator.cli.progress import Progress, progress, wanted
 from replicator.domain.budgets import jobs_per_minute
@@ -87,7 +94,7 @@ class SyncReport:
 
 
 def run(args: argparse.Namespace) -> int:
-    settings = settings_from(args)
+    settings = with_budgets(settings_from(args), dict(os.environ))  # paced as the app is
     if args.strategy == Strategy.IMPORT.value and not args.enqueue:
         raise ConfigError(
             [

@@ -3,6 +3,8 @@ fixed 600 a minute, whatever the registries' limits)."""
 
 from __future__ import annotations
 
+import pytest
+
 from replicator.app.reconcile import run_reconcile
 from replicator.domain.budgets import jobs_per_minute
 from replicator.domain.config import load_settings
@@ -21,3 +23,17 @@ def test_reconcile_spreads_jobs_at_the_budgets_rate() -> None:
     assert report.enqueued == 130
     delays = sorted(delay for _job, delay in fakes.queue.sent)
     assert delays == [0] * 62 + [60] * 62 + [120] * 6
+
+
+def test_sync_reads_the_budgets_as_the_app_does_and_names_a_bad_one(
+    monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    from replicator.cli import main
+    from replicator.cli.exits import EXIT_USAGE
+
+    monkeypatch.setenv("REPLICATOR_RATE_LIMITS", '{"127.0.0.1:1": {"read": -5}}')
+    code = main(["sync", "--source", "127.0.0.1:1", "--target", "127.0.0.1:2"])
+    err = capsys.readouterr().err
+    assert code == EXIT_USAGE
+    assert "REPLICATOR_RATE_LIMITS['127.0.0.1:1'].read must be a positive number" in err
+    assert "Traceback" not in err and len(err.strip().splitlines()) == 1

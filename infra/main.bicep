@@ -52,6 +52,21 @@ param reconcileSchedule string = '0 */30 * * * *'
 @description('REPLICATOR_UNTAGGED_DELAY: how long an untagged push waits, e.g. 60s.')
 param untaggedDelay string = '60s'
 
+@description('REPLICATOR_RATE_LIMITS: {"<login server>": {"read": N, "write": N, "referrers": N, "delete": N, "token": N}, "arm": {"write": N}}, requests a minute; empty: an ACR\'s SKU limits.')
+param rateLimits object = {}
+
+@description('REPLICATOR_SOURCE_SHARE: the fraction of the source\'s per-registry limits the whole replicator may use; the rest is headroom for production pulls.')
+param sourceShare string = '0.5'
+
+@description('REPLICATOR_TARGET_SHARE: the same for each DR target.')
+param targetShare string = '1.0'
+
+@description('REPLICATOR_ACR_AUDIENCE: Entra audience of ACR\'s token exchange; empty: from the login server\'s cloud suffix.')
+param acrAudience string = ''
+
+@description('REPLICATOR_VERIFY_SWEEP: off, or how many images each reconcile pass audits like verify.')
+param verifySweep string = 'off'
+
 @description('Flex Consumption: most instances the app scales out to.')
 @minValue(1)
 @maxValue(1000)
@@ -211,6 +226,11 @@ module functionApp 'modules/functionapp.bicep' = {
       REPLICATOR_IDENTITY: 'managed'
       REPLICATOR_IDENTITIES: string(identities)
       REPLICATOR_REGISTRY_SKUS: string(registrySkus)
+      REPLICATOR_RATE_LIMITS: empty(rateLimits) ? '' : string(rateLimits)
+      REPLICATOR_SOURCE_SHARE: sourceShare
+      REPLICATOR_TARGET_SHARE: targetShare
+      REPLICATOR_ACR_AUDIENCE: acrAudience
+      REPLICATOR_VERIFY_SWEEP: verifySweep
     }
   }
 }

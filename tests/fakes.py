@@ -323,9 +323,10 @@ class FakeCopier:
 
     registries: FakeRegistries
     copies: list[str] = field(default_factory=list)
+    repairs: list[str] = field(default_factory=list)  # the copies asked to repair
     faults: Faults = field(default_factory=Faults)
 
-    def copy_image(self, src: ImageRef, dst: ImageRef) -> CopyReport:
+    def copy_image(self, src: ImageRef, dst: ImageRef, *, repair: bool = False) -> CopyReport:
         self.faults.check("copy_image")
         source = self.registries.by_host[src.registry]
         found = source.head_manifest(src)
@@ -336,6 +337,8 @@ class FakeCopier:
             target.head_manifest(dst)  # raises as the copy's first request would
         target.put(dst.repository, found.digest, *([dst.tag] if dst.tag else []))
         self.copies.append(f"{src.repository}@{found.digest}->{dst.registry}")
+        if repair:
+            self.repairs.append(self.copies[-1])
         return CopyReport(found.digest, manifests_copied=1, bytes_copied=found.size)
 
 

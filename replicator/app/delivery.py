@@ -141,10 +141,14 @@ def replicate_with_strategy(
     settings: Settings | None = None,
     verdicts: ImportVerdicts | None = None,
 ) -> tuple[CopyReport, DeliveryPath]:
-    """Deliver one image to ``target``; returns the report and the path that ran."""
+    """Deliver one image to ``target``; returns the report and the path that ran. A repair
+    job always copies: only the copy checks each blob and child the target holds."""
     choice = _choice(job, target, settings)
     src = job.source_ref.with_digest(digest)
     dst = src.with_registry(target.login_server)
+    if job.repair:
+        with span("copy", source=str(src), target=str(dst), repair=True):
+            return copier.copy_image(src, dst, repair=True), DeliveryPath.COPY
     if not choice.imports or importer is None:
         with span("copy", source=str(src), target=str(dst)):
             return copier.copy_image(src, dst), DeliveryPath.COPY

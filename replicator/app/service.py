@@ -133,7 +133,7 @@ def _push(runtime: Runtime, job: CopyJob, target: Target, attempt: int) -> JobRe
         log.info("%s:%s moved to %s since the job was made", job.repository, job.tag, digest)
     dst_ref = job.target_ref.with_digest(None) if job.tag else job.target_ref
     present, unread = _in_target(runtime, target, dst_ref)
-    if present == digest and not _relist(job):
+    if present == digest and not _relist(job) and not job.repair:
         return JobResult(job, Outcome.ALREADY_PRESENT, digest=digest, attempts=attempt)
     if runtime.deliver is None:
         raise PermanentRegistryError("no delivery path configured")
@@ -213,7 +213,7 @@ def _in_target(runtime: Runtime, target: Target, ref: ImageRef) -> tuple[str | N
 
 
 def _notes(extra: dict[str, str], unread: str | None) -> str | None:
-    keys = ("fallback_reason", "referrers_fallback_reason", "unconfirmed")
+    keys = ("repaired", "fallback_reason", "referrers_fallback_reason", "unconfirmed")
     notes = [extra[key] for key in keys if key in extra]
     if unread is not None and "unconfirmed" in extra:
         notes.insert(0, unread)

@@ -11,10 +11,10 @@ tightest. Requests are paced by the runtime's registry pacer; a wait too long fo
 timer (``DeferRequested``) ends the pass there, and the cursor keeps the place.
 
 What it finds: a manifest DR lacks (a child of an index, or a listed referrer) becomes a
-push job for its digest, which the worker copies or imports with what it names. A missing
-or corrupt blob under a manifest DR holds gets no job: the worker takes a manifest DR
-holds for done (``replicator.app.service``: already present) and the copy does not look
-under it, so such a job would change nothing; it is logged as a warning and counted.
+push job for its digest, which the worker copies or imports with what it names. A blob
+missing under a manifest DR holds becomes a repair job for that manifest (``CopyJob.
+repair``): the worker copies it although DR holds it, and the copy checks every blob and
+child under it (``replicator.adapters.oci.copy``, repair) and pushes what is missing.
 Every finding counts as ``missing`` in the target's drift (``ReconcileReport.drift``:
 ``drift_tags`` and ``status``); the pass's counts go into the cursor.
 """
@@ -77,16 +77,18 @@ class VerifyPass:
 
 
 def repair_jobs(findings: Sequence[Finding], *, source: str, target: str) -> list[CopyJob]:
-    """A push job by digest (no tag) per manifest DR lacks, each once; nothing for a blob
-    (no job the worker runs would restore it, see the module) or for what was unreadable."""
-    wanted = dict.fromkeys(
-        (f.repository, f.digest)
-        for f in findings
-        if f.kind in {"manifest", "referrer"} and f.digest is not None
-    )
+    """A push job by digest (no tag) per manifest DR lacks, and a repair job
+    (``CopyJob.repair``) per manifest DR holds that names a blob DR lacks (the finding's
+    ``parent``), each once; nothing for what was unreadable."""
+    wanted: dict[tuple[str, str, bool], None] = {}
+    for f in findings:
+        if f.kind in {"manifest", "referrer"} and f.digest is not None:
+            wanted[(f.repository, f.digest, False)] = None
+        elif f.kind == "blob" and (f.parent or f.image):
+            wanted[(f.repository, str(f.parent or f.image), True)] = None
     return [
-        CopyJob(Action.PUSH, source, target, repo, digest, origin="reconcile")
-        for repo, digest in wanted
+        CopyJob(Action.PUSH, source, target, repo, digest, origin="reconcile", repair=repair)
+        for repo, digest, repair in wanted
     ]
 
 
@@ -168,8 +170,8 @@ def _log(done: TargetVerify) -> None:
     blobs = [f for f in done.findings.missing if f.kind == "blob"]
     if blobs:
         log.warning(
-            "verify sweep %s: %d blobs missing under manifests DR holds (no job restores "
-            "them; first: %s@%s)",
+            "verify sweep %s: %d blobs missing under manifests DR holds (repair jobs sent; "
+            "first: %s@%s)",
             done.target,
             len(blobs),
             blobs[0].repository,

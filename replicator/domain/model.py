@@ -85,10 +85,19 @@ def utcnow() -> datetime:
     return datetime.now(UTC)
 
 
-def job_id_for(target: str, repository: str, digest: str, tag: str | None, action: Action) -> str:
-    """Same push, same target: same id. Duplicated events therefore collapse to one job."""
-    key = "\n".join([target, repository, digest, tag or "", action.value])
-    return hashlib.sha256(key.encode()).hexdigest()[:32]
+def job_id_for(
+    target: str,
+    repository: str,
+    digest: str,
+    tag: str | None,
+    action: Action,
+    *,
+    repair: bool = False,
+) -> str:
+    """Same push, same target: same id. Duplicated events therefore collapse to one job.
+    A repair job has an id of its own (its row is not the plain push's)."""
+    parts = [target, repository, digest, tag or "", action.value, *(["repair"] if repair else [])]
+    return hashlib.sha256("\n".join(parts).encode()).hexdigest()[:32]
 
 
 def _iso(value: datetime | None) -> str | None:
@@ -123,17 +132,17 @@ class CopyJob:
     not_before: datetime | None = None
     origin: Origin = "event"
     traceparent: str | None = None  # W3C trace context of the event that made the job
+    # copy even when DR holds the digest, checking every blob and child manifest (HEAD) and
+    # pushing what is missing: what the verify sweep sends for a blob DR lost
+    repair: bool = False
     version: int = JOB_VERSION
     job_id: str = field(default="")
 
     def __post_init__(self) -> None:
         parse_origin(self.origin)  # a job the queue would refuse is refused here
         if not self.job_id:
-            object.__setattr__(
-                self,
-                "job_id",
-                job_id_for(self.target, self.repository, self.digest, self.tag, self.action),
-            )
+            key = (self.target, self.repository, self.digest, self.tag, self.action)
+            object.__setattr__(self, "job_id", job_id_for(*key, repair=self.repair))
 
     @property
     def source_ref(self) -> ImageRef:
@@ -162,6 +171,8 @@ class CopyJob:
             "not_before": _iso(self.not_before),
             "origin": self.origin,
             "traceparent": self.traceparent,
+            # only when set: every other job's message is what it was before the flag
+            **({"repair": True} if self.repair else {}),
         }
 
     def to_json(self) -> str:
@@ -206,6 +217,9 @@ class CopyJob:
             if value is not None and not isinstance(value, str):
                 raise InvalidJobError(f"{key} must be a string")
         origin = parse_origin(data.get("origin", "event"))
+        repair = data.get("repair", False)  # absent in every message older than the flag
+        if not isinstance(repair, bool):
+            raise InvalidJobError("repair must be true or false")
         try:
             job = cls(
                 action=action,
@@ -220,6 +234,7 @@ class CopyJob:
                 not_before=parse_time(data.get("not_before"), "not_before"),
                 origin=origin,
                 traceparent=_traceparent(optional["traceparent"]),
+                repair=repair,
             )
         except InvalidReferenceError as exc:
             raise InvalidJobError(str(exc)) from exc

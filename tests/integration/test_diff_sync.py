@@ -143,12 +143,12 @@ class InterruptingCopier:
     def __init__(self, copier: ImageCopier) -> None:
         self.copier, self.calls, self.lock = copier, 0, threading.Lock()
 
-    def copy_image(self, src: ImageRef, dst: ImageRef) -> CopyReport:
+    def copy_image(self, src: ImageRef, dst: ImageRef, *, repair: bool = False) -> CopyReport:
         with self.lock:
             self.calls += 1
             if self.calls == 3:
                 raise KeyboardInterrupt
-        return self.copier.copy_image(src, dst)
+        return self.copier.copy_image(src, dst, repair=repair)
 
 
 def test_sync_interrupted_then_rerun_finishes_what_is_left(

@@ -145,7 +145,7 @@ class FakeImporter:
 class FakeCopier:
     copied: list[str] = field(default_factory=list)
 
-    def copy_image(self, src: ImageRef, dst: ImageRef) -> CopyReport:
+    def copy_image(self, src: ImageRef, dst: ImageRef, *, repair: bool = False) -> CopyReport:
         self.copied.append(str(dst))
         return CopyReport(digest=str(src.digest), manifests_copied=3)
 

@@ -5,6 +5,12 @@ digest, then the referrers of every manifest (and their own referrers), and only
 tag, so no reader ever sees a tag pointing at an incomplete image. A copy by digest leaves
 no tag. Manifests are pushed byte for byte.
 
+A repair (``repair=True``) takes nothing the target holds on trust: the whole tree is read
+from the source even where the target has the manifest, every config and layer is checked
+(a HEAD, then copied when it is missing), every child manifest and referrer too, the
+missing manifests are pushed after the blobs they name (children first), and the tag, if
+any, only after that. What it restored is in the report (``extra["repaired"]``).
+
 Round trips are what a copy across regions waits on, so independent requests go together,
 at most ``concurrency`` at once: the platforms of an index (a HEAD on the target, a GET on
 the source), the blobs, the referrer listings of every subject after the first (which
@@ -18,7 +24,7 @@ import logging
 import threading
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import TypeVar
 
 from replicator.adapters.oci.blobs import BlobCopy, copy_blob
@@ -89,6 +95,8 @@ class _Copy:
     dst_repo: str
     tally: _Tally = field(default_factory=_Tally)
     done: set[str] = field(default_factory=set)  # manifest digests now in the target
+    repair: bool = False  # descend into what the target holds, check every blob
+    present: set[str] = field(default_factory=set)  # (repair) manifests the target held
 
     def src(self, reference: str) -> ImageRef:
         return _ref(self.source.host, self.src_repo, reference)
@@ -113,9 +121,11 @@ class ImageCopier:
         self.concurrency = max(1, concurrency)
         self.progress = progress
 
-    def copy_image(self, src: ImageRef, dst: ImageRef) -> CopyReport:
-        """Copy ``src`` (tag or digest) to ``dst``; tag ``dst`` if it names a tag."""
+    def copy_image(self, src: ImageRef, dst: ImageRef, *, repair: bool = False) -> CopyReport:
+        """Copy ``src`` (tag or digest) to ``dst``; tag ``dst`` if it names a tag.
+        ``repair``: check and complete what ``dst`` holds too (see the module)."""
         job = self._job(src, dst)
+        job.repair = repair
         top = job.source.get_manifest(src)
         if dst.digest is not None and dst.digest != top.digest:
             raise DigestMismatchError(
@@ -127,6 +137,8 @@ class ImageCopier:
         in_place = there is not None and there.digest == top.digest
         if dst.tag is not None and is_referrers_tag(dst.tag) and self._has_api(job, dst.tag):
             return self._copy_listed(job, top)
+        if repair:
+            return self._repair(job, top, dst, in_place)
         if in_place and self._referrers_in_step(job, top):
             if top.subject is not None:  # present, and listed where the target lists it
                 self._list_under_subject(job, top, top.subject)
@@ -144,6 +156,26 @@ class ImageCopier:
             job.target.put_manifest(dst.with_digest(None), top)
         self._note("done", digest=top.digest, already=False)
         return job.tally.report(top.digest)
+
+    def _repair(self, job: _Copy, top: Manifest, dst: ImageRef, in_place: bool) -> CopyReport:
+        """The whole tree checked and completed (blobs, then the missing manifests), its
+        referrers the same way, the subject's index, and the tag last."""
+        if in_place or (dst.tag is not None and self._holds(job, top.digest)):
+            job.present.add(top.digest)
+        manifests = self._copy_tree(job, top)
+        self._copy_referrers(job, manifests, depth=0)
+        if top.subject is not None:
+            self._list_under_subject(job, top, top.subject)
+        if dst.tag is not None and not in_place:
+            job.target.put_manifest(dst.with_digest(None), top)
+        tally = job.tally
+        restored = f"{tally.manifests} manifests, {tally.blobs_copied + tally.blobs_mounted} blobs"
+        log.info("repair of %s: %s restored", dst, restored)
+        self._note("done", digest=top.digest, already=False)
+        return replace(tally.report(top.digest), extra={"repaired": f"repaired: {restored}"})
+
+    def _holds(self, job: _Copy, digest: str) -> bool:
+        return job.target.head_manifest(job.dst(digest)) is not None
 
     def copy_referrers(self, src: ImageRef, dst: ImageRef) -> int:
         """Only the referrers of ``src`` and its children (the image itself is in the target)."""
@@ -173,7 +205,10 @@ class ImageCopier:
             blobs.update(blob_descriptors(manifest))
         self._copy_blobs(job, blobs)
         for manifest in ordered:
-            self._put(job, manifest)
+            if manifest.digest in job.present:  # (repair) held already: not pushed again
+                job.done.add(manifest.digest)
+            else:
+                self._put(job, manifest)
         return every
 
     def _put(self, job: _Copy, manifest: Manifest) -> None:
@@ -206,9 +241,13 @@ class ImageCopier:
         ordered.append(manifest)
 
     def _missing_child(self, job: _Copy, digest: str) -> Manifest | None:
-        """The child from the source, or None when the target already holds it."""
-        if job.target.head_manifest(job.dst(digest)) is not None:
-            return None
+        """The child from the source, or None when the target already holds it (a repair
+        reads it all the same, to check what it names, and notes it held)."""
+        if self._holds(job, digest):
+            if not job.repair:
+                return None
+            with job.tally.lock:
+                job.present.add(digest)
         return job.source.get_manifest(job.src(digest))
 
     def _each(self, work: Callable[[T], R], items: list[T]) -> list[R]:
@@ -262,14 +301,19 @@ class ImageCopier:
         """Copy one referrer (and its own referrers); False if the source lost it."""
         digest = str(descriptor.get("digest"))
         if digest not in job.done:
-            if job.target.head_manifest(job.dst(digest)) is None:
+            held = self._holds(job, digest)
+            if held and job.repair:
+                with job.tally.lock:
+                    job.present.add(digest)
+            if not held or job.repair:
                 try:
                     manifest = job.source.get_manifest(job.src(digest))
                 except NotFoundError:
                     log.warning("referrer %s of %s is listed but gone", digest, job.src_repo)
                     return False
                 self._copy_tree(job, manifest)
-                job.tally.referrer()
+                if not held:
+                    job.tally.referrer()
             job.done.add(digest)
         self._copy_referrers(job, [digest], depth + 1)
         return True

@@ -186,17 +186,19 @@ def test_sweep_positions(text: str, expected: tuple[str, str] | None) -> None:
     assert position_of(text) == expected
 
 
-def test_repair_jobs_copy_missing_manifests_by_digest_and_nothing_for_blobs() -> None:
+def test_repair_jobs_copy_missing_manifests_by_digest_and_repair_a_blobs_manifest() -> None:
     findings = [
         Finding("manifest", "r", A, parent=B, image=B),
         Finding("referrer", "r", C, parent=B, image=B),
         Finding("manifest", "r", A, parent=C, image=C),  # the same manifest twice: one job
-        Finding("blob", "r", B, parent=A, image=B),
+        Finding("blob", "r", B, parent=A, image=B),  # a blob of A, which DR holds: repair A
+        Finding("blob", "r", C, parent=A, image=B),  # another blob of A: the same job
     ]
     jobs = repair_jobs(findings, source=SRC, target=DST)
-    assert [(j.repository, j.digest, j.tag, j.origin) for j in jobs] == [
-        ("r", A, None, "reconcile"),
-        ("r", C, None, "reconcile"),
+    assert [(j.repository, j.digest, j.tag, j.origin, j.repair) for j in jobs] == [
+        ("r", A, None, "reconcile", False),
+        ("r", C, None, "reconcile", False),
+        ("r", A, None, "reconcile", True),
     ]
 
 

@@ -19,7 +19,21 @@ What it serves (shapes from the 2025-11-01 REST spec the SDK was generated from)
 - ``GET {scope}/providers/Microsoft.Authorization/permissions``: the caller's actions
   from its role assignments on the registry;
 - ``GET /subscriptions/{id}/providers/Microsoft.EventGrid/systemTopics``: the system
-  topics registered with ``topics`` (``properties.source``, ``topicType``, ``identity``).
+  topics registered with ``topics`` (``properties.source``, ``topicType``, ``identity``);
+- ``GET .../registries/{name}/listUsages``: ``{"value": [{"name", "limit", "currentValue",
+  "unit"}]}`` with ``Size`` in ``Bytes`` and ``Webhooks`` as a ``Count`` (Microsoft.
+  ContainerRegistry ``RegistryUsage``; Registry/stable/2025-11-01/examples/
+  RegistryListUsages.json); needs ``registries/listUsages/read``;
+- ``GET /subscriptions/{s}/resourceGroups/{rg}/providers/Microsoft.Web/sites/{name}``: a
+  Flex Consumption function app (``FakeSite``) in the published shape: ``kind``
+  ``functionapp,linux``, ``properties.functionAppConfig`` with ``deployment``, ``runtime``
+  and ``scaleAndConcurrency`` (``maximumInstanceCount``, ``instanceMemoryMB``, integers;
+  ``alwaysReady``; ``triggers.http.perInstanceConcurrency``) as in azure-rest-api-specs
+  specification/web/resource-manager/Microsoft.Web/AppService (``FunctionAppConfig``,
+  ``FunctionsScaleAndConcurrency``; the response of examples/2025-03-01/
+  CreateOrUpdateFunctionAppFlexConsumptionWithDetails.json); an app on another plan has no
+  ``functionAppConfig``. Needs ``Microsoft.Web/sites/read`` on the site, its group or its
+  subscription (ARM's inheritance), else 403 ``AuthorizationFailed``.
 
 Authorization is decided from the role table only (``replicator/adapters/acr/roles.json``: the
 built-in roles' published actions and data actions) and ``RoleAssignments``, as ARM
@@ -55,6 +69,8 @@ from tests.doubles.registry_copy import BackendAuth, copy_image
 
 LEGACY_MODE = "LegacyRegistryPermissions"
 TOPICS_READ = "Microsoft.EventGrid/systemTopics/read"
+SITES_READ = "Microsoft.Web/sites/read"
+USAGES_READ = "Microsoft.ContainerRegistry/registries/listUsages/read"
 
 
 @dataclass
@@ -80,6 +96,16 @@ class FakeAcr:
     # Where the registry itself reaches its data plane when ``host`` (the login server the
     # worker is given) has no route from the worker: a private endpoint only ACR uses
     private_host: str | None = None
+    size_bytes: int = 0  # listUsages "Size"
+
+    def usages(self) -> dict[str, Any]:
+        limit = {"Basic": 10, "Standard": 100, "Premium": 500}.get(self.sku, 100) * 1024**3
+        return {
+            "value": [
+                {"name": "Size", "limit": limit, "currentValue": self.size_bytes, "unit": "Bytes"},
+                {"name": "Webhooks", "limit": 10, "currentValue": 0, "unit": "Count"},
+            ]
+        }
 
     @property
     def abac(self) -> bool:
@@ -133,6 +159,63 @@ class FakeAcr:
 
 
 @dataclass
+class FakeSite:
+    """A function app as ARM's ``GET Microsoft.Web/sites/{name}`` answers it."""
+
+    name: str
+    subscription: str = "00000000-0000-0000-0000-0000000000aa"
+    resource_group: str = "rg-dr"
+    maximum_instance_count: int = 40
+    instance_memory_mb: int = 2048
+    flex: bool = True  # False: a plan without functionAppConfig
+
+    @property
+    def resource_id(self) -> str:
+        return (
+            f"/subscriptions/{self.subscription}/resourceGroups/{self.resource_group}"
+            f"/providers/Microsoft.Web/sites/{self.name}"
+        )
+
+    def to_json(self) -> dict[str, Any]:
+        properties: dict[str, Any] = {
+            "state": "Running",
+            "enabled": True,
+            "defaultHostName": f"{self.name}.azurewebsites.net",
+            "httpsOnly": True,
+            "resourceGroup": self.resource_group,
+            "serverFarmId": (
+                f"/subscriptions/{self.subscription}/resourceGroups/{self.resource_group}"
+                f"/providers/Microsoft.Web/serverfarms/plan-{self.name}"
+            ),
+        }
+        if self.flex:
+            properties["functionAppConfig"] = {
+                "deployment": {
+                    "storage": {
+                        "type": "blobContainer",
+                        "value": f"https://st{self.name}.blob.core.windows.net/app-package",
+                        "authentication": {"type": "UserAssignedIdentity"},
+                    }
+                },
+                "runtime": {"name": "python", "version": "3.11"},
+                "scaleAndConcurrency": {
+                    "alwaysReady": [],
+                    "maximumInstanceCount": self.maximum_instance_count,
+                    "instanceMemoryMB": self.instance_memory_mb,
+                    "triggers": None,
+                },
+            }
+        return {
+            "id": self.resource_id,
+            "name": self.name,
+            "type": "Microsoft.Web/sites",
+            "kind": "functionapp,linux" if self.flex else "functionapp",
+            "location": "westeurope",
+            "properties": properties,
+        }
+
+
+@dataclass
 class Operation:
     status: str
     polls_left: int
@@ -146,6 +229,7 @@ class ArmDouble(Served):
     registries: dict[str, FakeAcr] = field(default_factory=dict)
     assignments: RoleAssignments = field(default_factory=RoleAssignments)
     topics: list[dict[str, Any]] = field(default_factory=list)  # Event Grid system topics
+    sites: dict[str, FakeSite] = field(default_factory=dict)  # function apps, by name
     polls: int = 1
     fail_next: list[str] = field(default_factory=list)  # "throttled" | "internal"
     import_bodies: list[dict[str, Any]] = field(default_factory=list)
@@ -212,6 +296,8 @@ class ArmDouble(Served):
         parts = path.strip("/").split("/")
         if method == "GET" and parts[2:] == ["providers", "Microsoft.EventGrid", "systemTopics"]:
             return self._topics(principal, parts[1])
+        if len(parts) == 8 and parts[5:7] == ["Microsoft.Web", "sites"] and method == "GET":
+            return self._site(principal, parts)
         registry = self._registry(parts)
         if registry is None:
             return _error(404, "ResourceNotFound", f"The Resource '{path}' was not found.")
@@ -222,6 +308,10 @@ class ArmDouble(Served):
             return 200, {}, registry.to_json()
         if method == "GET" and tail == ["providers", "Microsoft.Authorization", "permissions"]:
             return 200, {}, {"value": self.permissions(principal, registry)}
+        if method == "GET" and tail == ["listUsages"]:
+            if not self.allowed(principal, registry, USAGES_READ):
+                return _unauthorized(principal, USAGES_READ, registry.resource_id)
+            return 200, {}, registry.usages()
         if method == "POST" and tail == ["importImage"]:
             return self._import(principal, registry, json.loads(body or b"{}"))
         return _error(404, "NotFound", f"no route {method} {path}")
@@ -376,6 +466,30 @@ class ArmDouble(Served):
             return _unauthorized(principal, TOPICS_READ, scope)
         listed = [t for t in self.topics if t["id"].lower().startswith(scope.lower() + "/")]
         return 200, {}, {"value": listed}
+
+    def add_site(self, site: FakeSite) -> FakeSite:
+        self.sites[site.name.lower()] = site
+        return site
+
+    def _site(self, principal: Principal, parts: list[str]) -> tuple[int, dict[str, str], Any]:
+        site = self.sites.get(parts[7].lower())
+        path = "/" + "/".join(parts)
+        if (
+            site is None
+            or site.subscription != parts[1]
+            or site.resource_group.lower() != parts[3].lower()
+        ):
+            return _error(404, "ResourceNotFound", f"The Resource '{path}' was not found.")
+        scopes = (
+            site.resource_id,
+            f"/subscriptions/{site.subscription}/resourceGroups/{site.resource_group}",
+            f"/subscriptions/{site.subscription}",
+        )
+        if not any(
+            roles.any_allows(self.assignments.roles_of(principal, s), SITES_READ) for s in scopes
+        ):
+            return _unauthorized(principal, SITES_READ, site.resource_id)
+        return 200, {}, site.to_json()
 
     def add_topic(self, name: str, source: FakeAcr, resource_group: str = "rg-events") -> None:
         self.topics.append(

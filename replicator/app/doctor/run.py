@@ -34,7 +34,7 @@ from replicator.adapters.azure.credentials import credential_from, registry_audi
 from replicator.adapters.oci.credentials import acr_audience
 from replicator.app.delivery import foreseen_refusal
 from replicator.app.doctor import audience_checks, role_checks, verdicts
-from replicator.app.doctor.budget_checks import budget_checks
+from replicator.app.doctor.budget_checks import PlanOptions, budget_checks, plan_checks
 from replicator.app.doctor.verdicts import CheckStatus
 from replicator.domain.errors import RegistryError
 from replicator.domain.identities import IdentityMode, RegistryIdentity, identity_of
@@ -54,8 +54,14 @@ ArmFacts = verdicts.ArmFacts
 Need = role_checks.Need
 
 
-def run_doctor(settings: Settings, registries: Registries, **arm_kwargs: Any) -> list[Check]:
-    """All checks, source first; never raises for what it finds."""
+def run_doctor(
+    settings: Settings,
+    registries: Registries,
+    plan: PlanOptions | None = None,
+    **arm_kwargs: Any,
+) -> list[Check]:
+    """All checks, source first; never raises for what it finds. ``plan``: the app and
+    the backfill ETA for the budget plan (issue 17)."""
     source_checks, source_facts = _registry(settings, registries, settings.source, None, arm_kwargs)
     checks = list(source_checks)
     if source_facts.error != "not asked":
@@ -68,7 +74,8 @@ def run_doctor(settings: Settings, registries: Registries, **arm_kwargs: Any) ->
             checks.append(_target_roles(settings, target, facts))
         checks += _path(settings, target, source_facts, facts)
         skus[target.login_server] = _sku(facts)
-    return checks + budget_checks(settings, skus)  # the request budget plan (issue 17)
+    checks += budget_checks(settings, skus)  # the request budget plan (issue 17)
+    return checks + plan_checks(settings, registries, plan or PlanOptions(), arm_kwargs)
 
 
 def _sku(facts: ArmFacts) -> str | None:

@@ -3,17 +3,22 @@
 Safety rules, in order: only the configured source and targets are ever touched; the tag
 is resolved in the source *now*, so an old job never sets a DR tag back to an older
 image; nothing is deleted in the DR registry unless the delete policy says so, and then
-only when the source still lacks the digest when the job runs. A DR tag the source lost
-while it still holds the digest under another tag is *untagged* (``replicator.adapters.acr.tags``),
-never deleted by digest (that would remove the source-held tag as well); a registry that
-refuses tag deletes leaves the tag, the refusal is remembered per target and reconcile
-reports the tag instead of queueing it again.
+only when the source still lacks the digest when the job runs (a referrer deleted so, in
+a DR without the referrers API, leaves its subject's ``sha256-<hex>`` index first). A DR
+tag the source lost while it still holds the digest under another tag is *untagged*
+(``replicator.adapters.acr.tags``), never deleted by digest (that would remove the
+source-held tag as well); a registry that refuses tag deletes leaves the tag, the refusal
+is remembered per target and reconcile reports the tag instead of queueing it again.
 
 A target the worker imports into (strategy ``import``, or ``auto`` that chose import) need
 not be reachable over its data plane: the check for "already present" is then one read
 that, unanswered, lets the import go ahead (ImportImage with ``Force`` is idempotent, and
 the digest is still the one the source holds now), and the job's row says the target was
 not read. See docs/operations.md, "Import targets the worker cannot reach".
+
+A repair job (``CopyJob.repair``, the verify sweep's for a blob DR lost) is never taken for
+done because DR holds its digest: it is copied, over the data plane, by the copy engine's
+repair (``replicator.adapters.oci.copy``), which checks every blob and child under it.
 """
 
 from __future__ import annotations
@@ -31,6 +36,8 @@ from replicator.adapters.azure.telemetry import (
     record_job,
     result_fields,
 )
+from replicator.adapters.oci.copy import unlist_referrer
+from replicator.adapters.oci.registries import Registries
 from replicator.app.delivery import import_reach
 from replicator.app.ports import DeliveryPath
 from replicator.app.runtime import Runtime
@@ -250,6 +257,8 @@ def _delete(runtime: Runtime, job: CopyJob, attempt: int) -> JobResult:
     dst = runtime.registries.client(job.target)
     dst_ref = ref.with_registry(job.target)
     if dst.head_manifest(dst_ref) is not None:
+        if isinstance(runtime.registries, Registries):  # fakes keep no referrers tags
+            unlist_referrer(runtime.registries, dst_ref)  # a referrer leaves its subject's tag
         dst.delete_manifest(dst_ref)
     return JobResult(job, Outcome.DELETED, digest=job.digest, attempts=attempt)
 

@@ -20,6 +20,7 @@ learns whether the registry has the referrers API), and the referrers themselves
 from __future__ import annotations
 
 import contextvars
+import json
 import logging
 import threading
 from collections.abc import Callable
@@ -29,10 +30,15 @@ from typing import TypeVar
 
 from replicator.adapters.oci.blobs import BlobCopy, copy_blob
 from replicator.adapters.oci.client import RegistryClient
-from replicator.adapters.oci.referrers import Referrers, list_referrers, update_fallback
+from replicator.adapters.oci.referrers import (
+    Referrers,
+    fallback_tag,
+    list_referrers,
+    update_fallback,
+)
 from replicator.adapters.oci.registries import Registries
 from replicator.domain.errors import DigestMismatchError, NotFoundError
-from replicator.domain.manifests import Manifest, blob_descriptors, child_descriptors
+from replicator.domain.manifests import OCI_INDEX, Manifest, blob_descriptors, child_descriptors
 from replicator.domain.model import CopyReport
 from replicator.domain.planning import is_referrers_tag
 from replicator.domain.reference import ImageRef
@@ -111,6 +117,33 @@ def _ref(host: str, repository: str, reference: str) -> ImageRef:
     return ImageRef(host, repository, tag=reference)
 
 
+def unlist_referrer(registries: Registries, ref: ImageRef) -> str | None:
+    """Before ``ref`` (a manifest, by digest) is deleted: if it is a referrer and its
+    registry has no referrers API, rewrite its subject's referrers tag without it (the
+    tag is the client's to keep, "Pushing Manifests with Subject"; a registry with the
+    API forgets a deleted manifest itself). The subject whose index was rewritten, or
+    None. Called before the delete, so a retry still finds the manifest to read."""
+    client = registries.client(ref.registry)
+    try:
+        manifest = client.get_manifest(ref)
+    except NotFoundError:
+        return None
+    subject = manifest.subject
+    if subject is None:
+        return None
+    found = list_referrers(registries, client, ref.repository, subject)
+    if registries.referrers_api.get(client.host) is not False or found.fallback is None:
+        return None
+    if manifest.digest not in found.digests:
+        return None
+    kept = [d for d in found.descriptors if d.get("digest") != manifest.digest]
+    body = {"schemaVersion": 2, "mediaType": OCI_INDEX, "manifests": kept}
+    index = Manifest.from_bytes(json.dumps(body, separators=(",", ":")).encode(), OCI_INDEX)
+    client.put_manifest(ImageRef(client.host, ref.repository, fallback_tag(subject)), index)
+    log.info("%s left the referrers tag of %s (%d still listed)", ref, subject, len(kept))
+    return subject
+
+
 class ImageCopier:
     """Implements ``replicator.app.ports.Copier`` over OCI registries."""
 
@@ -169,10 +202,11 @@ class ImageCopier:
         if dst.tag is not None and not in_place:
             job.target.put_manifest(dst.with_digest(None), top)
         tally = job.tally
-        restored = f"{tally.manifests} manifests, {tally.blobs_copied + tally.blobs_mounted} blobs"
-        log.info("repair of %s: %s restored", dst, restored)
+        blobs = tally.blobs_copied + tally.blobs_mounted
+        restored = f"repaired: {tally.manifests} manifests, {blobs} blobs restored"
+        log.info("%s %s", dst, restored)
         self._note("done", digest=top.digest, already=False)
-        return replace(tally.report(top.digest), extra={"repaired": f"repaired: {restored}"})
+        return replace(tally.report(top.digest), extra={"repaired": restored})
 
     def _holds(self, job: _Copy, digest: str) -> bool:
         return job.target.head_manifest(job.dst(digest)) is not None

@@ -29,6 +29,7 @@ from replicator.adapters.oci.referrers import fallback_tag, list_referrers
 from replicator.adapters.oci.registries import Registries
 from replicator.app.reconcile import run_reconcile
 from replicator.cli import main
+from replicator.domain.errors import NotFoundError
 from replicator.domain.manifests import blob_descriptors
 from replicator.domain.model import Outcome
 from replicator.domain.reference import ImageRef
@@ -245,3 +246,27 @@ def test_a_referrer_deleted_under_propagate_leaves_dr_s_referrers_tag(
         assert index_lists(registries, target.host, image.digest) == {kept}
         again = run_reconcile(rt, sleep=lambda _s: None)
         assert (again.enqueued, again.jobs) == (0, ())
+
+
+def test_a_repair_that_cannot_finish_pushes_no_manifest_and_no_tag(
+    pair: tuple[Registry, Registry], registries: Registries
+) -> None:
+    """DR lost a platform manifest and one of its layers, and the source lost that layer
+    too: the repair fails on the blob, before the manifest naming it or the tag."""
+    source, target = pair
+    src, dst = ImageRef(source.host, REPO, "v1"), ImageRef(target.host, REPO, "v1")
+    image = push_test_image(registries, src)
+    by_digest = dst.with_tag(None).with_digest(image.digest)
+    ImageCopier(registries).copy_image(src.with_tag(None).with_digest(image.digest), by_digest)
+    client = registries.client(target.host)
+    child = ImageRef(target.host, REPO, digest=image.manifests[0])
+    client.delete_manifest(child)
+    layer = image.blobs[1]
+    delete_blob(registries, target.host, layer)
+    delete_blob(registries, source.host, layer)
+
+    with pytest.raises(NotFoundError):
+        ImageCopier(registries).copy_image(src, dst, repair=True)
+    assert client.head_manifest(child) is None  # never pushed ahead of its blob
+    assert client.head_manifest(dst) is None  # nor the tag
+    assert client.head_blob(REPO, image.blobs[0]) is not None

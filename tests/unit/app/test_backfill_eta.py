@@ -5,10 +5,13 @@ a copy throughput, and how the durations read."""
 from __future__ import annotations
 
 import math
+from pathlib import Path
 
 import pytest
 
+from replicator.adapters.azure.functionapp import QueueConcurrency, queue_concurrency
 from replicator.app.doctor.budget_checks import backfill_text
+from replicator.cli.doctor import HOST_JSON
 from replicator.domain.backfill import (
     AppScale,
     SourceCount,
@@ -164,3 +167,29 @@ def test_the_doctor_line_names_counts_bound_and_bytes() -> None:
     assert "about 350520 reads and 60000 referrers calls" in text
     assert "13.4 h (the job pace is the bound)" in text
     assert "2.0 TiB stored: 2.9 h through copy targets at 200 MiB/s" in text
+
+
+@pytest.mark.parametrize(
+    ("text", "batch", "threshold"),
+    [
+        ('{"extensions": {"queues": {"batchSize": 4, "newBatchThreshold": 2}}}', 4, 2),
+        ('{"extensions": {"queues": {"batchSize": 32}}}', 32, None),
+        ('{"version": "2.0"}', 16, None),  # the Functions defaults
+        ('{"extensions": {"queues": {"batchSize": "many"}}}', 16, None),
+        ("not json", 16, None),
+        (None, 16, None),  # no host.json
+    ],
+    ids=["both", "batch only", "silent", "not a number", "not json", "missing"],
+)
+def test_the_queue_triggers_concurrency_from_host_json(
+    tmp_path: Path, text: str | None, batch: int, threshold: int | None
+) -> None:
+    path = tmp_path / "host.json"
+    if text is not None:
+        path.write_text(text)
+    assert queue_concurrency(path) == QueueConcurrency(batch, threshold)
+
+
+def test_the_packaged_host_json_is_the_one_doctor_reads() -> None:
+    found = queue_concurrency(HOST_JSON)
+    assert AppScale(40, 2048, found.batch_size, found.new_batch_threshold).jobs_per_instance == 24

@@ -44,6 +44,7 @@ from devstack.testimages import (
 )
 from replicator.adapters.oci.copy import ImageCopier
 from replicator.adapters.oci.listing import RegistryLister
+from replicator.adapters.oci.referrer_lister import RegistryReferrers
 from replicator.adapters.oci.registries import Registries
 from replicator.app.referrer_checks import Pace, ReferrerChecker
 from replicator.app.referrer_drift import PASS_MINUTES, Image, advance, in_step_images, plan_sweep
@@ -84,7 +85,9 @@ def measure(
     settings = Settings(source=source.host, targets=(Target(target.host),))
     images = _in_step(registries, source.host, target.host)
     pace = Pace(settings, minutes=None)
-    checker = ReferrerChecker(registries, source.host, target.host, pace, concurrency=8)
+    checker = ReferrerChecker(
+        RegistryReferrers(registries), source.host, target.host, pace, concurrency=8
+    )
     before = len(source.api.requests), len(target.api.requests)
     started = time.perf_counter()
     done = checker.check_all(images)
@@ -118,9 +121,10 @@ def passes_at(
     images = _in_step(registries, source.host, target.host)
     cursor, calls = "", []
     for _ in range(1_000):
-        pace = Pace(settings, sleep=lambda _s: None)  # one pass: its own budget
+        pace = Pace(settings)  # one pass: its own bound
         sweep = plan_sweep(images, cursor, changed=())
-        checker = ReferrerChecker(registries, source.host, target.host, pace, concurrency=8)
+        lister = RegistryReferrers(registries)
+        checker = ReferrerChecker(lister, source.host, target.host, pace, concurrency=8)
         done = checker.check_all(sweep.rolling)
         cursor, lap = advance(sweep, len(done.checks), cursor)
         calls.append(pace.spent.get(source.host, 0))

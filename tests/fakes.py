@@ -18,12 +18,21 @@ the worker expects:
   ``ContainerRegistry_GetRepositories`` (``/acr/v1/_catalog``) and
   ``ContainerRegistry_GetManifests`` (``/acr/v1/<name>/_manifests``, each manifest with
   its tags). Anything else raises: a fake that answers what it does not know proves nothing.
+  Referrers (the ``ReferrerLister`` port) as opencontainers/distribution-spec v1.1 has them:
+  with ``referrers_api`` ("Listing Referrers") the registry lists every manifest it holds
+  whose ``subject`` is the digest, and forgets a deleted one; without it (distribution
+  2.8) the pusher keeps the "Referrers Tag Schema" ``sha256-<hex>`` tag, an OCI index of
+  the referrers, which is an ordinary tag to the registry (listed, never updated on a
+  delete). ``put_image`` makes an index of platform manifests, ``attach`` a referrer.
 - :class:`FakeImporter` is ImportImage with ``mode: Force`` by digest (ARM
   ``Registries_ImportImage``): the target gets the digest and the job's tag points at it.
 - :class:`FakeClaims` does what ``replicator.adapters.azure.claims`` does with the status
   table's conditional writes: an insert refused when the row exists, a replace refused
   when the row changed since it was read (its etag).
 - :class:`FakeQueue` records each message with its delay.
+- :class:`FakeCursors` does what ``replicator.adapters.azure.cursors.TableCursors`` does
+  with its table rows: one per name, the position cut to ``MAX_POSITION_CHARS``, names in
+  row-key order.
 
 ``fake_runtime`` builds a ``Runtime`` of them, with the real ``replicator.app.delivery``
 ``Planner`` (import or copy, the fallback) over the fake importer and copier.
@@ -35,7 +44,7 @@ import hashlib
 import json
 import threading
 from collections.abc import Callable, Iterable, Mapping, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from datetime import datetime, timedelta
 from typing import Any
 from urllib.parse import parse_qs, urlencode, urlsplit
@@ -45,6 +54,8 @@ import httpx
 from replicator.adapters.acr.errors import ImportUnavailableError
 from replicator.adapters.azure import claims as table_claims
 from replicator.adapters.azure.claims import Claim
+from replicator.adapters.azure.cursors import MAX_POSITION_CHARS, Cursor
+from replicator.adapters.oci.referrers import fallback_tag
 from replicator.app.delivery import deliverer
 from replicator.app.ports import RegistryClient
 from replicator.app.runtime import Runtime
@@ -60,9 +71,12 @@ from replicator.domain.model import (
     utcnow,
 )
 from replicator.domain.reference import ImageRef
+from replicator.domain.referrers import ListedReferrer
 
 INDEX = "application/vnd.oci.image.index.v1+json"
 MANIFEST = "application/vnd.oci.image.manifest.v1+json"
+SIGNATURE = "application/vnd.dev.cosign.artifact.sig.v1+json"
+SBOM = "application/spdx+json"
 
 
 def digest_of(text: str) -> str:
@@ -102,9 +116,13 @@ class FakeRegistry:
     host: str
     deletes_tags: bool = False  # distribution 2.8 refuses tag deletes (400 UNSUPPORTED)
     unreachable: bool = False  # every call fails as a refused connection does
+    referrers_api: bool = True  # False: referrers only as the fallback tag (distribution 2.8)
     manifests: dict[str, dict[str, Descriptor]] = field(default_factory=dict)
     tags: dict[str, dict[str, str]] = field(default_factory=dict)
     faults: Faults = field(default_factory=Faults)
+    children: dict[str, dict[str, tuple[str, ...]]] = field(default_factory=dict)  # index's
+    subjects: dict[str, dict[str, tuple[str, str | None]]] = field(default_factory=dict)
+    fallbacks: dict[str, dict[str, tuple[ListedReferrer, ...]]] = field(default_factory=dict)
     calls: list[str] = field(default_factory=list)  # "HEAD repo:ref", "DELETE repo@digest"...
     base: str = field(init=False)  # the origin listing pages must stay on
     _lock: threading.RLock = field(default_factory=threading.RLock, repr=False)
@@ -123,6 +141,102 @@ class FakeRegistry:
             for tag in tags:
                 self.tags.setdefault(repository, {})[tag] = digest
         return digest
+
+    def put_image(self, repository: str, name: str, *tags: str, platforms: int = 2) -> str:
+        """An index of ``platforms`` platform manifests, made up from ``name``; its digest."""
+        children = tuple(
+            self.put(repository, digest_of(f"{name}/{n}"), media_type=MANIFEST)
+            for n in range(platforms)
+        )
+        return self.receive(repository, Descriptor(digest_of(name), INDEX, 512), children, tags)
+
+    def attach(
+        self, repository: str, subject: str, artifact_type: str | None = SIGNATURE, name: str = ""
+    ) -> str:
+        """Push a referrer of ``subject`` (an artifact manifest naming it as its
+        ``subject``), as a client does; its digest."""
+        digest = digest_of(f"{subject}|{artifact_type}|{name}")
+        self.receive(
+            repository, Descriptor(digest, MANIFEST, 512), subject=(subject, artifact_type)
+        )
+        return digest
+
+    def receive(
+        self,
+        repository: str,
+        descriptor: Descriptor,
+        children: Sequence[str] = (),
+        tags: Iterable[str] = (),
+        subject: tuple[str, str | None] | None = None,
+    ) -> str:
+        """A manifest PUT: with a ``subject`` the referrers API lists it; without the API
+        the pusher adds it to the subject's fallback tag index (spec 1.1, "Pushing
+        Manifests with Subject"), as ``replicator.adapters.oci.copy`` and the test images do."""
+        with self._lock:
+            self.put(repository, descriptor.digest, *tags, media_type=descriptor.media_type)
+            if children:
+                self.children.setdefault(repository, {})[descriptor.digest] = tuple(children)
+            if subject is not None:
+                self.subjects.setdefault(repository, {})[descriptor.digest] = subject
+                if not self.referrers_api:
+                    self._list_under(
+                        repository, subject[0], ListedReferrer(descriptor.digest, subject[1])
+                    )
+        return descriptor.digest
+
+    def _list_under(self, repository: str, subject: str, referrer: ListedReferrer) -> None:
+        listed = self._fallback(repository, subject)
+        if referrer in listed:
+            return
+        entries = (*listed, referrer)
+        index = digest_of("fallback|" + "|".join(f"{r.digest}={r.artifact_type}" for r in entries))
+        self.fallbacks.setdefault(repository, {})[index] = entries
+        self.put(repository, index, fallback_tag(subject))
+
+    def _fallback(self, repository: str, subject: str) -> tuple[ListedReferrer, ...]:
+        index = self.tags.get(repository, {}).get(fallback_tag(subject))
+        if index is None or index not in self.manifests.get(repository, {}):
+            return ()
+        return self.fallbacks.get(repository, {}).get(index, ())
+
+    def _api_referrers(self, repository: str, subject: str) -> tuple[ListedReferrer, ...]:
+        held = self.manifests.get(repository, {})
+        return tuple(
+            sorted(
+                ListedReferrer(d, kind)
+                for d, (s, kind) in self.subjects.get(repository, {}).items()
+                if s == subject and d in held
+            )
+        )
+
+    # -- the ReferrerLister port (through ``FakeRegistries``) ----------------------------
+    def list_subjects(self, repository: str, digest: str) -> tuple[str, ...] | None:
+        """The manifest (GET by digest) and the children an index lists, or None."""
+        self._enter("subjects", f"GET {repository}@{digest}")
+        with self._lock:
+            if digest not in self.manifests.get(repository, {}):
+                return None
+            return (digest, *self.children.get(repository, {}).get(digest, ()))
+
+    def list_referrers(
+        self, repository: str, subject: str, *, fallback_first: bool = False
+    ) -> tuple[ListedReferrer, ...]:
+        """As ``list_referrers`` answers: the API's index where there is one (after the
+        fallback tag when ``fallback_first`` and it lists any), else the fallback tag."""
+        self._enter("referrers", f"REFERRERS {repository}@{subject}")
+        with self._lock:
+            if fallback_first or not self.referrers_api:
+                found = self._fallback(repository, subject)
+                if found or not self.referrers_api:
+                    return found
+            return self._api_referrers(repository, subject)
+
+    def referrers_of(self, repository: str, subject: str) -> tuple[ListedReferrer, ...]:
+        """What this registry lists for ``subject``, without counting a call (set-up)."""
+        with self._lock:
+            if self.referrers_api:
+                return self._api_referrers(repository, subject)
+            return self._fallback(repository, subject)
 
     def tag_of(self, repository: str, tag: str) -> str | None:
         with self._lock:
@@ -316,10 +430,20 @@ class FakeRegistries:
     def close(self) -> None:
         self.closed = True
 
+    def subjects(self, host: str, repository: str, digest: str) -> tuple[str, ...] | None:
+        return self.by_host[host].list_subjects(repository, digest)
+
+    def referrers(
+        self, host: str, repository: str, subject: str, *, fallback_first: bool = False
+    ) -> tuple[ListedReferrer, ...]:
+        return self.by_host[host].list_referrers(repository, subject, fallback_first=fallback_first)
+
 
 @dataclass
 class FakeCopier:
-    """A data-plane copy between fake registries: the manifest and the destination tag."""
+    """A data-plane copy between fake registries: the manifest, its children, the
+    referrers of each (to ``MAX_DEPTH``, as ``replicator.adapters.oci.copy`` copies them),
+    then the destination tag."""
 
     registries: FakeRegistries
     copies: list[str] = field(default_factory=list)
@@ -335,11 +459,44 @@ class FakeCopier:
         target = self.registries.by_host[dst.registry]
         if target.unreachable:
             target.head_manifest(dst)  # raises as the copy's first request would
-        target.put(dst.repository, found.digest, *([dst.tag] if dst.tag else []))
+        copied = copy_tree(source, target, src.repository, found.digest)
+        if dst.tag:
+            target.put(dst.repository, found.digest, dst.tag, media_type=found.media_type)
         self.copies.append(f"{src.repository}@{found.digest}->{dst.registry}")
         if repair:
             self.repairs.append(self.copies[-1])
-        return CopyReport(found.digest, manifests_copied=1, bytes_copied=found.size)
+        return CopyReport(
+            found.digest,
+            manifests_copied=1,
+            bytes_copied=found.size,
+            referrers_copied=copied - 1,
+        )
+
+
+def copy_tree(source: FakeRegistry, target: FakeRegistry, repository: str, digest: str) -> int:
+    """Bring ``repository@digest`` from ``source`` to ``target`` with its children and the
+    referrers of each, as the copy does (the target's own way of listing referrers: its
+    API, else the fallback tag); how many top-level manifests and referrers it brought."""
+    brought, todo, seen = 0, [digest], set()
+    while todo:
+        top = todo.pop(0)
+        if top in seen:
+            continue
+        seen.add(top)
+        with source._lock:
+            found = source.manifests.get(repository, {}).get(top)
+            children = source.children.get(repository, {}).get(top, ())
+            subject = source.subjects.get(repository, {}).get(top)
+            kids = [source.manifests[repository][c] for c in children]
+            under = [r.digest for m in (top, *children) for r in source.referrers_of(repository, m)]
+        if found is None:
+            continue
+        for kid in kids:
+            target.receive(repository, kid)
+        target.receive(repository, found, children, subject=subject)
+        brought += 1
+        todo += under
+    return brought
 
 
 @dataclass
@@ -542,6 +699,31 @@ class FakeClaims:
         self.log.append((job.job_id, "done" if done else "released"))
 
 
+class FakeCursors:
+    """``replicator.adapters.azure.cursors.TableCursors`` on an in-memory table: a row per
+    name (``put`` replaces it), the position cut to ``MAX_POSITION_CHARS`` and the counts
+    kept as ints (the row's JSON), a name never written read as the start, a prefix read
+    in row-key order."""
+
+    def __init__(self) -> None:
+        self.rows: dict[str, Cursor] = {}
+        self._lock = threading.Lock()
+
+    def get(self, name: str) -> Cursor:
+        with self._lock:
+            return self.rows.get(name, Cursor(name))
+
+    def put(self, cursor: Cursor) -> None:
+        counts = {str(k): int(v) for k, v in cursor.counts.items()}
+        stored = replace(cursor, position=cursor.position[:MAX_POSITION_CHARS], counts=counts)
+        with self._lock:
+            self.rows[cursor.name] = stored
+
+    def starting_with(self, prefix: str) -> list[Cursor]:
+        with self._lock:
+            return [c for n, c in sorted(self.rows.items()) if prefix <= n < prefix + "\uffff"]
+
+
 @dataclass
 class FakePlanBlobs:
     documents: dict[str, str] = field(default_factory=dict)
@@ -563,6 +745,7 @@ class Fakes:
     claims: FakeClaims
     copier: FakeCopier
     importer: FakeImporter
+    cursors: FakeCursors
 
     @property
     def target(self) -> FakeRegistry:
@@ -596,7 +779,9 @@ def fake_runtime(
         claims=claims,
         plans=FakeQueue(name="replication-plans"),
         plan_blobs=FakePlanBlobs(),
+        cursors=(cursors := FakeCursors()),
+        referrers=registries,
         deliver=deliverer(settings, importer=importer, copier=copier),
         busy_recheck_seconds=30,
     )
-    return Fakes(runtime, source, targets, queue, status, claims, copier, importer)
+    return Fakes(runtime, source, targets, queue, status, claims, copier, importer, cursors)

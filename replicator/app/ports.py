@@ -3,8 +3,9 @@
 Each Protocol holds exactly the calls ``replicator.app`` and ``replicator.functions`` make
 on that resource; ``replicator.app.runtime.Runtime`` is typed against them, and
 ``build_runtime`` (the composition root) plugs in the adapters: ``replicator.adapters.oci``
-(registries, copy), ``replicator.adapters.acr`` (import), ``replicator.adapters.azure``
-(queues, status table, push claims, plan blobs). ``tests/fakes.py`` holds in-memory ones.
+(registries, copy, referrer listings), ``replicator.adapters.acr`` (import),
+``replicator.adapters.azure`` (queues, status table, push claims, sweep cursors, plan
+blobs). ``tests/fakes.py`` holds in-memory ones.
 
 The registry client is the one wide port: besides manifests by reference it lends its
 authenticated ``request`` to the modules that speak an API of their own over it (listing,
@@ -22,9 +23,11 @@ from typing import Any, Protocol
 import httpx
 
 from replicator.adapters.azure.claims import Claim
+from replicator.adapters.azure.cursors import Cursor
 from replicator.domain.budgets import BudgetState
 from replicator.domain.model import CopyJob, CopyReport, Descriptor, JobResult, Target
 from replicator.domain.reference import ImageRef
+from replicator.domain.referrers import ListedReferrer
 
 
 class DeliveryPath(StrEnum):
@@ -74,6 +77,26 @@ class RegistryClients(Protocol):
         ...
 
     def close(self) -> None: ...
+
+
+class ReferrerLister(Protocol):
+    """The referrers (signatures, SBOMs, attestations) of manifests, on any configured
+    registry (``replicator.adapters.oci.referrer_lister.RegistryReferrers``): what referrer
+    drift compares. Its requests go through the registry clients, so their pacer."""
+
+    def subjects(self, host: str, repository: str, digest: str) -> tuple[str, ...] | None:
+        """``digest`` and the manifests it lists (an index's children), or None when
+        ``host`` does not hold it."""
+        ...
+
+    def referrers(
+        self, host: str, repository: str, subject: str, *, fallback_first: bool = False
+    ) -> tuple[ListedReferrer, ...]:
+        """The referrers of ``repository@subject`` on ``host``: the referrers API's
+        answer, else the ``sha256-<hex>`` fallback tag's index (``fallback_first``: that
+        one first while the registry's kind is unknown). Raises ``RegistryError`` when
+        the listing cannot be read whole."""
+        ...
 
 
 # -- delivery ---------------------------------------------------------------------------
@@ -179,6 +202,22 @@ class PushClaims(Protocol):
 
     def release(self, job: CopyJob, *, done: bool) -> None:
         """Mark the claimed push done, or give the claim up so a retry can take it."""
+        ...
+
+
+class CursorStore(Protocol):
+    """Where rolling sweeps keep their place between passes (referrer drift's
+    ``referrers|<target>``, the verify sweep's ``verify|<target>``):
+    ``replicator.adapters.azure.cursors.TableCursors``, rows of the status table."""
+
+    def get(self, name: str) -> Cursor:
+        """The cursor named ``name``; the start (``Cursor(name)``) when none was written."""
+        ...
+
+    def put(self, cursor: Cursor) -> None: ...
+
+    def starting_with(self, prefix: str) -> list[Cursor]:
+        """Every cursor whose name starts with ``prefix``, by name."""
         ...
 
 

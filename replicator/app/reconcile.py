@@ -196,7 +196,7 @@ def run_reconcile(
     refused = refusing_untag(runtime.status, report)
     jobs = plan_jobs(report, settings, "reconcile", untag_refused=refused)
     sent = enqueue(runtime.queue, jobs, pacing, sleep)
-    referrers = check_referrers(runtime, report, sleep=sleep)  # paced by the referrers budget
+    referrers = check_referrers(runtime, report)  # bounded by the referrers budget
     sent += enqueue(runtime.queue, referrers.jobs, pacing, sleep)
     jobs += referrers.jobs
     audited = sweep_verify(runtime, report)  # REPLICATOR_VERIFY_SWEEP images (off: none)

@@ -1,28 +1,30 @@
-"""Referrer checks against the registries, paced by each registry's ``referrers`` budget.
+"""Referrer checks against the registries, within each pass's share of the budget.
 
-``ReferrerChecker.check(image)`` reads the image's manifest in the source (its children),
-lists the referrers of each manifest on both sides (``list_referrers``: the API, else the
-fallback tag; DR only where ``needs_target`` says so) and compares them
+``ReferrerChecker.check(image)`` asks the ``ReferrerLister`` port for the image's
+manifests (the index and its children), lists the referrers of each on both sides (the
+API, else the fallback tag; DR only where ``needs_target`` says so) and compares them
 (``replicator.app.referrer_drift.compare_subject``), level by level to ``MAX_DEPTH``.
-Every referrers call waits for its registry's ``TokenBucket`` first (``Pace``: the rate is
-``limits_for(settings, host).rate("referrers")``, REPLICATOR_RATE_LIMITS else the SKU's,
-times the share; in this process, until the fleet-wide budget exists) and counts against
-the pass's budget (``PASS_MINUTES`` of it). A check that cannot finish is reported with
-its error and its findings dropped, so a half-read listing never becomes a job.
+
+One budget paces: every referrers call goes through the registry client's retry layer,
+which asks the runtime's budget pacer first (``replicator.adapters.budget_pacer``, fleet
+wide in the app, in-process for ``diff``). ``Pace`` only counts: it bounds the calls a
+pass makes on each registry to ``PASS_MINUTES`` of the rate that pacer spends referrers
+calls at (``referrer_rate``: ``limits_for`` through ``pacing_limits``), so a pass takes at
+most that many minutes of budget, and sleeps never. A check that cannot finish is
+reported with its error and its findings dropped, so a half-read listing never becomes a
+job.
 """
 
 from __future__ import annotations
 
 import threading
-import time
-from collections.abc import Callable, Iterable, Sequence
+from collections.abc import Iterable, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 
 import httpx
 
-from replicator.adapters.oci.referrers import list_referrers
-from replicator.adapters.oci.registries import Registries
+from replicator.app.ports import ReferrerLister
 from replicator.app.referrer_drift import (
     MAX_DEPTH,
     PASS_MINUTES,
@@ -33,27 +35,26 @@ from replicator.app.referrer_drift import (
     needs_target,
     pass_budget,
 )
-from replicator.domain.budgets import TokenBucket, limits_for
+from replicator.domain.budgets import limits_for, pacing_limits
 from replicator.domain.config import Settings
-from replicator.domain.errors import DeferRequested, NotFoundError, RegistryError
-from replicator.domain.manifests import child_descriptors
-from replicator.domain.reference import ImageRef
+from replicator.domain.errors import DeferRequested, RegistryError
+
+
+def referrer_rate(settings: Settings, host: str) -> float | None:
+    """The referrers calls a minute the budget pacer lets through to ``host``: its
+    ``referrers`` pacing rate, else (no referrers limit) the ``read`` one it draws from;
+    None when neither is limited."""
+    limits = pacing_limits(limits_for(settings, host))
+    rate = limits.rate("referrers")
+    return rate if rate is not None else limits.rate("read")
 
 
 class Pace:
-    """Each registry's referrers budget in this process: a ``TokenBucket`` per registry
-    with a ``referrers`` rate, and how many calls this pass may still make on it."""
+    """How many referrers calls a pass made on each registry, and whether it may make
+    more: ``minutes`` of each registry's ``referrer_rate`` (None: no bound)."""
 
-    def __init__(
-        self,
-        settings: Settings,
-        *,
-        minutes: float | None = PASS_MINUTES,
-        sleep: Callable[[float], None] = time.sleep,
-        clock: Callable[[], float] = time.monotonic,
-    ) -> None:
-        self.settings, self.minutes, self.sleep, self.clock = settings, minutes, sleep, clock
-        self._buckets: dict[str, TokenBucket | None] = {}
+    def __init__(self, settings: Settings, *, minutes: float | None = PASS_MINUTES) -> None:
+        self.settings, self.minutes = settings, minutes
         self._rates: dict[str, float | None] = {}
         self.spent: dict[str, int] = {}
         self._lock = threading.Lock()
@@ -61,27 +62,22 @@ class Pace:
     def rate(self, host: str) -> float | None:
         """``host``'s referrers calls a minute (None: no published or configured limit)."""
         if host not in self._rates:
-            self._rates[host] = limits_for(self.settings, host).rate("referrers")
+            self._rates[host] = referrer_rate(self.settings, host)
         return self._rates[host]
 
+    def bound(self, host: str) -> int | None:
+        """The calls one pass may make on ``host`` (None: no bound)."""
+        return pass_budget(self.rate(host), self.minutes)
+
     def call(self, host: str) -> None:
-        """Before one referrers call on ``host``: wait for the budget, count it."""
+        """Count one referrers call on ``host`` (the registry client paces it)."""
         with self._lock:
-            if host not in self._buckets:
-                rate = self.rate(host)
-                self._buckets[host] = None if rate is None else TokenBucket(rate, clock=self.clock)
-            bucket = self._buckets[host]
             self.spent[host] = self.spent.get(host, 0) + 1
-        wait = bucket.take() if bucket is not None else 0.0
-        if wait > 0:
-            self.sleep(wait)
 
     def exhausted(self, hosts: Iterable[str]) -> bool:
         with self._lock:
             return any(
-                (most := pass_budget(self.rate(h), self.minutes)) is not None
-                and self.spent.get(h, 0) >= most
-                for h in hosts
+                (most := self.bound(h)) is not None and self.spent.get(h, 0) >= most for h in hosts
             )
 
     @property
@@ -107,11 +103,15 @@ class Checked:
 
 
 class ReferrerChecker:
-    """Lists and compares the referrers of images on ``source`` and ``target``."""
+    """Lists and compares the referrers of images on ``source`` and ``target``.
+
+    The pass's bound is checked before each group of ``concurrency`` images, so a pass
+    may go over it by what the images under way when it was reached still list (at most
+    ``concurrency`` images' calls)."""
 
     def __init__(
         self,
-        registries: Registries,
+        lister: ReferrerLister,
         source: str,
         target: str,
         pace: Pace,
@@ -119,7 +119,7 @@ class ReferrerChecker:
         delete_extra: bool = False,
         concurrency: int = 4,
     ) -> None:
-        self.registries, self.source, self.target, self.pace = registries, source, target, pace
+        self.lister, self.source, self.target, self.pace = lister, source, target, pace
         self.delete_extra = delete_extra
         self.concurrency = max(1, concurrency)
 
@@ -147,12 +147,10 @@ class ReferrerChecker:
             return ImageCheck(image, error=f"referrers of {self.source}/{image.key}: {exc}")
 
     def _check(self, image: Image) -> ImageCheck:
-        source = self.registries.client(self.source)
-        try:
-            top = source.get_manifest(ImageRef(self.source, image.repository, digest=image.digest))
-        except NotFoundError:  # gone since the listing: the next tag listing says so
+        top = self.lister.subjects(self.source, image.repository, image.digest)
+        if top is None:  # gone since the listing: the next tag listing says so
             return ImageCheck(image)
-        level = [top.digest, *(str(d.get("digest")) for d in child_descriptors(top))]
+        level = list(top)
         seen = set(level)
         missing: list[Referrer] = []
         extra: list[Referrer] = []
@@ -173,12 +171,9 @@ class ReferrerChecker:
 
     def _subject(self, repository: str, subject: str) -> SubjectDrift:
         self.pace.call(self.source)
-        src = self.registries.client(self.source)
-        wanted = list_referrers(self.registries, src, repository, subject).descriptors
+        wanted = self.lister.referrers(self.source, repository, subject)
         there = None
         if needs_target(wanted, delete_extra=self.delete_extra):
             self.pace.call(self.target)
-            dst = self.registries.client(self.target)
-            found = list_referrers(self.registries, dst, repository, subject, fallback_first=True)
-            there = found.descriptors
+            there = self.lister.referrers(self.target, repository, subject, fallback_first=True)
         return compare_subject(repository, subject, wanted, there, delete_extra=self.delete_extra)

@@ -3,34 +3,35 @@ replicated manifest and DR does not. The decisions, pure: listings in, drift and
 
 For every image in step by tags (the same digest on both sides) and each of its manifests
 (the index and its children, then, level by level, the referrers both sides hold), the
-source's referrers are compared with DR's, as the engine lists them
-(``replicator.adapters.oci.referrers``: the referrers API, else the ``sha256-<hex>``
-fallback tag). A referrer DR lacks becomes a push job for its digest, the job a
-referrer's own push event makes (the worker copies or imports it with its own referrers).
-A referrer only DR lists follows the delete policy: ``keep`` never deletes and does not
-even list DR where the source has none; a propagating policy makes a delete job for its
-digest, which the worker runs only while the source lacks it.
+source's referrers are compared with DR's, as the app's ``ReferrerLister`` port lists
+them (``replicator.adapters.oci.referrer_lister``: the referrers API, else the
+``sha256-<hex>`` fallback tag). A referrer DR lacks becomes a push job for its digest,
+the job a referrer's own push event makes (the worker copies or imports it with its own
+referrers). A referrer only DR lists follows the delete policy: ``keep`` never deletes
+and does not even list DR where the source has none; a propagating policy makes a delete
+job for its digest, which the worker runs only while the source lacks it.
 
 ListReferrers is ACR's tightest bucket (500 a minute per Standard registry, 250 per
 identity; reference section 3), so a reconcile pass does not check every image: first
 what changed since the last pass (the status table's recent results, and fallback tags
 whose index moved), then a rolling sweep of the rest from a cursor (``plan_sweep``,
-``advance``). The checks against the registries, paced by each registry's ``referrers``
-budget, are ``replicator.app.referrer_checks``; one reconcile pass, with the cursor kept
-in the status table, is ``replicator.app.referrer_sweep``; ``diff --referrers`` checks
-everything at once. bench/RESULTS.md, ``## referrers``, has the cost.
+``advance``). A pass makes at most ``PASS_MINUTES`` of each registry's referrers budget
+in calls (``pass_budget``, a count); the registry client's budget pacer, the one budget,
+paces them. The checks are ``replicator.app.referrer_checks``; one reconcile pass, with
+the cursor kept in the status table, is ``replicator.app.referrer_sweep``; ``diff
+--referrers`` checks everything at once. bench/RESULTS.md, ``## referrers``, has the cost.
 """
 
 from __future__ import annotations
 
 import bisect
 import math
-from collections.abc import Collection, Iterable, Mapping, Sequence
+from collections.abc import Collection, Iterable, Sequence
 from dataclasses import dataclass
 
 from replicator.domain.model import Action, CopyJob, Origin, TagEntry
 from replicator.domain.planning import is_referrers_tag
-from replicator.domain.reference import DIGEST_RE
+from replicator.domain.referrers import ListedReferrer
 
 MAX_DEPTH = 4  # referrers of referrers checked this deep (a copy brings deeper ones itself)
 PASS_MINUTES = 10.0  # of each registry's referrers budget one reconcile pass may spend
@@ -134,14 +135,14 @@ def advance(sweep: Sweep, done: int, cursor: str) -> tuple[str, bool]:
 def compare_subject(
     repository: str,
     subject: str,
-    source: Iterable[Mapping[str, object]],
-    target: Iterable[Mapping[str, object]] | None,
+    source: Iterable[ListedReferrer],
+    target: Iterable[ListedReferrer] | None,
     *,
     delete_extra: bool,
 ) -> SubjectDrift:
     """The drift of one subject from both listings (``target`` None: DR not listed)."""
-    wanted = _by_digest(source)
-    there = _by_digest(target or ())
+    wanted = {r.digest: r.artifact_type for r in source}
+    there = {r.digest: r.artifact_type for r in target or ()}
     missing = [Referrer(repository, subject, d, t) for d, t in wanted.items() if d not in there]
     extra = []
     if delete_extra and target is not None:
@@ -154,15 +155,6 @@ def needs_target(source: Collection[object], *, delete_extra: bool) -> bool:
     """Whether DR's referrers of a subject must be listed: only where the source lists
     some, unless extras are to be deleted (under ``keep`` an extra changes nothing)."""
     return bool(source) or delete_extra
-
-
-def _by_digest(descriptors: Iterable[Mapping[str, object]]) -> dict[str, str | None]:
-    found: dict[str, str | None] = {}
-    for descriptor in descriptors:
-        digest, kind = descriptor.get("digest"), descriptor.get("artifactType")
-        if isinstance(digest, str) and DIGEST_RE.match(digest):  # another party's answer
-            found[digest] = kind if isinstance(kind, str) else None
-    return found
 
 
 def referrer_jobs(

@@ -3,25 +3,25 @@
 Per planned target: the images in step by tags; first those that changed since the last
 pass (a job finished on them, per the status table's ``since``, or their fallback tag
 moved), then the rolling sweep from the target's cursor (``referrers|<target>`` in
-``replicator.adapters.azure.cursors``), until the pass's share of either registry's
-referrers budget is spent (``replicator.app.referrer_checks``). The cursor moves on, the
-pass's counts go into it (``status`` shows them, ``referrer_status``) and into the
-``drift_tags`` gauge (kind ``referrers_missing``); the jobs go back to reconcile to send.
+the runtime's ``CursorStore``, ``replicator.adapters.azure.cursors``), until the pass's
+share of either registry's referrers budget is spent, in calls
+(``replicator.app.referrer_checks``; the registry clients' budget pacer paces them). The
+cursor moves on, the pass's counts go into it (``status`` shows them,
+``referrer_status``) and into the ``drift_tags`` gauge (kind ``referrers_missing``); the
+jobs go back to reconcile to send.
 """
 
 from __future__ import annotations
 
 import logging
-import time
-from collections.abc import Callable, Sequence
+from collections.abc import Sequence
 from dataclasses import dataclass, field, replace
 from datetime import datetime, timedelta
-from typing import TYPE_CHECKING, Protocol
+from typing import TYPE_CHECKING
 
-from replicator.adapters.azure.cursors import Cursor, TableCursors
-from replicator.adapters.azure.status import TableStatusStore
+from replicator.adapters.azure.cursors import Cursor
 from replicator.adapters.azure.telemetry import record_referrer_drift
-from replicator.adapters.oci.registries import Registries
+from replicator.app.ports import CursorStore, ReferrerLister
 from replicator.app.referrer_checks import Checked, Pace, ReferrerChecker
 from replicator.app.referrer_drift import (
     PASS_MINUTES,
@@ -81,27 +81,23 @@ def check_referrers(
     runtime: Runtime,
     report: ReconcileReport,
     *,
-    sleep: Callable[[float], None] = time.sleep,
     now: datetime | None = None,
     minutes: float | None = PASS_MINUTES,
-    cursors: CursorStore | None = None,
 ) -> ReferrerPass:
     """One reconcile pass of referrer drift over every planned target: the jobs that
-    close it (not sent), the cursors moved on, the counts recorded for ``status``."""
+    close it (not sent), the cursors moved on, the counts recorded for ``status``. At
+    most ``minutes`` of each registry's referrers budget in calls (``Pace``); the
+    registry clients' pacer paces them, nothing here waits."""
     settings = runtime.settings
-    registries = runtime.registries
-    if not isinstance(registries, Registries):  # in-memory fakes list no referrers
-        log.info("referrer drift not checked: %s lists no referrers", type(registries).__name__)
-        return ReferrerPass()
     now = now or utcnow()
-    cursors = cursors or cursors_for(runtime.status)
-    pace = Pace(settings, minutes=minutes, sleep=sleep)
+    cursors = runtime.cursors
+    pace = Pace(settings, minutes=minutes)
     found: list[TargetReferrers] = []
     jobs: list[CopyJob] = []
     for drift in report.targets:
         if drift.plan is None:
             continue
-        side = _Side(registries, drift.target, drift.entries)
+        side = _Side(runtime.referrers, drift.target, drift.entries)
         result = _target_pass(runtime, report, side, cursors, pace, now)
         found.append(result)
         record_referrer_drift(result.target, len(result.missing))
@@ -118,7 +114,7 @@ def check_referrers(
 
 @dataclass(frozen=True)
 class _Side:
-    registries: Registries
+    lister: ReferrerLister
     target: str
     entries: Sequence[TagEntry]  # the target's tag listing
 
@@ -138,7 +134,7 @@ def _target_pass(
     changed = changed_subjects(report.source_entries, entries) | _recent(runtime, target, since)
     sweep = plan_sweep(images, cursor.position, changed)
     checker = ReferrerChecker(
-        side.registries,
+        side.lister,
         settings.source,
         target,
         pace,
@@ -167,20 +163,19 @@ def _target_pass(
 
 
 def sweep_all(
-    registries: Registries,
+    lister: ReferrerLister,
     settings: Settings,
     source_entries: Sequence[TagEntry],
     target: str,
     target_entries: Sequence[TagEntry],
     *,
     concurrency: int = 8,
-    sleep: Callable[[float], None] = time.sleep,
 ) -> TargetReferrers:
-    """Every in-step image's referrer drift in one pass (``diff --referrers``), paced by
-    the registries' referrers budgets but not capped; no cursor, no jobs."""
+    """Every in-step image's referrer drift in one pass (``diff --referrers``): not
+    capped (the registry clients' pacer keeps it within the budgets); no cursor, no jobs."""
     images = in_step_images(source_entries, target_entries)
-    pace = Pace(settings, minutes=None, sleep=sleep)
-    checker = ReferrerChecker(registries, settings.source, target, pace, concurrency=concurrency)
+    pace = Pace(settings, minutes=None)
+    checker = ReferrerChecker(lister, settings.source, target, pace, concurrency=concurrency)
     done = checker.check_all(images)
     return TargetReferrers(
         target,
@@ -202,41 +197,7 @@ def _recent(runtime: Runtime, target: str, since: datetime) -> frozenset[Image]:
     )
 
 
-class CursorStore(Protocol):
-    """Where sweeps keep their cursors (``replicator.adapters.azure.cursors``)."""
-
-    def get(self, name: str) -> Cursor: ...
-
-    def put(self, cursor: Cursor) -> None: ...
-
-    def starting_with(self, prefix: str) -> list[Cursor]: ...
-
-
-class MemoryCursors:
-    """Cursors in this process only: for a status store that is not the table."""
-
-    def __init__(self) -> None:
-        self._cursors: dict[str, Cursor] = {}
-
-    def get(self, name: str) -> Cursor:
-        return self._cursors.get(name, Cursor(name))
-
-    def put(self, cursor: Cursor) -> None:
-        self._cursors[cursor.name] = cursor
-
-    def starting_with(self, prefix: str) -> list[Cursor]:
-        return [c for name, c in sorted(self._cursors.items()) if name.startswith(prefix)]
-
-
-def cursors_for(status: object) -> CursorStore:
-    """The status table's cursors; for any other status store, cursors in memory that
-    last one pass (each pass then sweeps from the start)."""
-    if isinstance(status, TableStatusStore):
-        return TableCursors.for_status(status)
-    return MemoryCursors()
-
-
 def referrer_status(runtime: Runtime) -> dict[str, dict[str, object]]:
     """Per target, where the referrer sweep stands and what its last pass found."""
-    cursors = cursors_for(runtime.status).starting_with(CURSOR_PREFIX)
+    cursors = runtime.cursors.starting_with(CURSOR_PREFIX)
     return {c.name.removeprefix(CURSOR_PREFIX): c.to_status() for c in cursors}

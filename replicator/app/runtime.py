@@ -14,20 +14,24 @@ from replicator.adapters.acr.importer import AcrImporters
 from replicator.adapters.azure.budget_store import TableLeases, fleet_pacer
 from replicator.adapters.azure.claims import TableClaims
 from replicator.adapters.azure.credentials import registry_credentials
+from replicator.adapters.azure.cursors import TableCursors
 from replicator.adapters.azure.planblobs import PlanBlobs
 from replicator.adapters.azure.queue import DEFAULT_RETRY, StorageJobQueue, StorageRetry
 from replicator.adapters.azure.status import TableStatusStore
 from replicator.adapters.oci.copy import ImageCopier
+from replicator.adapters.oci.referrer_lister import RegistryReferrers
 from replicator.adapters.oci.registries import Registries
 from replicator.adapters.oci.transport import RetryPolicy
 from replicator.app.delivery import deliverer
 from replicator.app.ports import (
     BudgetBook,
+    CursorStore,
     Deliver,
     JobQueue,
     PlanBlobStore,
     PlanQueue,
     PushClaims,
+    ReferrerLister,
     RegistryClients,
     StatusStore,
 )
@@ -50,6 +54,8 @@ class Runtime:
     claims: PushClaims  # one replication per push, however often it is delivered
     plans: PlanQueue  # replication-plans: whole-registry resync plans
     plan_blobs: PlanBlobStore  # dry-run plans, too big for a table entity
+    cursors: CursorStore  # where the rolling sweeps (referrer drift, verify) stopped
+    referrers: ReferrerLister  # the referrers of manifests, through the registry clients
     deliver: Deliver | None = None
     busy_recheck_seconds: int = 30  # when a duplicate finds its push under way elsewhere
     closing: tuple[Closeable, ...] = field(default=())  # closed before the registries
@@ -90,6 +96,8 @@ def build_runtime(
         claims=TableClaims(status),
         plans=StorageJobQueue(settings.storage, name=PLANS_QUEUE, retry=storage_retry),
         plan_blobs=PlanBlobs(settings.storage, retry=storage_retry),
+        cursors=TableCursors(status),
+        referrers=RegistryReferrers(registries),
         deliver=deliverer(settings, importer=importer, copier=copier),
         closing=() if importer is None else (importer,),
         budgets=TableLeases(settings.storage, retry=storage_retry),

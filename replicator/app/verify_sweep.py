@@ -31,7 +31,7 @@ from typing import TYPE_CHECKING
 from replicator.adapters.azure.cursors import Cursor
 from replicator.adapters.oci.registries import Registries
 from replicator.app.image_audit import Auditor
-from replicator.app.referrer_sweep import CursorStore, cursors_for
+from replicator.app.ports import CursorStore
 from replicator.domain.errors import DeferRequested
 from replicator.domain.filters import Filters
 from replicator.domain.integrity import Finding, Findings, Image, check_tags, sweep_slice
@@ -115,7 +115,7 @@ def sweep_verify(
     if not isinstance(registries, Registries):  # in-memory fakes hold no blobs
         log.info("verify sweep skipped: %s is not a registry client", type(registries).__name__)
         return VerifyPass()
-    cursors = cursors or cursors_for(runtime.status)
+    cursors = cursors or runtime.cursors
     filters = Filters(settings.include, settings.exclude)
     found: list[TargetVerify] = []
     jobs: list[CopyJob] = []

@@ -20,6 +20,7 @@ from dataclasses import replace
 from typing import Any
 
 from replicator.adapters.budget_pacer import BudgetPacer
+from replicator.adapters.oci.referrer_lister import RegistryReferrers
 from replicator.adapters.oci.registries import Registries
 from replicator.adapters.oci.transport import RetryPolicy
 from replicator.app.reconcile import ClientSource, ReconcileReport, compare
@@ -128,7 +129,7 @@ def run(args: argparse.Namespace) -> int:
         side = report.targets[0]
         if args.referrers and side.plan is not None:
             referrers = sweep_all(
-                registries,
+                RegistryReferrers(registries),
                 settings,
                 report.source_entries,
                 side.target,

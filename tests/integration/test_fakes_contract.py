@@ -1,31 +1,36 @@
 """The fakes of tests/fakes.py answer as the real parts do: the same scenario, through the
 same port calls, on a real distribution registry and on ``FakeRegistry``, on the status
-table in Azurite and on ``FakeClaims``. The middle tier (tests/unit/app) is only worth
-what this keeps true."""
+table in Azurite and on ``FakeClaims`` and ``FakeCursors``; the ``ReferrerLister`` port
+on both referrer shapes (the referrers API of devstack.referrers_api, and plain
+distribution's fallback tag) and on ``FakeRegistries``. The middle tier (tests/unit/app)
+is only worth what this keeps true."""
 
 from __future__ import annotations
 
 import uuid
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
-from datetime import timedelta
+from datetime import UTC, datetime, timedelta
 
 import pytest
 
 from devstack.localstack import Azurite, Registry
-from devstack.testimages import push_test_image
+from devstack.testimages import SBOM_TYPE, SIGNATURE_TYPE, push_test_image
 from replicator.adapters.acr.reach import DataPlaneReach, Seen, read_manifest
 from replicator.adapters.acr.tags import delete_tag
 from replicator.adapters.azure import claims as table_claims
 from replicator.adapters.azure.claims import Claim, TableClaims
+from replicator.adapters.azure.cursors import MAX_POSITION_CHARS, Cursor, TableCursors
 from replicator.adapters.azure.status import TableStatusStore
 from replicator.adapters.oci.listing import RegistryLister
+from replicator.adapters.oci.referrer_lister import RegistryReferrers
 from replicator.adapters.oci.registries import Registries
-from replicator.app.ports import PushClaims, RegistryClient
+from replicator.app.ports import CursorStore, PushClaims, ReferrerLister, RegistryClient
 from replicator.domain.config import StorageConnection
 from replicator.domain.model import Action, CopyJob, utcnow
 from replicator.domain.reference import ImageRef
-from tests.fakes import FakeClaims, FakeRegistry
+from replicator.domain.referrers import ListedReferrer
+from tests.fakes import FakeClaims, FakeCursors, FakeRegistries, FakeRegistry, digest_of
 
 pytestmark = pytest.mark.integration
 
@@ -147,3 +152,118 @@ def test_a_released_claim_that_was_never_taken_is_harmless(claims: PushClaims) -
     job = a_push()
     claims.release(job, done=False)
     assert claims.claim(job) is Claim.OWNED
+
+
+@pytest.fixture(params=["table", "fake"])
+def cursors(request: pytest.FixtureRequest) -> CursorStore:
+    if request.param == "fake":
+        return FakeCursors()
+    azurite: Azurite = request.getfixturevalue("azurite")
+    table = TableStatusStore(
+        StorageConnection(azurite.connection_string), name=f"cursors{uuid.uuid4().hex[:10]}"
+    )
+    table.ensure()
+    return TableCursors(table)
+
+
+def test_cursors_start_round_trip_replace_and_list_by_prefix(cursors: CursorStore) -> None:
+    assert cursors.get("referrers|dr.example") == Cursor("referrers|dr.example")
+    when = datetime(2026, 12, 1, 14, 30, 5, 123456, tzinfo=UTC)
+    moved = Cursor("referrers|dr.example", "app@" + "sha256:" + "ab" * 32, 2, when, {"checked": 3})
+    cursors.put(moved)
+    assert cursors.get(moved.name) == moved
+    again = Cursor(moved.name, "", 3, when, {"missing": 1})
+    cursors.put(again)  # a pass replaces the row, counts and all
+    assert cursors.get(moved.name) == again
+    long = Cursor("referrers|a.example", "x" * (MAX_POSITION_CHARS + 50))
+    cursors.put(long)
+    assert cursors.get(long.name).position == "x" * MAX_POSITION_CHARS
+    cursors.put(Cursor("verify|dr.example", "y"))
+    listed = [c.name for c in cursors.starting_with("referrers|")]
+    assert listed == ["referrers|a.example", "referrers|dr.example"]
+    assert [c.name for c in cursors.starting_with("verify|")] == ["verify|dr.example"]
+
+
+@dataclass
+class Signed:
+    """A signed two-platform image in a registry of one shape, through the port: the
+    index, its platforms, the SBOM on the index and the signature on the first platform."""
+
+    host: str
+    lister: ReferrerLister
+    index: str
+    platforms: tuple[str, ...]
+    sbom: str
+    signature: str
+    delete: Callable[[str], None]
+    api: bool  # the registry has the referrers API
+
+
+@pytest.fixture(params=["api", "fallback", "fake-api", "fake-fallback"])
+def signed(request: pytest.FixtureRequest) -> Iterator[Signed]:
+    kind = str(request.param)
+    if kind.startswith("fake"):
+        fake = FakeRegistry("fake.example", referrers_api=kind == "fake-api")
+        index = fake.put_image("app", "app-v1", "v1")
+        children = fake.children["app"][index]
+        sbom = fake.attach("app", index, SBOM_TYPE)
+        signature = fake.attach("app", children[0], SIGNATURE_TYPE)
+
+        def forget(digest: str) -> None:
+            fake.delete_manifest(ImageRef(fake.host, "app", digest=digest))
+
+        lister: ReferrerLister = FakeRegistries(fake)
+        yield Signed(
+            fake.host, lister, index, children, sbom, signature, forget, kind == "fake-api"
+        )
+        return
+    real: Registry = request.getfixturevalue("api_registry" if kind == "api" else "registry")
+    with Registries(plain_http=lambda _: True) as registries:
+        pushed = push_test_image(registries, ImageRef(real.host, "app", "v1"))
+        client = registries.client(real.host)
+
+        def delete(digest: str) -> None:
+            client.delete_manifest(ImageRef(real.host, "app", digest=digest))
+
+        sbom, signature = pushed.referrer_digests
+        lister = RegistryReferrers(registries)
+        yield Signed(
+            real.host,
+            lister,
+            pushed.digest,
+            pushed.manifests,
+            sbom,
+            signature,
+            delete,
+            kind == "api",
+        )
+
+
+def test_subjects_are_the_manifest_and_the_platforms_it_lists(signed: Signed) -> None:
+    lister = signed.lister
+    assert lister.subjects(signed.host, "app", signed.index) == (signed.index, *signed.platforms)
+    assert lister.subjects(signed.host, "app", signed.platforms[1]) == (signed.platforms[1],)
+    assert lister.subjects(signed.host, "app", digest_of("never pushed")) is None
+
+
+def test_referrers_of_each_manifest_with_their_artifact_type(signed: Signed) -> None:
+    def listed(subject: str, **kw: bool) -> tuple[ListedReferrer, ...]:
+        return signed.lister.referrers(signed.host, "app", subject, **kw)
+
+    assert listed(signed.index) == (ListedReferrer(signed.sbom, SBOM_TYPE),)
+    assert listed(signed.platforms[0]) == (ListedReferrer(signed.signature, SIGNATURE_TYPE),)
+    assert listed(signed.platforms[0], fallback_first=True) == listed(signed.platforms[0])
+    assert listed(signed.platforms[1]) == ()
+    assert listed(digest_of("no such subject")) == ()
+
+
+def test_a_deleted_referrer_leaves_the_api_but_not_a_fallback_tag(signed: Signed) -> None:
+    """The referrers API forgets a deleted manifest (spec 1.1, "Listing Referrers"); the
+    fallback tag is the pusher's to keep, and the registry leaves it as it was."""
+    signed.delete(signed.signature)
+    still = signed.lister.referrers(signed.host, "app", signed.platforms[0])
+    kept = (ListedReferrer(signed.signature, SIGNATURE_TYPE),)
+    assert still == (() if signed.api else kept)
+    assert signed.lister.referrers(signed.host, "app", signed.index) == (
+        ListedReferrer(signed.sbom, SBOM_TYPE),
+    )

@@ -15,9 +15,11 @@ from devstack.localruntime import LocalRuntime
 from devstack.localstack import Azurite, Registry
 from devstack.testimages import manifest_digest, seed
 from replicator.adapters.azure.claims import TableClaims
+from replicator.adapters.azure.cursors import TableCursors
 from replicator.adapters.azure.planblobs import PlanBlobs
 from replicator.adapters.azure.queue import StorageJobQueue
 from replicator.adapters.azure.status import TableStatusStore
+from replicator.adapters.oci.referrer_lister import RegistryReferrers
 from replicator.adapters.oci.registries import Registries
 from replicator.app.api import handle_replay, handle_resync, handle_status
 from replicator.app.reconcile import Pacing, run_reconcile
@@ -51,6 +53,8 @@ def runtime(registry_pair: tuple[Registry, Registry], azurite: Azurite) -> Itera
         claims=TableClaims(status),
         plans=StorageJobQueue(connection, name=f"plans{unique}"),
         plan_blobs=PlanBlobs(connection, container=f"plans{unique}"),
+        cursors=TableCursors(status),
+        referrers=RegistryReferrers(registries),
     )
     built.queue.ensure()
     built.status.ensure()

@@ -6,7 +6,8 @@ of the last item the sweep finished, ``""`` at the start), how many full laps it
 when the last pass ran, and what that pass counted. The table is created on first use
 (``replicator.adapters.azure.provision``), as every status-table call does; a cursor never
 written reads as the start. Storage failures leave as ``QueueUnavailableError``.
-``replicator.app.referrer_drift`` keeps its sweep here; any other rolling sweep may too.
+``TableCursors`` is the app's ``CursorStore`` port (``replicator.app.ports``,
+``Runtime.cursors``): referrer drift and the verify sweep keep their place here.
 """
 
 from __future__ import annotations

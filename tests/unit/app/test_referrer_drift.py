@@ -24,6 +24,7 @@ from replicator.app.referrer_drift import (
 from replicator.domain.budgets import Limits
 from replicator.domain.config import Settings
 from replicator.domain.model import Action, TagEntry, Target
+from replicator.domain.referrers import listed_referrers
 
 A, B, C, D = ("sha256:" + c * 64 for c in "abcd")
 R1, R2, R3 = ("sha256:" + c * 64 for c in "123")
@@ -158,7 +159,8 @@ def test_compare_subject(
     extra: list[tuple[str, str | None]],
     both: list[str],
 ) -> None:
-    drift = compare_subject("app", A, source, target, delete_extra=delete_extra)
+    there = None if target is None else listed_referrers(target)
+    drift = compare_subject("app", A, listed_referrers(source), there, delete_extra=delete_extra)
     assert drift.missing == tuple(Referrer("app", A, d, t) for d, t in missing)
     assert drift.extra == tuple(Referrer("app", A, d, t) for d, t in extra)
     assert drift.both == tuple(both)
@@ -214,37 +216,28 @@ def test_sweep_minutes() -> None:
     assert sweep_minutes(5000, None) is None
 
 
-class Clock:
-    def __init__(self) -> None:
-        self.now = 0.0
-        self.slept: list[float] = []
-
-    def sleep(self, seconds: float) -> None:
-        self.slept.append(seconds)
-        self.now += seconds
-
-
-def test_pace_waits_at_the_referrers_rate_and_stops_at_the_pass_budget() -> None:
+def test_pace_counts_calls_and_stops_at_the_pass_budget_without_waiting() -> None:
+    """The pass's bound is a count of calls (minutes of the rate the budget pacer spends
+    referrers calls at); pacing is the registry client's, so ``Pace`` never waits."""
     source, target, other = "src.azurecr.io", "127.0.0.1:5002", "127.0.0.1:5003"
     settings = Settings(
         source=source,
-        targets=(Target(target), Target(other)),
-        rate_limits={target: Limits(referrers=60.0)},
+        targets=(Target(target), Target(other), Target("dr.example")),
+        rate_limits={target: Limits(referrers=60.0), "dr.example": Limits(read=100.0)},
     )
-    clock = Clock()
-    pace = Pace(settings, minutes=0.5, sleep=clock.sleep, clock=lambda: clock.now)
+    pace = Pace(settings, minutes=0.5)
     assert pace.rate(source) == 250.0  # Standard: 500 a minute times 0.5, capped at 250
     assert pace.rate(target) == 60.0 and pace.rate(other) is None
-    for _ in range(4):
-        pace.call(target)  # 60 a minute, a burst of two seconds' worth
-    assert clock.slept == pytest.approx([1.0, 1.0])
-    assert not pace.exhausted([target])
-    for _ in range(26):
+    assert pace.rate("dr.example") == 100.0  # no referrers limit: drawn from read
+    assert (pace.bound(source), pace.bound(target), pace.bound(other)) == (125, 30, None)
+    for _ in range(29):
         pace.call(target)
+    assert not pace.exhausted([target])
+    pace.call(target)
     assert pace.exhausted([target, other])  # 30 calls: half a minute at 60
     for _ in range(1000):
-        pace.call(other)  # no limit: never waits, never spent
-    assert not pace.exhausted([other]) and len(clock.slept) == 28
+        pace.call(other)  # no limit: never spent
+    assert not pace.exhausted([other])
     assert pace.requests == 1030
 
 

@@ -19,7 +19,6 @@ from replicator.adapters.oci.registries import Registries
 from replicator.adapters.oci.transport import RetryPolicy
 from replicator.app.image_audit import Auditor
 from replicator.app.reconcile import ReconcileReport, TargetDrift
-from replicator.app.referrer_sweep import MemoryCursors
 from replicator.app.verify import CursorMismatch, FileCursor, VerifyOptions, scope_of, verify
 from replicator.app.verify_sweep import TargetVerify, _target_pass, position_of, repair_jobs
 from replicator.cli import build_parser, main
@@ -44,6 +43,7 @@ from replicator.domain.integrity import (
 from replicator.domain.manifests import OCI_INDEX, OCI_MANIFEST, sha256_digest
 from replicator.domain.model import TagEntry, utcnow
 from replicator.domain.planning import DriftEntry, Plan
+from tests.fakes import FakeCursors
 
 A, B, C = ("sha256:" + c * 64 for c in "abc")
 SRC, DST = "src.example", "dst.example"
@@ -532,7 +532,7 @@ class _Deferring:
 
 
 def test_a_deferred_pass_keeps_its_place() -> None:
-    cursors = MemoryCursors()
+    cursors = FakeCursors()
     start = SweepCursor("verify|" + DST, f"a@{A}", laps=2)
     done = _target_pass(_Deferring(), IMAGES, start, 3, utcnow())  # type: ignore[arg-type]
     assert (done.checked, done.missing) == (1, 1)

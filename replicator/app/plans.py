@@ -23,7 +23,7 @@ from datetime import datetime
 from typing import TYPE_CHECKING, Any
 
 from replicator.app.reconcile import Pacing, compare, enqueue, plan_jobs, refusing_untag
-from replicator.domain.budgets import jobs_per_minute
+from replicator.domain.budgets import enqueue_per_minute
 from replicator.domain.errors import InvalidJobError
 from replicator.domain.filters import Filters
 from replicator.domain.model import CopyJob, parse_time, utcnow
@@ -179,7 +179,7 @@ def _run(runtime: Runtime, request: PlanRequest) -> dict[str, Any]:
             request.plan_id, state=PlanState.ENQUEUING, planned=len(jobs), enqueued=0, **counts
         )
         progress = _Progress(runtime, request.plan_id)
-        pacing = Pacing(batch=500, pause_seconds=0.1, jobs_per_minute=jobs_per_minute(settings))
+        pacing = Pacing(batch=500, pause_seconds=0.1, jobs_per_minute=enqueue_per_minute(settings))
         sent = enqueue(progress, jobs, pacing)
         status.update_plan(request.plan_id, state=PlanState.DONE, enqueued=sent)
     final = status.plan(request.plan_id) or {}

@@ -3,7 +3,9 @@
 The timer runs ``run_reconcile(runtime)``; ``resync`` and ``sync --enqueue`` reuse its
 parts. Jobs go out paced (``Pacing``): in batches with pauses, so 10,000 tags do not hit
 the queue in one burst, and spread over minutes with the message visibility delay, so the
-workers do not hit the registries in one burst either. A job already queued (same job id)
+workers do not take more jobs than the budgets could serve
+(``replicator.domain.budgets.enqueue_per_minute``; the registry clients' budget pacer
+keeps the requests themselves within the budgets). A job already queued (same job id)
 costs the worker one status read, nothing more.
 """
 
@@ -19,7 +21,7 @@ from typing import TYPE_CHECKING, Protocol
 from replicator.adapters.oci.listing import Allows, Listing, RegistryLister, RegistryRequester
 from replicator.app.referrer_sweep import check_referrers
 from replicator.app.verify_sweep import TargetVerify, sweep_verify
-from replicator.domain.budgets import jobs_per_minute
+from replicator.domain.budgets import enqueue_per_minute
 from replicator.domain.config import Settings
 from replicator.domain.filters import Filters, may_hold_allowed
 from replicator.domain.model import CopyJob, Origin, TagEntry
@@ -187,9 +189,10 @@ def run_reconcile(
 ) -> ReconcileReport:
     """Plan every configured target, enqueue a job per missing or stale tag (and per extra
     under a propagating delete policy), record the drift for ``status``, log a summary.
-    Jobs are spread at the jobs a minute the request budgets sustain unless ``pacing``."""
+    Jobs are spread at ``enqueue_per_minute`` (as many as the budgets could serve of the
+    cheapest jobs; the request pacer limits the rest) unless ``pacing``."""
     settings = runtime.settings
-    pacing = pacing or Pacing(jobs_per_minute=jobs_per_minute(settings))
+    pacing = pacing or Pacing(jobs_per_minute=enqueue_per_minute(settings))
     filters = Filters(settings.include, settings.exclude)
     targets = [t.login_server for t in settings.targets]
     report = compare(runtime.registries, settings.source, targets, filters, settings)

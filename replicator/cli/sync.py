@@ -35,7 +35,7 @@ from replicator.cli.diff import (
 )
 from replicator.cli.exits import EXIT_FAILURES, EXIT_INTERRUPTED, EXIT_OK, EXIT_USAGE
 from replicator.cli.progress import Progress, progress, wanted
-from replicator.domain.budgets import jobs_per_minute
+from replicator.domain.budgets import enqueue_per_minute
 from replicator.domain.config import DEFAULT_QUEUE_CONNECTION, Settings, parse_storage
 from replicator.domain.errors import ConfigError, ReplicatorError
 from replicator.domain.model import CopyReport, Strategy
@@ -152,7 +152,7 @@ def _enqueue(args: argparse.Namespace, settings: Settings, drift: Plan) -> int:
             ]
         )
     jobs = jobs_for(drift, settings, "cli")
-    pacing = Pacing(jobs_per_minute=jobs_per_minute(settings))  # the budgets' (issue 17)
+    pacing = Pacing(jobs_per_minute=enqueue_per_minute(settings))  # the budgets' (issue 17)
     sent = enqueue(StorageJobQueue(storage), jobs, pacing)
     if args.json:
         json.dump(

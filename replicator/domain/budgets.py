@@ -352,23 +352,57 @@ def pacing_limits(limits: Limits) -> Limits:
 # Requests one image job makes, per registry and bucket: a signed two-platform image copied
 # over the data plane (an index, two manifests, their configs, about five layers each; the
 # referrers of each of the three manifests; the target checks its blobs first, then
-# uploads what it lacks). An estimate for spreading queued jobs only: the pacer still
-# counts each real request.
+# uploads what it lacks). What the budgets sustain of such jobs (``jobs_per_minute``) is an
+# estimate for ETAs (``status``, ``doctor``); the pacer counts each real request.
 SOURCE_REQUESTS_PER_JOB = Limits(read=16, referrers=3)
 TARGET_REQUESTS_PER_JOB = Limits(read=8, write=16)
+# The least any copy job sends: on the source the tag resolved (HEAD) and the manifest read
+# (GET), one referrers listing; on the target the manifest looked for (HEAD) and put (PUT):
+# a retag, or an image whose blobs the target holds already. What the queue is spread by
+# (``enqueue_per_minute``).
+SOURCE_REQUESTS_LEAST = Limits(read=2, referrers=1)
+TARGET_REQUESTS_LEAST = Limits(read=1, write=1)
 DEFAULT_JOBS_PER_MINUTE = 600  # no registry has a budget: the spread of before budgets
 
 
 def jobs_per_minute(settings: Settings) -> int:
-    """How many image jobs a minute the budgets sustain (the slowest registry bucket, at
-    ``SOURCE_``/``TARGET_REQUESTS_PER_JOB`` each): what reconcile and ``sync --enqueue``
-    spread their jobs at, so the queue does not run ahead of the budget."""
+    """How many typical image jobs a minute the budgets sustain (the slowest registry
+    bucket, at ``SOURCE_``/``TARGET_REQUESTS_PER_JOB`` each): the rate ``status`` and
+    ``doctor`` give a queue's or a backfill's ETA at. Not the rate jobs are enqueued at
+    (``enqueue_per_minute``)."""
+    return _per_minute(settings, SOURCE_REQUESTS_PER_JOB, TARGET_REQUESTS_PER_JOB)
+
+
+def enqueue_per_minute(settings: Settings) -> int:
+    """The jobs a minute reconcile, resync plans and ``sync --enqueue`` spread the queue
+    at (the visibility delay): as many as the budgets could serve if every job were the
+    cheapest a copy makes (``SOURCE_``/``TARGET_REQUESTS_LEAST``, at the rates the pacer
+    paces by, ``pacing_limits``).
+
+    Why so generous: the request pacer already keeps every registry within its budget,
+    whatever the jobs cost, and a job that finds no budget waits (in process, then as a
+    visibility delay that burns no dequeue count). A spread at a typical image's cost
+    (``jobs_per_minute``: 62 a minute into a Standard target) held smaller images back
+    while most of the budget idled, and made a backfill of them many times slower than the
+    registries allow. Spread at the cheapest job, the pacer, not the spread, is the limit
+    for any image that costs more; the queue never runs ahead of what the budgets could
+    possibly serve. Between two Standard ACRs: 250 a minute, the source's referrers share
+    (one listing a job)."""
+    limits = {r: pacing_limits(limits_for(settings, r)) for r in settings.registries}
+    return _per_minute(settings, SOURCE_REQUESTS_LEAST, TARGET_REQUESTS_LEAST, limits)
+
+
+def _per_minute(
+    settings: Settings,
+    source_cost: Limits,
+    target_cost: Limits,
+    limits: dict[str, Limits] | None = None,
+) -> int:
+    """Jobs a minute the slowest registry bucket allows at these costs per job."""
     best: float | None = None
     for registry in sorted(settings.registries):
-        per_job = (
-            SOURCE_REQUESTS_PER_JOB if registry == settings.source else TARGET_REQUESTS_PER_JOB
-        )
-        budget = limits_for(settings, registry)
+        per_job = source_cost if registry == settings.source else target_cost
+        budget = limits[registry] if limits is not None else limits_for(settings, registry)
         for bucket in BUCKETS:
             rate, need = budget.rate(bucket), per_job.rate(bucket)
             if rate is not None and need:

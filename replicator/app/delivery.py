@@ -223,17 +223,18 @@ def deliverer(
     importer: Importer | None,
     copier: Copier,
     verdicts: ImportVerdicts | None = None,
+    reach: DataPlaneReach | None = None,
 ) -> Planner:
-    """A ``Runtime.deliver`` that plans per target. It shares the importer's memory of
-    unreachable data planes (``AcrImporters.reach``), so the worker's check before an
-    import and the importer's after it learn from each other."""
-    reach = getattr(importer, "reach", None)
+    """A ``Runtime.deliver`` that plans per target. ``reach``: the importer's memory of
+    unreachable data planes (``AcrImporters.reach``, which ``build_runtime`` passes), so
+    the worker's check before an import and the importer's after it learn from each
+    other; a fresh one when None."""
     return Planner(
         settings,
         importer,
         copier,
         ImportVerdicts() if verdicts is None else verdicts,
-        reach if isinstance(reach, DataPlaneReach) else DataPlaneReach(),
+        DataPlaneReach() if reach is None else reach,
     )
 
 

@@ -98,7 +98,12 @@ def build_runtime(
         plan_blobs=PlanBlobs(settings.storage, retry=storage_retry),
         cursors=TableCursors(status),
         referrers=RegistryReferrers(registries),
-        deliver=deliverer(settings, importer=importer, copier=copier),
+        deliver=deliverer(
+            settings,
+            importer=importer,
+            copier=copier,
+            reach=None if importer is None else importer.reach,
+        ),
         closing=() if importer is None else (importer,),
         budgets=TableLeases(settings.storage, retry=storage_retry),
     )

@@ -188,7 +188,12 @@ class FakeRegistry:
         listed = self._fallback(repository, subject)
         if referrer in listed:
             return
-        entries = (*listed, referrer)
+        self._index_under(repository, subject, (*listed, referrer))
+
+    def _index_under(
+        self, repository: str, subject: str, entries: tuple[ListedReferrer, ...]
+    ) -> None:
+        """PUT the subject's fallback tag: an index of ``entries``."""
         index = digest_of("fallback|" + "|".join(f"{r.digest}={r.artifact_type}" for r in entries))
         self.fallbacks.setdefault(repository, {})[index] = entries
         self.put(repository, index, fallback_tag(subject))
@@ -230,6 +235,24 @@ class FakeRegistry:
                 if found or not self.referrers_api:
                     return found
             return self._api_referrers(repository, subject)
+
+    def unlist(self, repository: str, digest: str) -> str | None:
+        """As ``unlist_referrer``: without the API, the subject's fallback index rewritten
+        without the referrer (the tag moves to the new index); the subject, or None."""
+        self._enter("unlist", f"UNLIST {repository}@{digest}")
+        with self._lock:
+            found = self.subjects.get(repository, {}).get(digest)
+            if (
+                self.referrers_api
+                or found is None
+                or digest not in self.manifests.get(repository, {})
+            ):
+                return None
+            listed = self._fallback(repository, found[0])
+            if not any(r.digest == digest for r in listed):
+                return None
+            self._index_under(repository, found[0], tuple(r for r in listed if r.digest != digest))
+            return found[0]
 
     def referrers_of(self, repository: str, subject: str) -> tuple[ListedReferrer, ...]:
         """What this registry lists for ``subject``, without counting a call (set-up)."""
@@ -437,6 +460,9 @@ class FakeRegistries:
         self, host: str, repository: str, subject: str, *, fallback_first: bool = False
     ) -> tuple[ListedReferrer, ...]:
         return self.by_host[host].list_referrers(repository, subject, fallback_first=fallback_first)
+
+    def unlist(self, host: str, repository: str, digest: str) -> str | None:
+        return self.by_host[host].unlist(repository, digest)
 
 
 @dataclass

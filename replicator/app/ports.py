@@ -98,6 +98,12 @@ class ReferrerLister(Protocol):
         the listing cannot be read whole."""
         ...
 
+    def unlist(self, host: str, repository: str, digest: str) -> str | None:
+        """Before ``repository@digest`` is deleted from ``host``: when it is a referrer
+        listed under its subject's fallback tag (a registry without the API), rewrite that
+        tag without it. The subject whose tag was rewritten, or None."""
+        ...
+
 
 # -- delivery ---------------------------------------------------------------------------
 class Copier(Protocol):

@@ -36,8 +36,6 @@ from replicator.adapters.azure.telemetry import (
     record_job,
     result_fields,
 )
-from replicator.adapters.oci.copy import unlist_referrer
-from replicator.adapters.oci.registries import Registries
 from replicator.app.delivery import import_reach
 from replicator.app.ports import DeliveryPath
 from replicator.app.runtime import Runtime
@@ -257,8 +255,7 @@ def _delete(runtime: Runtime, job: CopyJob, attempt: int) -> JobResult:
     dst = runtime.registries.client(job.target)
     dst_ref = ref.with_registry(job.target)
     if dst.head_manifest(dst_ref) is not None:
-        if isinstance(runtime.registries, Registries):  # fakes keep no referrers tags
-            unlist_referrer(runtime.registries, dst_ref)  # a referrer leaves its subject's tag
+        runtime.referrers.unlist(job.target, job.repository, job.digest)  # off its subject's tag
         dst.delete_manifest(dst_ref)
     return JobResult(job, Outcome.DELETED, digest=job.digest, attempts=attempt)
 

@@ -267,3 +267,14 @@ def test_a_deleted_referrer_leaves_the_api_but_not_a_fallback_tag(signed: Signed
     assert signed.lister.referrers(signed.host, "app", signed.index) == (
         ListedReferrer(signed.sbom, SBOM_TYPE),
     )
+
+
+def test_unlist_takes_a_referrer_off_its_fallback_tag_and_leaves_the_api_alone(
+    signed: Signed,
+) -> None:
+    done = signed.lister.unlist(signed.host, "app", signed.signature)
+    assert done == (None if signed.api else signed.platforms[0])
+    after = signed.lister.referrers(signed.host, "app", signed.platforms[0])
+    kept = (ListedReferrer(signed.signature, SIGNATURE_TYPE),)
+    assert after == (kept if signed.api else ())  # the API lists it until it is deleted
+    assert signed.lister.unlist(signed.host, "app", digest_of("never pushed")) is None

@@ -6,12 +6,14 @@ subject's referrers as ``replicator.adapters.oci.referrers.list_referrers`` does
 referrers API where the registry has it, else the ``sha256-<hex>`` fallback tag; bounded
 reads, pages kept on the registry's origin). Every request goes through the registry
 client's one retry layer and so through its pacer: nothing here paces of its own.
+``unlist`` takes a referrer out of its subject's fallback tag before it is deleted.
 """
 
 from __future__ import annotations
 
 from dataclasses import dataclass
 
+from replicator.adapters.oci.copy import unlist_referrer
 from replicator.adapters.oci.referrers import list_referrers
 from replicator.adapters.oci.registries import Registries
 from replicator.domain.errors import NotFoundError
@@ -45,3 +47,8 @@ class RegistryReferrers:
             self.registries, client, repository, subject, fallback_first=fallback_first
         )
         return listed_referrers(found.descriptors)
+
+    def unlist(self, host: str, repository: str, digest: str) -> str | None:
+        """Take ``repository@digest`` out of its subject's fallback tag before a delete
+        (``replicator.adapters.oci.copy.unlist_referrer``); the subject, or None."""
+        return unlist_referrer(self.registries, ImageRef(host, repository, digest=digest))

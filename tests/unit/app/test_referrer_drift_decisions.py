@@ -146,6 +146,10 @@ def test_propagate_deletes_a_referrer_only_dr_lists(shape: str) -> None:
 
     reconcile(fakes)
     assert [(j.action, j.digest, j.tag) for j in fakes.queue.jobs] == [(Action.DELETE, extra, None)]
+    assert run_jobs(fakes) == [Outcome.DELETED]
+    assert not fakes.target.holds("app", extra)
+    assert fakes.target.referrers_of("app", index) == ()  # off the fallback tag too
+    assert reconcile(fakes).enqueued == 0
 
 
 def test_a_pass_is_bounded_in_calls_and_nothing_but_the_registry_clients_paces(

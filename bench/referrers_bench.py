@@ -312,11 +312,11 @@ on the source, in the read bucket (10,000 a minute on Standard). Changed images 
 finished on them, or a fallback tag moved) come first in each pass, so a lost signature on
 a recently pushed image is found within one pass; one on an old image, within one sweep.
 
-The pacing is in this process (a `TokenBucket` per registry, `replicator.app.
-referrer_checks.Pace`); the worker's own referrer listings during a copy are not counted
-against the pass's budget. A 10-minute pass in every 30 leaves two thirds of the budget to
-the worker; the fleet-wide budget (`replicator.adapters.budget_pacer`) is what will bound
-both together.
+One budget paces: every referrers call goes through the registry client's budget pacer
+(`replicator.adapters.budget_pacer`, fleet-wide in the app, in process for `diff`), which
+also paces the worker's own referrer listings during a copy; a pass only counts its calls
+(`replicator.app.referrer_checks.Pace`) and stops at 10 minutes' worth of the rate the
+pacer spends them at, so a pass in every 30 leaves two thirds of the budget to the worker.
 """
 
 

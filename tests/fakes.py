@@ -24,6 +24,13 @@ the worker expects:
   2.8) the pusher keeps the "Referrers Tag Schema" ``sha256-<hex>`` tag, an OCI index of
   the referrers, which is an ordinary tag to the registry (listed, never updated on a
   delete). ``put_image`` makes an index of platform manifests, ``attach`` a referrer.
+  Blobs (config and layers) as the integrity audit reads them: ``get_manifest`` by digest
+  answers the manifest's JSON (an index listing its children, an image manifest naming its
+  ``config`` and ``layers``, image-spec ``manifest.md``/``image-index.md``) under the digest
+  it was stored by, ``NotFoundError`` when absent (end-3: 404 ``MANIFEST_UNKNOWN``);
+  ``head_blob`` is ``HEAD /v2/<name>/blobs/<digest>`` (end-2: 200 with ``Content-Length``,
+  404 when the repository lacks it). ``remove_blob`` / ``remove_manifest`` plant a defect
+  (a blob or child gone under a manifest the registry still holds).
 - :class:`FakeImporter` is ImportImage with ``mode: Force`` by digest (ARM
   ``Registries_ImportImage``): the target gets the digest and the job's tag points at it.
 - :class:`FakeClaims` does what ``replicator.adapters.azure.claims`` does with the status
@@ -61,6 +68,7 @@ from replicator.app.ports import RegistryClient
 from replicator.app.runtime import Runtime
 from replicator.domain.config import Settings
 from replicator.domain.errors import NotFoundError, TransientRegistryError
+from replicator.domain.manifests import Manifest
 from replicator.domain.model import (
     CopyJob,
     CopyReport,
@@ -77,6 +85,9 @@ INDEX = "application/vnd.oci.image.index.v1+json"
 MANIFEST = "application/vnd.oci.image.manifest.v1+json"
 SIGNATURE = "application/vnd.dev.cosign.artifact.sig.v1+json"
 SBOM = "application/spdx+json"
+CONFIG = "application/vnd.oci.image.config.v1+json"
+LAYER = "application/vnd.oci.image.layer.v1.tar+gzip"
+BLOB_PARTS = (("config", 300), ("layer", 4096))  # what ``put_image`` gives a platform
 
 
 def digest_of(text: str) -> str:
@@ -123,6 +134,8 @@ class FakeRegistry:
     children: dict[str, dict[str, tuple[str, ...]]] = field(default_factory=dict)  # index's
     subjects: dict[str, dict[str, tuple[str, str | None]]] = field(default_factory=dict)
     fallbacks: dict[str, dict[str, tuple[ListedReferrer, ...]]] = field(default_factory=dict)
+    layers: dict[str, dict[str, tuple[str, ...]]] = field(default_factory=dict)  # config first
+    blobs: dict[str, dict[str, int]] = field(default_factory=dict)  # repo: digest -> size
     calls: list[str] = field(default_factory=list)  # "HEAD repo:ref", "DELETE repo@digest"...
     base: str = field(init=False)  # the origin listing pages must stay on
     _lock: threading.RLock = field(default_factory=threading.RLock, repr=False)
@@ -143,12 +156,41 @@ class FakeRegistry:
         return digest
 
     def put_image(self, repository: str, name: str, *tags: str, platforms: int = 2) -> str:
-        """An index of ``platforms`` platform manifests, made up from ``name``; its digest."""
-        children = tuple(
-            self.put(repository, digest_of(f"{name}/{n}"), media_type=MANIFEST)
-            for n in range(platforms)
-        )
+        """An index of ``platforms`` platform manifests, made up from ``name``, each with a
+        config and a layer blob; its digest."""
+        children = []
+        for n in range(platforms):
+            blobs = {digest_of(f"{name}/{n}/{part}"): size for part, size in BLOB_PARTS}
+            for digest, size in blobs.items():
+                self.put_blob(repository, digest, size)
+            platform = Descriptor(digest_of(f"{name}/{n}"), MANIFEST, 512)
+            children.append(self.receive(repository, platform, blobs=tuple(blobs)))
         return self.receive(repository, Descriptor(digest_of(name), INDEX, 512), children, tags)
+
+    def put_blob(self, repository: str, digest: str, size: int) -> None:
+        """A blob upload (end-4a..4b): ``repository`` holds ``digest`` of ``size`` bytes."""
+        with self._lock:
+            self.blobs.setdefault(repository, {})[digest] = size
+
+    def remove_blob(self, repository: str, digest: str) -> None:
+        """A defect: the blob is gone, the manifests naming it stay."""
+        with self._lock:
+            del self.blobs[repository][digest]
+
+    def remove_manifest(self, repository: str, digest: str) -> None:
+        """A defect: the manifest is gone (with its tags), an index listing it stays."""
+        with self._lock:
+            assert digest in self.manifests.get(repository, {}), f"{repository}@{digest}"
+            self._drop_manifest(repository, digest)
+
+    def blobs_of(self, repository: str, digest: str) -> tuple[str, ...]:
+        """The config and layers the manifest ``digest`` names (set-up, no call counted)."""
+        with self._lock:
+            return self.layers.get(repository, {}).get(digest, ())
+
+    def holds_blob(self, repository: str, digest: str) -> bool:
+        with self._lock:
+            return digest in self.blobs.get(repository, {})
 
     def attach(
         self, repository: str, subject: str, artifact_type: str | None = SIGNATURE, name: str = ""
@@ -168,6 +210,7 @@ class FakeRegistry:
         children: Sequence[str] = (),
         tags: Iterable[str] = (),
         subject: tuple[str, str | None] | None = None,
+        blobs: Sequence[str] = (),
     ) -> str:
         """A manifest PUT: with a ``subject`` the referrers API lists it; without the API
         the pusher adds it to the subject's fallback tag index (spec 1.1, "Pushing
@@ -176,6 +219,8 @@ class FakeRegistry:
             self.put(repository, descriptor.digest, *tags, media_type=descriptor.media_type)
             if children:
                 self.children.setdefault(repository, {})[descriptor.digest] = tuple(children)
+            if blobs:
+                self.layers.setdefault(repository, {})[descriptor.digest] = tuple(blobs)
             if subject is not None:
                 self.subjects.setdefault(repository, {})[descriptor.digest] = subject
                 if not self.referrers_api:
@@ -297,6 +342,34 @@ class FakeRegistry:
         self._enter("head_manifest", f"HEAD {ref.repository}:{ref.reference}")
         with self._lock:
             return self._resolve(ref.repository, ref.reference)
+
+    def get_manifest(self, ref: ImageRef) -> Manifest:
+        """The manifest's JSON (children, config and layers as stored) under its digest."""
+        self._enter("get_manifest", f"GET {ref.repository}:{ref.reference}")
+        with self._lock:
+            found = self._resolve(ref.repository, ref.reference)
+            if found is None:
+                raise NotFoundError(f"{ref} does not exist", status=404, reference=str(ref))
+            children = self.children.get(ref.repository, {}).get(found.digest, ())
+            blobs = self.layers.get(ref.repository, {}).get(found.digest, ())
+            sizes = self.blobs.get(ref.repository, {})
+        body: dict[str, Any] = {"schemaVersion": 2, "mediaType": found.media_type}
+        if found.media_type == INDEX:
+            body["manifests"] = [
+                {"mediaType": MANIFEST, "digest": c, "size": 512} for c in children
+            ]
+        else:
+            named = [{"mediaType": LAYER, "digest": b, "size": sizes.get(b, -1)} for b in blobs]
+            if named:
+                body["config"] = {**named[0], "mediaType": CONFIG}
+            body["layers"] = named[1:]
+        content = json.dumps(body).encode()
+        return Manifest(content, found.media_type, found.digest)
+
+    def head_blob(self, repository: str, digest: str) -> int | None:
+        self._enter("head_blob", f"HEAD {repository}@{digest} (blob)")
+        with self._lock:
+            return self.blobs.get(repository, {}).get(digest)
 
     def delete_manifest(self, ref: ImageRef) -> None:
         self._enter("delete_manifest", f"DELETE {ref.repository}@{ref.reference}")
@@ -485,7 +558,7 @@ class FakeCopier:
         target = self.registries.by_host[dst.registry]
         if target.unreachable:
             target.head_manifest(dst)  # raises as the copy's first request would
-        copied = copy_tree(source, target, src.repository, found.digest)
+        copied = copy_tree(source, target, src.repository, found.digest, repair=repair)
         if dst.tag:
             target.put(dst.repository, found.digest, dst.tag, media_type=found.media_type)
         self.copies.append(f"{src.repository}@{found.digest}->{dst.registry}")
@@ -499,10 +572,20 @@ class FakeCopier:
         )
 
 
-def copy_tree(source: FakeRegistry, target: FakeRegistry, repository: str, digest: str) -> int:
+def copy_tree(
+    source: FakeRegistry,
+    target: FakeRegistry,
+    repository: str,
+    digest: str,
+    *,
+    repair: bool = False,
+) -> int:
     """Bring ``repository@digest`` from ``source`` to ``target`` with its children and the
     referrers of each, as the copy does (the target's own way of listing referrers: its
-    API, else the fallback tag); how many top-level manifests and referrers it brought."""
+    API, else the fallback tag); how many top-level manifests and referrers it brought.
+    The blobs of a manifest come with it when the target lacks the manifest, and with
+    ``repair`` (the copy's repair: every blob under what the target holds checked) the
+    missing blobs under every manifest; the copy never descends into a child it holds."""
     brought, todo, seen = 0, [digest], set()
     while todo:
         top = todo.pop(0)
@@ -518,11 +601,29 @@ def copy_tree(source: FakeRegistry, target: FakeRegistry, repository: str, diges
         if found is None:
             continue
         for kid in kids:
-            target.receive(repository, kid)
-        target.receive(repository, found, children, subject=subject)
+            _bring_blobs(source, target, repository, kid.digest, repair=repair)
+            target.receive(repository, kid, blobs=source.blobs_of(repository, kid.digest))
+        _bring_blobs(source, target, repository, top, repair=repair)
+        target.receive(
+            repository, found, children, subject=subject, blobs=source.blobs_of(repository, top)
+        )
         brought += 1
         todo += under
     return brought
+
+
+def _bring_blobs(
+    source: FakeRegistry, target: FakeRegistry, repository: str, digest: str, *, repair: bool
+) -> None:
+    """The blobs of ``digest`` the target lacks (all, unless it holds the manifest and this
+    is no repair); a blob the source lacks stays missing, as a failed copy leaves it."""
+    if target.holds(repository, digest) and not repair:
+        return
+    for blob in source.blobs_of(repository, digest):
+        with source._lock:
+            size = source.blobs.get(repository, {}).get(blob)
+        if size is not None and not target.holds_blob(repository, blob):
+            target.put_blob(repository, blob, size)
 
 
 @dataclass

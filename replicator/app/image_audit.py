@@ -4,9 +4,12 @@
 few KiB, verified against its digest, which proves it readable and intact), every child
 manifest, every config and layer by ``HEAD`` (no blob bytes pulled), and referrer parity:
 the source's referrers of each manifest present in DR must be listed by DR (the referrers
-API or the ``<alg>-<hex>`` fallback tag, ``replicator.adapters.oci.referrers``), and each
-is walked the same way, ``MAX_REFERRER_DEPTH`` deep. ``Auditor.read_blob`` reads one blob
-end to end, streamed, and hashes it (``verify --deep``). What is found is a ``Finding``
+API or the ``<alg>-<hex>`` fallback tag, through the ``ReferrerLister`` port), and each
+is walked the same way, ``MAX_REFERRER_DEPTH`` deep. The walk reaches the registries only
+through the ports (``replicator.app.ports``: ``RegistryClient.get_manifest`` and
+``head_blob``, ``ReferrerLister``), so the reconcile sweep runs it on any runtime, the
+in-memory fakes included. ``read_blob`` reads one blob end to end, streamed, and hashes
+it (``verify --deep``, the CLI's OCI engine only). What is found is a ``Finding``
 (``replicator.domain.integrity``): missing (absent, or bytes that do not hash to the
 digest) or unreadable (an answer that tells nothing). Each ``repository@digest`` is
 checked once per auditor (an LRU of ``MAX_SEEN``), however many images share it.
@@ -22,10 +25,9 @@ from typing import Protocol
 
 import httpx
 
-from replicator.adapters.oci.client import RegistryClient
-from replicator.adapters.oci.referrers import Referrers, list_referrers
 from replicator.adapters.oci.registries import Registries
 from replicator.adapters.oci.transport import transport_error
+from replicator.app.ports import ReferrerLister, RegistryClients
 from replicator.domain.errors import (
     DeferRequested,
     DigestMismatchError,
@@ -35,6 +37,7 @@ from replicator.domain.errors import (
 from replicator.domain.integrity import BlobRef, Checked, Finding, Findings, Image
 from replicator.domain.manifests import Manifest, blob_descriptors, children_of
 from replicator.domain.reference import ImageRef
+from replicator.domain.referrers import ListedReferrer
 
 MAX_REFERRER_DEPTH = 8  # as the copy: referrers of referrers, so deep at most
 MAX_SEEN = 200_000  # (repository, digest) pairs remembered as checked (an LRU)
@@ -70,15 +73,19 @@ class AuditResult:
 
 class Auditor:
     """Walks images in ``target`` against ``source``; thread-safe (images run at once).
-    ``referrers``: whether to check referrer parity too (the sweep leaves it to referrer
-    drift)."""
+    ``referrers``: the listings to check referrer parity with (None: not checked; the
+    sweep leaves it to referrer drift)."""
 
     def __init__(
-        self, registries: Registries, source: str, target: str, *, referrers: bool = True
+        self,
+        registries: RegistryClients,
+        source: str,
+        target: str,
+        *,
+        referrers: ReferrerLister | None = None,
     ) -> None:
-        self.registries = registries
         self.referrers = referrers
-        self.source = registries.client(source)
+        self.source = source
         self.target = registries.client(target)
         self._seen: OrderedDict[tuple[str, str], None] = OrderedDict()
         self._lock = threading.Lock()
@@ -120,7 +127,7 @@ class Auditor:
             self._walk(out, Finding("manifest", repo, child, None, digest, image), depth)
         for blob, size in dict.fromkeys(blobs):
             self._blob(out, repo, blob, size, image, digest)
-        if self.referrers and depth < MAX_REFERRER_DEPTH:
+        if self.referrers is not None and depth < MAX_REFERRER_DEPTH:
             self._referrers(out, repo, digest, image, depth)
 
     def _manifest(self, out: AuditResult, what: Finding) -> Manifest | None:
@@ -163,81 +170,81 @@ class Auditor:
 
     def _referrers(self, out: AuditResult, repo: str, subject: str, image: str, depth: int) -> None:
         wanted = self._listed(out, self.source, repo, subject, image)
-        if wanted is None or not wanted.descriptors:
+        if not wanted:
             return
-        there = self._listed(out, self.target, repo, subject, image)
+        there = self._listed(out, self.target.host, repo, subject, image)
         if there is None:
             return
-        for descriptor in wanted.descriptors:
-            digest = str(descriptor.get("digest"))
-            kind = descriptor.get("artifactType")
+        listed = {r.digest for r in there}
+        for referrer in wanted:
+            digest = referrer.digest
             what = Finding(
-                "referrer",
-                repo,
-                digest,
-                None,
-                subject,
-                image,
-                artifact_type=kind if isinstance(kind, str) else None,
+                "referrer", repo, digest, None, subject, image, artifact_type=referrer.artifact_type
             )
             out.referrers += 1
-            if digest in there.digests:
+            if digest in listed:
                 self._walk(out, what, depth + 1)
             else:
                 out.missing.append(what)
 
     def _listed(
-        self, out: AuditResult, client: RegistryClient, repo: str, subject: str, image: str
-    ) -> Referrers | None:
+        self, out: AuditResult, host: str, repo: str, subject: str, image: str
+    ) -> tuple[ListedReferrer, ...] | None:
+        assert self.referrers is not None
         try:
-            return list_referrers(self.registries, client, repo, subject)
+            return self.referrers.referrers(host, repo, subject)
         except DeferRequested:
             raise
         except RegistryError as exc:
-            side = "source" if client is self.source else "target"
+            side = "source" if host == self.source else "target"
             reason = f"the {side}'s referrers: {exc}"
             out.unreadable.append(
                 Finding("referrer", repo, None, None, subject, image, reason=reason)
             )
             return None
 
-    # -- deep: read a blob end to end ---------------------------------------------------
-    def read_blob(self, blob: BlobRef, tally: Tally | None = None) -> tuple[Finding | None, int]:
-        """Stream ``blob`` from DR and hash it: ``(a finding or None, bytes read)``."""
-        reference = f"{blob.repository}@{blob.digest}"
 
-        def attempt() -> int:
-            algorithm, _, expected = blob.digest.partition(":")
-            hasher = hashlib.new(algorithm)
-            total = 0
-            with self.target.open_blob(blob.repository, blob.digest) as response:
-                try:
-                    for chunk in response.iter_raw():
-                        hasher.update(chunk)
-                        total += len(chunk)
-                        if tally is not None:
-                            tally.advance(0, nbytes=len(chunk))
-                except httpx.TransportError as exc:
-                    raise transport_error(exc, "GET blob", reference) from None
-            actual = f"{algorithm}:{hasher.hexdigest()}"
-            if actual != blob.digest or (blob.size >= 0 and total != blob.size):
-                raise DigestMismatchError(
-                    f"{total} bytes hashing to {actual} (expected {blob.size} bytes, {expected})",
-                    operation="GET blob",
-                    reference=reference,
-                )
-            return total
+# -- deep: read a blob end to end (the OCI engine's streamed GET) -------------------------
+def read_blob(
+    registries: Registries, target: str, blob: BlobRef, tally: Tally | None = None
+) -> tuple[Finding | None, int]:
+    """Stream ``blob`` from ``target`` and hash it: ``(a finding or None, bytes read)``;
+    ``-1`` bytes when it could not be read (the finding is then unreadable)."""
+    client = registries.client(target)
+    reference = f"{blob.repository}@{blob.digest}"
 
-        try:
-            return None, self.registries.retry.run(f"verify blob {reference}", attempt)
-        except DigestMismatchError as exc:
-            return _deep_finding(blob, f"corrupt: {exc}"), 0
-        except NotFoundError:
-            return _deep_finding(blob, "gone when read"), 0
-        except DeferRequested:
-            raise
-        except RegistryError as exc:
-            return _deep_finding(blob, str(exc)), -1
+    def attempt() -> int:
+        algorithm, _, expected = blob.digest.partition(":")
+        hasher = hashlib.new(algorithm)
+        total = 0
+        with client.open_blob(blob.repository, blob.digest) as response:
+            try:
+                for chunk in response.iter_raw():
+                    hasher.update(chunk)
+                    total += len(chunk)
+                    if tally is not None:
+                        tally.advance(0, nbytes=len(chunk))
+            except httpx.TransportError as exc:
+                raise transport_error(exc, "GET blob", reference) from None
+        actual = f"{algorithm}:{hasher.hexdigest()}"
+        if actual != blob.digest or (blob.size >= 0 and total != blob.size):
+            raise DigestMismatchError(
+                f"{total} bytes hashing to {actual} (expected {blob.size} bytes, {expected})",
+                operation="GET blob",
+                reference=reference,
+            )
+        return total
+
+    try:
+        return None, registries.retry.run(f"verify blob {reference}", attempt)
+    except DigestMismatchError as exc:
+        return _deep_finding(blob, f"corrupt: {exc}"), 0
+    except NotFoundError:
+        return _deep_finding(blob, "gone when read"), 0
+    except DeferRequested:
+        raise
+    except RegistryError as exc:
+        return _deep_finding(blob, str(exc)), -1
 
 
 def _deep_finding(blob: BlobRef, reason: str) -> Finding:

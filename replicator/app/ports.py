@@ -7,10 +7,11 @@ on that resource; ``replicator.app.runtime.Runtime`` is typed against them, and
 ``replicator.adapters.azure`` (queues, status table, push claims, sweep cursors, plan
 blobs). ``tests/fakes.py`` holds in-memory ones.
 
-The registry client is the one wide port: besides manifests by reference it lends its
-authenticated ``request`` to the modules that speak an API of their own over it (listing,
-the optional read of an import target, the tag delete), each of which names the slice it
-uses in a Protocol of its own; this one is the union of those slices.
+The registry client is the one wide port: besides manifests by reference and blobs by
+``HEAD`` (what the integrity audit reads) it lends its authenticated ``request`` to the
+modules that speak an API of their own over it (listing, the optional read of an import
+target, the tag delete), each of which names the slice it uses in a Protocol of its own;
+this one is the union of those slices.
 """
 
 from __future__ import annotations
@@ -25,6 +26,7 @@ import httpx
 from replicator.adapters.azure.claims import Claim
 from replicator.adapters.azure.cursors import Cursor
 from replicator.domain.budgets import BudgetState
+from replicator.domain.manifests import Manifest
 from replicator.domain.model import CopyJob, CopyReport, Descriptor, JobResult, Target
 from replicator.domain.reference import ImageRef
 from replicator.domain.referrers import ListedReferrer
@@ -43,10 +45,23 @@ class DeliveryPath(StrEnum):
 class RegistryClient(Protocol):
     """One registry host, authenticated, behind the one retry layer."""
 
+    host: str  # the registry's host name (``host[:port]``), as configured
     base: str  # the registry's origin, ``https://host[:port]`` (listing stays on it)
 
     def head_manifest(self, ref: ImageRef) -> Descriptor | None:
         """The descriptor behind a tag or digest, or None when it does not exist."""
+        ...
+
+    def get_manifest(self, ref: ImageRef) -> Manifest:
+        """The manifest behind a tag or digest, read whole (bounded) and, by digest,
+        checked against it: ``NotFoundError`` when absent, ``DigestMismatchError`` when
+        its bytes hash to another digest (the integrity audit, ``replicator.app.
+        image_audit``, reads manifests so)."""
+        ...
+
+    def head_blob(self, repository: str, digest: str) -> int | None:
+        """The size of a blob (config or layer) ``repository`` holds, or None when it
+        does not (``HEAD /v2/<name>/blobs/<digest>``: no bytes pulled)."""
         ...
 
     def delete_manifest(self, ref: ImageRef) -> None:

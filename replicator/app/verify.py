@@ -21,19 +21,23 @@ import json
 import os
 import tempfile
 from collections import deque
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass
+from functools import partial
 from pathlib import Path
 from typing import Any, Protocol
 
 from replicator.adapters.oci.listing import Listing, RegistryLister
+from replicator.adapters.oci.referrer_lister import RegistryReferrers
 from replicator.adapters.oci.registries import Registries
-from replicator.app.image_audit import Auditor, AuditResult, Tally
+from replicator.app.image_audit import Auditor, AuditResult, Tally, read_blob
 from replicator.domain.filters import Filters, may_hold_allowed
 from replicator.domain.integrity import (
+    BlobRef,
     Checked,
     Cursor,
+    Finding,
     Findings,
     Image,
     Sample,
@@ -129,7 +133,8 @@ def verify(
         raise CursorMismatch("the saved cursor is for another audit (registries, filters, --deep)")
     cursor = cursor or Cursor(scope)
     check = check_sides(registries, source, target, filters, options.concurrency)
-    run = _Run(Auditor(registries, source, target), options, cursor, store, tally)
+    auditor = Auditor(registries, source, target, referrers=RegistryReferrers(registries))
+    run = _Run(auditor, options, cursor, store, tally, deep=partial(read_blob, registries, target))
     cursor = run.images(check.images)
     if options.deep:
         cursor = run.deep()
@@ -149,8 +154,11 @@ class _Run:
         cursor: Cursor,
         store: CursorStore | None,
         tally: Tally | None,
+        *,
+        deep: Callable[[BlobRef, Tally | None], tuple[Finding | None, int]],
     ) -> None:
         self.auditor, self.options, self.cursor = auditor, options, cursor
+        self.read_blob = deep
         self.store, self.tally = store, tally
         self.sample = Sample(
             options.sample if options.deep else 0,
@@ -205,7 +213,7 @@ class _Run:
             self.tally.grow(len(todo), sum(max(b.size, 0) for b in todo))
         try:
             for blob in todo:
-                finding, read = self.auditor.read_blob(blob, self.tally)
+                finding, read = self.read_blob(blob, self.tally)
                 found = Findings()
                 if finding is not None and read < 0:
                     found = Findings(unreadable=(finding,))

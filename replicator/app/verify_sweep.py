@@ -4,8 +4,9 @@ Per planned target, each pass: the images in step by tags (from the listings rec
 just made: nothing is listed twice), the next ``REPLICATOR_VERIFY_SWEEP`` of them from the
 target's cursor (``verify|<target>`` in the status table, ``replicator.adapters.azure.
 cursors``; past the end it wraps round and counts a lap), each walked in DR as ``verify``
-walks it (``replicator.app.verify.Auditor``): manifests by digest, config and layers by
-HEAD. Referrer parity is not repeated here: reconcile's referrer drift
+walks it (``replicator.app.image_audit.Auditor``): manifests by digest, config and layers
+by HEAD, through the runtime's registry clients (the ``RegistryClient`` port), so on any
+runtime. Referrer parity is not repeated here: reconcile's referrer drift
 (``replicator.app.referrer_sweep``) checks it every pass on the referrers budget, the
 tightest. Requests are paced by the runtime's registry pacer; a wait too long for the
 timer (``DeferRequested``) ends the pass there, and the cursor keeps the place.
@@ -29,7 +30,6 @@ from datetime import datetime
 from typing import TYPE_CHECKING
 
 from replicator.adapters.azure.cursors import Cursor
-from replicator.adapters.oci.registries import Registries
 from replicator.app.image_audit import Auditor
 from replicator.app.ports import CursorStore
 from replicator.domain.errors import DeferRequested
@@ -109,11 +109,7 @@ def sweep_verify(
     repair jobs (not sent), the cursors moved on."""
     settings = runtime.settings
     count = settings.verify_sweep
-    registries = runtime.registries
     if count is None:
-        return VerifyPass()
-    if not isinstance(registries, Registries):  # in-memory fakes hold no blobs
-        log.info("verify sweep skipped: %s is not a registry client", type(registries).__name__)
         return VerifyPass()
     cursors = cursors or runtime.cursors
     filters = Filters(settings.include, settings.exclude)
@@ -122,7 +118,7 @@ def sweep_verify(
     for drift in report.targets:
         if drift.plan is None:
             continue
-        auditor = Auditor(registries, settings.source, drift.target, referrers=False)
+        auditor = Auditor(runtime.registries, settings.source, drift.target)
         images = check_tags(report.source_entries, drift.entries, filters).images
         cursor = cursors.get(CURSOR_PREFIX + drift.target)
         done = _target_pass(auditor, images, cursor, count, now or utcnow())

@@ -2,8 +2,10 @@
 same port calls, on a real distribution registry and on ``FakeRegistry``, on the status
 table in Azurite and on ``FakeClaims`` and ``FakeCursors``; the ``ReferrerLister`` port
 on both referrer shapes (the referrers API of devstack.referrers_api, and plain
-distribution's fallback tag) and on ``FakeRegistries``. The middle tier (tests/unit/app)
-is only worth what this keeps true."""
+distribution's fallback tag) and on ``FakeRegistries``; what the integrity audit reads
+(``RegistryClient.get_manifest`` by digest, ``head_blob``) and what the audit
+(``replicator.app.image_audit.Auditor``) finds when a layer or a child manifest is gone.
+The middle tier (tests/unit/app) is only worth what this keeps true."""
 
 from __future__ import annotations
 
@@ -25,8 +27,18 @@ from replicator.adapters.azure.status import TableStatusStore
 from replicator.adapters.oci.listing import RegistryLister
 from replicator.adapters.oci.referrer_lister import RegistryReferrers
 from replicator.adapters.oci.registries import Registries
-from replicator.app.ports import CursorStore, PushClaims, ReferrerLister, RegistryClient
+from replicator.app.image_audit import Auditor
+from replicator.app.ports import (
+    CursorStore,
+    PushClaims,
+    ReferrerLister,
+    RegistryClient,
+    RegistryClients,
+)
 from replicator.domain.config import StorageConnection
+from replicator.domain.errors import NotFoundError
+from replicator.domain.integrity import Image
+from replicator.domain.manifests import blob_descriptors, children_of
 from replicator.domain.model import Action, CopyJob, utcnow
 from replicator.domain.reference import ImageRef
 from replicator.domain.referrers import ListedReferrer
@@ -278,3 +290,91 @@ def test_unlist_takes_a_referrer_off_its_fallback_tag_and_leaves_the_api_alone(
     kept = (ListedReferrer(signed.signature, SIGNATURE_TYPE),)
     assert after == (kept if signed.api else ())  # the API lists it until it is deleted
     assert signed.lister.unlist(signed.host, "app", digest_of("never pushed")) is None
+
+
+@dataclass
+class Stored:
+    """A two-platform image (no referrers) in a real registry or in the fake, through the
+    ``RegistryClient`` port, with the ways to plant a defect under it."""
+
+    host: str
+    registries: RegistryClients
+    index: str
+    platforms: tuple[str, ...]
+    remove_blob: Callable[[str], None]  # a layer or config gone, the manifests stay
+    remove_manifest: Callable[[str], None]  # a platform manifest gone, the index stays
+
+    @property
+    def client(self) -> RegistryClient:
+        return self.registries.client(self.host)
+
+
+@pytest.fixture(params=["distribution", "fake"])
+def stored(request: pytest.FixtureRequest) -> Iterator[Stored]:
+    if request.param == "fake":
+        fake = FakeRegistry("fake.example")
+        index = fake.put_image("app", "app-v1", "v1")
+        yield Stored(
+            fake.host,
+            FakeRegistries(fake),
+            index,
+            fake.children["app"][index],
+            lambda digest: fake.remove_blob("app", digest),
+            lambda digest: fake.remove_manifest("app", digest),
+        )
+        return
+    real: Registry = request.getfixturevalue("registry")
+    with Registries(plain_http=lambda _: True) as registries:
+        pushed = push_test_image(registries, ImageRef(real.host, "app", "v1"), referrers=False)
+        client = registries.client(real.host)
+
+        def remove_blob(digest: str) -> None:  # distribution-spec end-10: 202 Accepted
+            path = f"/v2/app/blobs/{digest}"
+            answer = client.request("DELETE", path, operation="DELETE blob", reference=digest)
+            assert answer.status_code == 202, answer.status_code
+
+        def remove_manifest(digest: str) -> None:
+            client.delete_manifest(ImageRef(real.host, "app", digest=digest))
+
+        yield Stored(
+            real.host,
+            registries,
+            pushed.digest,
+            pushed.manifests,
+            remove_blob,
+            remove_manifest,
+        )
+
+
+def test_manifests_by_digest_name_their_children_and_blobs_and_blobs_answer_head(
+    stored: Stored,
+) -> None:
+    client = stored.client
+    index = client.get_manifest(ImageRef(stored.host, "app", digest=stored.index))
+    assert (index.digest, children_of(index)) == (stored.index, list(stored.platforms))
+    assert client.get_manifest(ImageRef(stored.host, "app", "v1")).digest == stored.index
+    platform = client.get_manifest(ImageRef(stored.host, "app", digest=stored.platforms[0]))
+    blobs = blob_descriptors(platform)
+    assert len(blobs) >= 2  # a config and a layer at least
+    assert [client.head_blob("app", digest) for digest, _ in blobs] == [s for _, s in blobs]
+    assert client.head_blob("app", digest_of("never pushed")) is None
+    assert client.head_blob("other", blobs[0][0]) is None  # blobs are per repository
+    with pytest.raises(NotFoundError):
+        client.get_manifest(ImageRef(stored.host, "app", digest=digest_of("never pushed")))
+
+
+def test_the_audit_finds_a_removed_layer_and_a_removed_child(stored: Stored) -> None:
+    image = Image("app", stored.index, ("v1",))
+    clean = Auditor(stored.registries, stored.host, stored.host).image(image)
+    assert (clean.missing, clean.unreadable, clean.manifests) == ([], [], 3)
+    first = stored.client.get_manifest(ImageRef(stored.host, "app", digest=stored.platforms[0]))
+    layer = blob_descriptors(first)[-1][0]
+    stored.remove_blob(layer)
+    stored.remove_manifest(stored.platforms[1])
+    assert stored.client.head_blob("app", layer) is None
+    found = Auditor(stored.registries, stored.host, stored.host).image(image)
+    assert sorted((f.kind, f.digest, f.parent) for f in found.missing) == [
+        ("blob", layer, stored.platforms[0]),
+        ("manifest", stored.platforms[1], stored.index),
+    ]
+    assert found.unreadable == []

@@ -23,7 +23,7 @@ from devstack.localstack import LocalStack, Registry
 from devstack.testimages import seed
 from replicator.adapters.oci.registries import Registries
 from replicator.app.reconcile import compare
-from replicator.cli.diff import registries_for
+from replicator.cli.common import paced_registries
 from replicator.domain.config import Settings
 from replicator.domain.filters import Filters
 from replicator.domain.model import Target
@@ -41,7 +41,7 @@ def run_once(source: Registry, target: Registry, concurrency: int) -> dict[str, 
     before = requests_served(source), requests_served(target)
     servers_cpu = registry_cpu(source) + registry_cpu(target)
     own_cpu = time.process_time()
-    registries = registries_for(settings)
+    registries = paced_registries(settings)
     started = time.perf_counter()
     try:
         report = compare(

@@ -13,7 +13,7 @@ import logging
 import sys
 from collections.abc import Sequence
 
-from replicator.cli.exits import EXIT_FAILURES, EXIT_USAGE
+from replicator.cli.exits import EXIT_FAILURES, EXIT_USAGE, one_line
 from replicator.domain.errors import ConfigError, InvalidReferenceError, ReplicatorError, StackError
 
 COMMANDS = ("copy", "sync", "diff", "verify", "doctor", "demo")
@@ -59,12 +59,6 @@ def main(argv: Sequence[str] | None = None) -> int:
         print("acr-replicator: interrupted", file=sys.stderr)
         return 130
     except (ConfigError, InvalidReferenceError, StackError) as exc:
-        if args.debug:
-            raise
-        print(f"acr-replicator: error: {exc}", file=sys.stderr)
-        return EXIT_USAGE
+        return one_line(args, exc, EXIT_USAGE)
     except ReplicatorError as exc:
-        if args.debug:
-            raise
-        print(f"acr-replicator: error: {exc}", file=sys.stderr)
-        return EXIT_FAILURES
+        return one_line(args, exc, EXIT_FAILURES)

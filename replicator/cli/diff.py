@@ -16,49 +16,25 @@ import argparse
 import json
 import os
 import sys
-from dataclasses import replace
 from typing import Any
 
-from replicator.adapters.budget_pacer import BudgetPacer
 from replicator.adapters.oci.referrer_lister import RegistryReferrers
-from replicator.adapters.oci.registries import Registries
-from replicator.adapters.oci.transport import RetryPolicy
 from replicator.app.reconcile import ClientSource, ReconcileReport, compare
 from replicator.app.referrer_drift import in_step_images, sweep_minutes
 from replicator.app.referrer_sweep import TargetReferrers, sweep_all
+from replicator.cli.common import add_pair_arguments, paced_registries, pair_settings
 from replicator.cli.exits import EXIT_DRIFT, EXIT_OK, EXIT_UNKNOWN
-from replicator.cli.workstation import workstation_credentials
-from replicator.domain.budgets import limits_for, parse_rate_limits, parse_skus
-from replicator.domain.config import Settings, _check_glob
-from replicator.domain.errors import ConfigError
+from replicator.domain.budgets import limits_for
+from replicator.domain.config import Settings
 from replicator.domain.filters import Filters
-from replicator.domain.model import Target
 from replicator.domain.planning import Plan
-from replicator.domain.reference import parse_registry
-
-
-def add_common(parser: argparse.ArgumentParser) -> None:
-    """The arguments ``diff`` and ``sync`` share."""
-    parser.add_argument("--source", required=True, help="source login server (HOST[:PORT])")
-    parser.add_argument("--target", required=True, help="target login server (HOST[:PORT])")
-    parser.add_argument("--include", action="append", default=[], metavar="GLOB")
-    parser.add_argument("--exclude", action="append", default=[], metavar="GLOB")
-    parser.add_argument("--json", action="store_true", help="one JSON object on stdout")
-    parser.add_argument("--concurrency", type=int, default=16, metavar="N")
-    parser.add_argument(
-        "--plain-http",
-        action="append",
-        default=[],
-        metavar="HOST",
-        help="speak plain HTTP to HOST (loopback hosts always are)",
-    )
 
 
 def register(subparsers: Any) -> None:
     parser = subparsers.add_parser(
         "diff", help="show drift between two registries", description=__doc__
     )
-    add_common(parser)
+    add_pair_arguments(parser)
     parser.add_argument(
         "--referrers",
         action="store_true",
@@ -66,36 +42,6 @@ def register(subparsers: Any) -> None:
         "manifest, paced by the registries' referrers budgets)",
     )
     parser.set_defaults(func=run)
-
-
-def settings_from(args: argparse.Namespace) -> Settings:
-    problems = [p for p in map(_check_glob, [*args.include, *args.exclude]) if p]
-    if args.concurrency < 1:
-        problems.append("--concurrency must be at least 1")
-    if problems:
-        raise ConfigError(problems)
-    source, target = parse_registry(args.source), parse_registry(args.target)
-    if source == target:
-        raise ConfigError(["--source and --target are the same registry"])
-    return Settings(
-        source=source,
-        targets=(Target(target),),
-        include=tuple(args.include),
-        exclude=tuple(args.exclude),
-        plain_http=frozenset(parse_registry(h) for h in args.plain_http),
-    )
-
-
-def registries_for(settings: Settings) -> Registries:
-    """The OCI engine's client factory, with the workstation's credentials: the Docker
-    config's entry for the host (``az acr login``, ``docker login``), else for an ACR the
-    Azure CLI / environment identity exchanged for a registry token, else anonymous."""
-    pacer = BudgetPacer(lambda registry: limits_for(settings, registry))  # in this process
-    return Registries(
-        plain_http=settings.uses_plain_http,
-        credentials=workstation_credentials(),
-        retry=RetryPolicy(pacer=pacer),
-    )
 
 
 def measure(registries: ClientSource, settings: Settings, concurrency: int) -> ReconcileReport:
@@ -109,20 +55,9 @@ def measure(registries: ClientSource, settings: Settings, concurrency: int) -> R
     )
 
 
-def with_budgets(settings: Settings, env: dict[str, str]) -> Settings:
-    """``settings`` with the referrers budgets the app would use (REPLICATOR_RATE_LIMITS,
-    REPLICATOR_REGISTRY_SKUS); every problem in them at once."""
-    problems: list[str] = []
-    limits = parse_rate_limits(env.get("REPLICATOR_RATE_LIMITS", ""), problems)
-    skus = parse_skus(env.get("REPLICATOR_REGISTRY_SKUS", ""), problems)
-    if problems:
-        raise ConfigError(problems)
-    return replace(settings, rate_limits=limits, skus=skus)
-
-
 def run(args: argparse.Namespace) -> int:
-    settings = with_budgets(settings_from(args), dict(os.environ))
-    registries = registries_for(settings)
+    settings = pair_settings(args, os.environ)
+    registries = paced_registries(settings)
     referrers: TargetReferrers | None = None
     try:
         report = measure(registries, settings, args.concurrency)

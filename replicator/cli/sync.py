@@ -25,14 +25,8 @@ from replicator.adapters.oci.copy import ImageCopier
 from replicator.adapters.oci.registries import Registries
 from replicator.app.ports import Copier
 from replicator.app.reconcile import Pacing, enqueue
-from replicator.cli.diff import (
-    add_common,
-    measure,
-    print_plan,
-    registries_for,
-    settings_from,
-    with_budgets,
-)
+from replicator.cli.common import add_pair_arguments, paced_registries, pair_settings
+from replicator.cli.diff import measure, print_plan
 from replicator.cli.exits import EXIT_FAILURES, EXIT_INTERRUPTED, EXIT_OK, EXIT_USAGE
 from replicator.cli.progress import Progress, progress, wanted
 from replicator.domain.budgets import enqueue_per_minute
@@ -47,7 +41,7 @@ def register(subparsers: Any) -> None:
     parser = subparsers.add_parser(
         "sync", help="copy what the target lacks (or enqueue it)", description=__doc__
     )
-    add_common(parser)
+    add_pair_arguments(parser)
     parser.add_argument("--dry-run", action="store_true", help="plan only; copy nothing")
     parser.add_argument(
         "--strategy",
@@ -94,7 +88,7 @@ class SyncReport:
 
 
 def run(args: argparse.Namespace) -> int:
-    settings = with_budgets(settings_from(args), dict(os.environ))  # paced as the app is
+    settings = pair_settings(args, os.environ)  # paced as the app is
     if args.strategy == Strategy.IMPORT.value and not args.enqueue:
         raise ConfigError(
             [
@@ -103,7 +97,7 @@ def run(args: argparse.Namespace) -> int:
             ]
         )
     started = time.monotonic()
-    registries = registries_for(settings)
+    registries = paced_registries(settings)
     try:
         report = measure(registries, settings, args.concurrency)
         for line in report.errors[:20]:

@@ -21,27 +21,23 @@ import os
 import sys
 from typing import Any
 
-from replicator.adapters.budget_pacer import BudgetPacer
 from replicator.adapters.oci.registries import Registries
-from replicator.adapters.oci.transport import RetryPolicy
 from replicator.app.verify import CursorMismatch, FileCursor, VerifyOptions, verify
-from replicator.cli.exits import EXIT_DRIFT, EXIT_INTERRUPTED, EXIT_OK, EXIT_UNKNOWN, EXIT_USAGE
-from replicator.cli.progress import progress, wanted
-from replicator.cli.workstation import workstation_credentials
-from replicator.domain.budgets import (
-    DEFAULT_SOURCE_SHARE,
-    DEFAULT_TARGET_SHARE,
-    limits_for,
-    parse_rate_limits,
-    parse_share,
-    parse_skus,
+from replicator.cli import common
+from replicator.cli.common import add_pair_arguments, pair_settings
+from replicator.cli.exits import (
+    EXIT_DRIFT,
+    EXIT_INTERRUPTED,
+    EXIT_OK,
+    EXIT_UNKNOWN,
+    EXIT_USAGE,
+    one_line,
 )
-from replicator.domain.config import Settings, _check_glob
-from replicator.domain.errors import ConfigError, InvalidReferenceError, RegistryError
+from replicator.cli.progress import progress, wanted
+from replicator.domain.config import Settings
+from replicator.domain.errors import RegistryError
 from replicator.domain.filters import Filters
 from replicator.domain.integrity import Finding, Verdict, VerifyReport
-from replicator.domain.model import Target
-from replicator.domain.reference import parse_registry
 
 EXITS = {Verdict.PROVEN: EXIT_OK, Verdict.MISSING: EXIT_DRIFT, Verdict.UNKNOWN: EXIT_UNKNOWN}
 
@@ -50,33 +46,18 @@ def register(subparsers: Any) -> None:
     parser = subparsers.add_parser(
         "verify", help="prove the DR copy complete (an integrity audit)", description=__doc__
     )
-    parser.add_argument("--source", required=True, help="source login server (HOST[:PORT])")
-    parser.add_argument("--target", required=True, help="DR login server (HOST[:PORT])")
-    parser.add_argument("--include", action="append", default=[], metavar="GLOB")
-    parser.add_argument("--exclude", action="append", default=[], metavar="GLOB")
+    add_pair_arguments(parser, target_help="DR login server (HOST[:PORT])", concurrency=8)
     parser.add_argument("--deep", action="store_true", help="also read sampled blobs whole")
     parser.add_argument("--sample", type=int, default=None, metavar="N", help="default 10")
     parser.add_argument("--seed", type=int, default=None, metavar="N", help="of the sample")
     parser.add_argument("--resume", metavar="FILE", help="keep (and go on from) a cursor")
-    parser.add_argument("--json", action="store_true", help="one JSON object on stdout")
-    parser.add_argument("--concurrency", type=int, default=8, metavar="N")
     parser.add_argument("--no-progress", action="store_true", help="no progress display")
-    parser.add_argument(
-        "--plain-http",
-        action="append",
-        default=[],
-        metavar="HOST",
-        help="speak plain HTTP to HOST (loopback hosts always are)",
-    )
     parser.set_defaults(func=run)
 
 
 def settings_from(args: argparse.Namespace, env: dict[str, str] | None = None) -> Settings:
     """The audit's settings, every problem at once; budgets from the app settings."""
-    env = dict(os.environ) if env is None else env
-    problems = [p for p in map(_check_glob, [*args.include, *args.exclude]) if p]
-    if args.concurrency < 1:
-        problems.append("--concurrency must be at least 1")
+    problems: list[str] = []
     if args.sample is not None and not args.deep:
         problems.append("--sample needs --deep")
     if args.sample is not None and args.sample < 1:
@@ -85,57 +66,12 @@ def settings_from(args: argparse.Namespace, env: dict[str, str] | None = None) -
         problems.append("--seed needs --deep")
     if args.resume is not None and os.path.isdir(args.resume):
         problems.append(f"--resume {args.resume} is a directory, not a file")
-    hosts: list[str] = []
-    for flag, value in (("--source", args.source), ("--target", args.target)):
-        try:
-            hosts.append(parse_registry(value))
-        except InvalidReferenceError as exc:
-            problems.append(f"{flag}: {exc}")
-    if len(hosts) == 2 and hosts[0] == hosts[1]:
-        problems.append("--source and --target are the same registry")
-    rate_limits = parse_rate_limits(env.get("REPLICATOR_RATE_LIMITS", ""), problems)
-    source_share = parse_share(
-        env.get("REPLICATOR_SOURCE_SHARE", ""),
-        "REPLICATOR_SOURCE_SHARE",
-        DEFAULT_SOURCE_SHARE,
-        problems,
-    )
-    target_share = parse_share(
-        env.get("REPLICATOR_TARGET_SHARE", ""),
-        "REPLICATOR_TARGET_SHARE",
-        DEFAULT_TARGET_SHARE,
-        problems,
-    )
-    skus = parse_skus(env.get("REPLICATOR_REGISTRY_SKUS", ""), problems)
-    plain: list[str] = []
-    for host in args.plain_http:
-        try:
-            plain.append(parse_registry(host))
-        except InvalidReferenceError as exc:
-            problems.append(f"--plain-http: {exc}")
-    if problems:
-        raise ConfigError(problems)
-    return Settings(
-        source=hosts[0],
-        targets=(Target(hosts[1]),),
-        include=tuple(args.include),
-        exclude=tuple(args.exclude),
-        plain_http=frozenset(plain),
-        rate_limits=rate_limits,
-        source_share=source_share,
-        target_share=target_share,
-        skus=skus,
-    )
+    return pair_settings(args, dict(os.environ) if env is None else env, problems)
 
 
 def paced_registries(settings: Settings) -> Registries:
-    """``diff``'s registries (workstation credentials, plain HTTP where asked), paced by
-    the budgets, sleeping out any wait (a command has no queue to defer to)."""
-    pacer = BudgetPacer(lambda host: limits_for(settings, host))
-    retry = RetryPolicy(pacer=pacer, defer_after=None)
-    return Registries(
-        plain_http=settings.uses_plain_http, credentials=workstation_credentials(), retry=retry
-    )
+    """The audit's registries, sleeping out any wait (a command has no queue to defer to)."""
+    return common.paced_registries(settings, defer_after=None)
 
 
 def run(args: argparse.Namespace) -> int:
@@ -169,10 +105,7 @@ def run(args: argparse.Namespace) -> int:
         print(f"acr-replicator: interrupted{again}", file=sys.stderr)
         return EXIT_INTERRUPTED
     except RegistryError as exc:
-        if args.debug:
-            raise
-        print(f"acr-replicator: error: {exc}; the copy could not be verified", file=sys.stderr)
-        return EXIT_UNKNOWN
+        return one_line(args, exc, EXIT_UNKNOWN, "; the copy could not be verified")
     finally:
         registries.close()
     if args.json:

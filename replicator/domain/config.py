@@ -247,6 +247,35 @@ def parse_verify_sweep(value: str, problems: list[str]) -> int | None:
     return None
 
 
+@dataclass(frozen=True)
+class BudgetSettings:
+    """The request budgets' settings, as the app and the commands read them."""
+
+    rate_limits: Mapping[str, Limits] = field(default_factory=dict)
+    source_share: float = DEFAULT_SOURCE_SHARE
+    target_share: float = DEFAULT_TARGET_SHARE
+    skus: Mapping[str, str] = field(default_factory=dict)
+
+
+def parse_budget_settings(env: Mapping[str, str], problems: list[str]) -> BudgetSettings:
+    """REPLICATOR_RATE_LIMITS, REPLICATOR_SOURCE_SHARE / _TARGET_SHARE and
+    REPLICATOR_REGISTRY_SKUS; every problem appended to ``problems``."""
+    rate_limits = parse_rate_limits(env.get("REPLICATOR_RATE_LIMITS", ""), problems)
+    shares = [
+        parse_share(env.get(name, ""), name, default, problems)
+        for name, default in (
+            ("REPLICATOR_SOURCE_SHARE", DEFAULT_SOURCE_SHARE),
+            ("REPLICATOR_TARGET_SHARE", DEFAULT_TARGET_SHARE),
+        )
+    ]
+    return BudgetSettings(
+        rate_limits=rate_limits,
+        source_share=shares[0],
+        target_share=shares[1],
+        skus=parse_skus(env.get("REPLICATOR_REGISTRY_SKUS", ""), problems),
+    )
+
+
 def load_settings(env: Mapping[str, str], *, require_storage: bool = False) -> Settings:
     """Parse every CONTRACT setting; raise one ``ConfigError`` listing every problem."""
     problems: list[str] = []
@@ -318,20 +347,7 @@ def load_settings(env: Mapping[str, str], *, require_storage: bool = False) -> S
         problems.append(f"REPLICATOR_UNTAGGED_DELAY: {exc}")
     identity = parse_identity_settings(env, problems)
     acr_audience = parse_audience(env.get("REPLICATOR_ACR_AUDIENCE", ""), problems)
-    rate_limits = parse_rate_limits(env.get("REPLICATOR_RATE_LIMITS", ""), problems)
-    source_share = parse_share(
-        env.get("REPLICATOR_SOURCE_SHARE", ""),
-        "REPLICATOR_SOURCE_SHARE",
-        DEFAULT_SOURCE_SHARE,
-        problems,
-    )
-    target_share = parse_share(
-        env.get("REPLICATOR_TARGET_SHARE", ""),
-        "REPLICATOR_TARGET_SHARE",
-        DEFAULT_TARGET_SHARE,
-        problems,
-    )
-    skus = parse_skus(env.get("REPLICATOR_REGISTRY_SKUS", ""), problems)
+    budgets = parse_budget_settings(env, problems)
     verify_sweep = parse_verify_sweep(env.get("REPLICATOR_VERIFY_SWEEP", ""), problems)
 
     if problems:
@@ -351,9 +367,9 @@ def load_settings(env: Mapping[str, str], *, require_storage: bool = False) -> S
         untagged_delay_seconds=untagged_delay,
         identity=identity,
         acr_audience=acr_audience,
-        rate_limits=rate_limits,
-        source_share=source_share,
-        target_share=target_share,
-        skus=skus,
+        rate_limits=budgets.rate_limits,
+        source_share=budgets.source_share,
+        target_share=budgets.target_share,
+        skus=budgets.skus,
         verify_sweep=verify_sweep,
     )

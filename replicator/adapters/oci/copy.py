@@ -182,11 +182,7 @@ class ImageCopier:
             job.done.update(manifests)
         else:
             manifests = self._copy_tree(job, top)
-        self._copy_referrers(job, manifests, depth=0)
-        if top.subject is not None:
-            self._list_under_subject(job, top, top.subject)
-        if dst.tag is not None and not in_place:
-            job.target.put_manifest(dst.with_digest(None), top)
+        self._complete(job, top, dst, manifests, in_place)
         self._note("done", digest=top.digest, already=False)
         return job.tally.report(top.digest)
 
@@ -196,17 +192,23 @@ class ImageCopier:
         if in_place or (dst.tag is not None and self._holds(job, top.digest)):
             job.present.add(top.digest)
         manifests = self._copy_tree(job, top)
-        self._copy_referrers(job, manifests, depth=0)
-        if top.subject is not None:
-            self._list_under_subject(job, top, top.subject)
-        if dst.tag is not None and not in_place:
-            job.target.put_manifest(dst.with_digest(None), top)
+        self._complete(job, top, dst, manifests, in_place)
         tally = job.tally
         blobs = tally.blobs_copied + tally.blobs_mounted
         restored = f"repaired: {tally.manifests} manifests, {blobs} blobs restored"
         log.info("%s %s", dst, restored)
         self._note("done", digest=top.digest, already=False)
         return replace(tally.report(top.digest), extra={"repaired": restored})
+
+    def _complete(
+        self, job: _Copy, top: Manifest, dst: ImageRef, manifests: list[str], in_place: bool
+    ) -> None:
+        """After the tree: its referrers, the subject's index, and the tag last."""
+        self._copy_referrers(job, manifests, depth=0)
+        if top.subject is not None:
+            self._list_under_subject(job, top, top.subject)
+        if dst.tag is not None and not in_place:
+            job.target.put_manifest(dst.with_digest(None), top)
 
     def _holds(self, job: _Copy, digest: str) -> bool:
         return job.target.head_manifest(job.dst(digest)) is not None

@@ -13,13 +13,17 @@ it (``verify --deep``, the CLI's OCI engine only). What is found is a ``Finding`
 (``replicator.domain.integrity``): missing (absent, or bytes that do not hash to the
 digest) or unreadable (an answer that tells nothing). Each ``repository@digest`` is
 checked once per auditor (an LRU of ``MAX_SEEN``), however many images share it.
+``audit_in_order`` walks a run of images a few at once and hands the results back in
+order, for both: ``verify`` saves its cursor behind them, the sweep stops at a deferral.
 """
 
 from __future__ import annotations
 
 import hashlib
 import threading
-from collections import OrderedDict
+from collections import OrderedDict, deque
+from collections.abc import Generator, Iterable
+from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass, field, replace
 from typing import Protocol
 
@@ -202,6 +206,29 @@ class Auditor:
                 Finding("referrer", repo, None, None, subject, image, reason=reason)
             )
             return None
+
+
+def audit_in_order(
+    auditor: Auditor, images: Iterable[Image], concurrency: int, *, name: str = "audit"
+) -> Generator[tuple[Image, AuditResult], None, None]:
+    """Each image and what walking it found, in the order given, at most ``concurrency``
+    walked at once (twice that queued ahead, so a long run is never all submitted). A walk
+    that raises (``DeferRequested``: the pacer's wait is too long) raises here in its place,
+    after every image before it; closing the iterator drops what was queued."""
+    workers = max(1, concurrency)
+    pool = ThreadPoolExecutor(workers, thread_name_prefix=name)
+    pending: deque[tuple[Image, Future[AuditResult]]] = deque()
+    feed = iter(images)
+    try:
+        while True:
+            while len(pending) < 2 * workers and (image := next(feed, None)) is not None:
+                pending.append((image, pool.submit(auditor.image, image)))
+            if not pending:
+                return
+            image, future = pending.popleft()
+            yield image, future.result()
+    finally:
+        pool.shutdown(wait=False, cancel_futures=True)
 
 
 # -- deep: read a blob end to end (the OCI engine's streamed GET) -------------------------

@@ -20,9 +20,9 @@ from __future__ import annotations
 import json
 import os
 import tempfile
-from collections import deque
 from collections.abc import Callable, Sequence
-from concurrent.futures import Future, ThreadPoolExecutor
+from concurrent.futures import ThreadPoolExecutor
+from contextlib import closing
 from dataclasses import dataclass
 from functools import partial
 from pathlib import Path
@@ -31,7 +31,7 @@ from typing import Any, Protocol
 from replicator.adapters.oci.listing import Listing, RegistryLister
 from replicator.adapters.oci.referrer_lister import RegistryReferrers
 from replicator.adapters.oci.registries import Registries
-from replicator.app.image_audit import Auditor, AuditResult, Tally, read_blob
+from replicator.app.image_audit import Auditor, AuditResult, Tally, audit_in_order, read_blob
 from replicator.domain.filters import Filters, may_hold_allowed
 from replicator.domain.integrity import (
     BlobRef,
@@ -173,24 +173,14 @@ class _Run:
         todo = remaining(images, self.cursor.after)
         if self.tally is not None:
             self.tally.grow(len(todo))
-        window = max(1, self.options.concurrency) * 2
-        pool = ThreadPoolExecutor(max(1, self.options.concurrency), thread_name_prefix="verify")
-        pending: deque[tuple[Image, Future[AuditResult]]] = deque()
-        feed = iter(todo)
-        done = 0
+        walk = audit_in_order(self.auditor, todo, self.options.concurrency, name="verify")
         try:
-            while True:
-                while len(pending) < window and (image := next(feed, None)) is not None:
-                    pending.append((image, pool.submit(self.auditor.image, image)))
-                if not pending:
-                    break
-                image, future = pending.popleft()
-                self._merge(image, future.result())
-                done += 1
-                if done % SAVE_EVERY == 0:
-                    self._save()
+            with closing(walk):
+                for done, (image, result) in enumerate(walk, 1):
+                    self._merge(image, result)
+                    if done % SAVE_EVERY == 0:
+                        self._save()
         finally:
-            pool.shutdown(wait=False, cancel_futures=True)
             self._save()
         return self.cursor
 

@@ -24,13 +24,13 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Sequence
-from concurrent.futures import ThreadPoolExecutor
+from contextlib import closing
 from dataclasses import dataclass, field, replace
 from datetime import datetime
 from typing import TYPE_CHECKING
 
 from replicator.adapters.azure.cursors import Cursor
-from replicator.app.image_audit import Auditor
+from replicator.app.image_audit import Auditor, audit_in_order
 from replicator.app.ports import CursorStore
 from replicator.domain.errors import DeferRequested
 from replicator.domain.filters import Filters
@@ -150,15 +150,13 @@ def _walk(auditor: Auditor, chosen: Sequence[Image]) -> tuple[int, Findings, str
     """Walk ``chosen`` in order (a few at once): how many were done before a deferral
     stopped it, what they found, and the deferral."""
     findings, walked = Findings(), 0
-    pool = ThreadPoolExecutor(CONCURRENCY, thread_name_prefix="verify-sweep")
     try:
-        for result in pool.map(auditor.image, chosen):
-            findings = findings.plus(result.findings())
-            walked += 1
+        with closing(audit_in_order(auditor, chosen, CONCURRENCY, name="verify-sweep")) as walk:
+            for _, result in walk:
+                findings = findings.plus(result.findings())
+                walked += 1
     except DeferRequested as exc:
         return walked, findings, str(exc)
-    finally:
-        pool.shutdown(wait=False, cancel_futures=True)
     return walked, findings, None
 
 

@@ -4,15 +4,21 @@ reconcile (``run_reconcile``) on the in-memory fakes: the real listings, the rea
 ``HEAD`` (tests/integration/test_fakes_contract.py keeps those true to a real registry),
 and the worker running what it sends. A layer gone under a manifest DR holds gives one
 repair job, a child manifest gone a push job for it, a complete copy nothing; the cursor
-moves on across passes and wraps round."""
+moves on across passes and wraps round, and a deferral ends a pass where it came."""
 
 from __future__ import annotations
 
+from collections.abc import Iterator
+from contextlib import closing
+
 from replicator.app import service
+from replicator.app.image_audit import Auditor, audit_in_order
 from replicator.app.reconcile import Pacing, ReconcileReport, run_reconcile
 from replicator.domain.config import Settings
+from replicator.domain.errors import DeferRequested
+from replicator.domain.integrity import Image
 from replicator.domain.model import Outcome, Target
-from tests.fakes import Fakes, fake_runtime
+from tests.fakes import FakeRegistries, FakeRegistry, Fakes, fake_runtime
 
 SRC, DR = "source.example", "dr.example"
 QUICK = Pacing(batch=1000, pause_seconds=0)
@@ -121,3 +127,36 @@ def test_off_audits_nothing() -> None:
     assert report.verify == ()
     assert not any(c.endswith("(blob)") for c in fakes.target.calls[calls:])
     assert fakes.cursors.get(CURSOR).position == ""
+
+
+def test_a_deferral_ends_the_pass_there_and_the_next_pass_goes_on_from_it() -> None:
+    fakes, digests = copied("v1", "v2", "v3", sweep=3)
+    order = sorted(digests.values())
+    wait = DeferRequested("the read budget is spent", delay_seconds=90, operation="GET manifest")
+    fakes.target.faults.add(f"GET app:{order[1]}", wait)
+    first = reconcile(fakes).verify[0]
+    cursor = fakes.cursors.get(CURSOR)
+    assert (first.checked, first.stopped, cursor.position) == (1, str(wait), f"app@{order[0]}")
+    assert fakes.queue.sent == []  # a deferral is no finding
+    second = reconcile(fakes).verify[0]
+    assert (second.checked, second.stopped) == (3, None)
+    assert fakes.cursors.get(CURSOR).position == f"app@{order[0]}"  # order[1], [2], round to [0]
+
+
+def test_the_walk_gives_results_in_order_and_never_queues_far_ahead() -> None:
+    registry = FakeRegistry(DR)
+    digests = [registry.put_image("app", f"i{n}", f"t{n}") for n in range(40)]
+    taken: list[str] = []
+
+    def feed() -> Iterator[Image]:
+        for digest in digests:
+            taken.append(digest)
+            yield Image("app", digest)
+
+    auditor = Auditor(FakeRegistries(registry), SRC, DR)
+    with closing(audit_in_order(auditor, feed(), 3)) as walk:
+        image, result = next(walk)
+        assert (image.digest, result.missing, result.manifests) == (digests[0], [], 3)
+        assert len(taken) <= 2 * 3 + 1  # a window of twice the workers, not all 40
+        rest = [image.digest for image, _ in walk]
+    assert rest == digests[1:]

@@ -28,7 +28,7 @@ import httpx
 from bench import publish
 from devstack.hostile import running
 from devstack.localstack import LocalStack
-from devstack.throttling import Throttle, ThrottlingRegistry
+from devstack.throttling import Throttle, ThrottlingRegistry, most_in_window
 from replicator.adapters.azure.budget_store import TableLeases
 from replicator.adapters.budget_pacer import DEFAULT_GRACE_SECONDS, BudgetPacer
 from replicator.domain.budgets import DEFAULT_BURST_SECONDS, Limits
@@ -63,15 +63,6 @@ def _instance(
     for worker in workers:
         worker.join()
     return sent[0]
-
-
-def _most_in(times: list[float], seconds: float) -> int:
-    best, lo = 0, 0
-    for hi, t in enumerate(times):
-        while times[lo] <= t - seconds:
-            lo += 1
-        best = max(best, hi - lo + 1)
-    return best
 
 
 def main(argv: list[str]) -> int:
@@ -123,7 +114,7 @@ def main(argv: list[str]) -> int:
             cap = budget * (60 + DEFAULT_BURST_SECONDS + DEFAULT_GRACE_SECONDS) / 60 + 1
             lines.append(
                 f"| {share:.0%} | {budget:g} | {rate:.0f} | {rate / budget:.2f} | "
-                f"{_most_in(times, 60.0)} | {cap:.0f} | {len(throttle.refused)} |"
+                f"{most_in_window(times, 60.0)} | {cap:.0f} | {len(throttle.refused)} |"
             )
     notes = (
         "Counted at the double. `steady` excludes the first 10 s (the initial burst an idle "

@@ -18,6 +18,8 @@ registry) with a ``Throttle`` in front. Identities: the ``Authorization`` header
 principal, else ``identify(headers)`` (tests without auth tell clients apart by
 ``User-Agent``), else ``anonymous``. Every request it let through is in ``accepted``,
 every one it refused in ``refused``: the counts at the registry that tests assert on.
+``most_in_window`` and ``FakeClock`` are the window count and the hand-moved clock the
+budget tests and benches measure pacing with.
 """
 
 from __future__ import annotations
@@ -32,6 +34,29 @@ from urllib.parse import urlsplit
 from devstack.hostile import Answer, HostileRegistry
 
 BUCKETS = ("read", "write", "delete", "referrers", "token")
+
+
+class FakeClock:
+    """A clock for an injectable ``clock`` (seconds) that moves only when told."""
+
+    def __init__(self, now: float = 1000.0) -> None:
+        self.now = now
+
+    def __call__(self) -> float:
+        return self.now
+
+    def advance(self, seconds: float) -> None:
+        self.now += seconds
+
+
+def most_in_window(times: list[float], seconds: float) -> int:
+    """The most of the sorted ``times`` in any window of ``seconds`` (a sliding window)."""
+    best, lo = 0, 0
+    for hi, t in enumerate(times):
+        while times[lo] <= t - seconds:
+            lo += 1
+        best = max(best, hi - lo + 1)
+    return best
 
 
 def acr_bucket(method: str, path: str) -> tuple[str, ...]:
@@ -146,12 +171,7 @@ class Throttle:
             times = sorted(
                 c.at for c in self.accepted if c.identity == identity and bucket in c.buckets
             )
-        best, lo = 0, 0
-        for hi, t in enumerate(times):
-            while times[lo] <= t - seconds:
-                lo += 1
-            best = max(best, hi - lo + 1)
-        return best
+        return most_in_window(times, seconds)
 
     def refused_of(self, identity: str) -> list[tuple[Counted, int]]:
         with self._lock:

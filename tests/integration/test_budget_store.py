@@ -13,6 +13,7 @@ import uuid
 from concurrent.futures import ThreadPoolExecutor
 
 from devstack.localstack import Azurite
+from devstack.throttling import most_in_window
 from replicator.adapters.azure.budget_store import (
     BUDGET_PARTITION,
     TableLeases,
@@ -55,15 +56,6 @@ def _instance(
     for thread in threads:
         thread.join()
     return sent
-
-
-def most_in_window(sent: list[float], seconds: float) -> int:
-    best, lo = 0, 0
-    for hi, t in enumerate(sent):
-        while sent[lo] <= t - seconds:
-            lo += 1
-        best = max(best, hi - lo + 1)
-    return best
 
 
 def test_concurrent_leases_get_stretches_that_never_overlap(azurite: Azurite) -> None:

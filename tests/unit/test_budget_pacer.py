@@ -8,19 +8,12 @@ import heapq
 import httpx
 import pytest
 
+from devstack.throttling import FakeClock, most_in_window
 from replicator.adapters.budget_pacer import BudgetPacer, InProcessLeases, Lease
 from replicator.adapters.oci.transport import RetryPolicy, bucket_of
 from replicator.domain.budgets import Limits, pacing_limits
 
 REG = "src.azurecr.io"
-
-
-class FakeClock:
-    def __init__(self) -> None:
-        self.now = 1_700_000_000.0
-
-    def __call__(self) -> float:
-        return self.now
 
 
 class CountingStore(InProcessLeases):
@@ -72,17 +65,8 @@ def drive(
     return sorted(sent)
 
 
-def most_in_window(sent: list[float], seconds: float) -> int:
-    best, lo = 0, 0
-    for hi, t in enumerate(sent):
-        while sent[lo] <= t - seconds:
-            lo += 1
-        best = max(best, hi - lo + 1)
-    return best
-
-
 def test_one_process_is_paced_evenly_with_a_short_burst() -> None:
-    clock = FakeClock()
+    clock = FakeClock(1_700_000_000.0)
     p = pacer(Limits(read=600), clock)  # 10 a second
     sent = drive([p], clock, workers_each=8, until=120)
     # burst 2 s + grace 1 s: at most 30 + 1 over the 600 of any minute, 10 a second after it
@@ -95,7 +79,7 @@ def test_one_process_is_paced_evenly_with_a_short_burst() -> None:
 def test_a_fleet_sharing_one_store_stays_within_budget_plus_the_stated_overshoot(
     instances: int,
 ) -> None:
-    clock = FakeClock()
+    clock = FakeClock(1_700_000_000.0)
     store = InProcessLeases(clock)
     rate = 300.0
     pacers = [pacer(Limits(read=rate), clock, store) for _ in range(instances)]
@@ -106,7 +90,7 @@ def test_a_fleet_sharing_one_store_stays_within_budget_plus_the_stated_overshoot
 
 
 def test_slices_keep_storage_round_trips_far_below_requests() -> None:
-    clock = FakeClock()
+    clock = FakeClock(1_700_000_000.0)
     store = CountingStore(clock)
     p = pacer(Limits(read=6000), clock, store)  # 100 a second: slices of up to 200
     sent = drive([p], clock, workers_each=16, until=60)
@@ -115,7 +99,7 @@ def test_slices_keep_storage_round_trips_far_below_requests() -> None:
 
 
 def test_an_unlimited_bucket_is_not_paced_and_asks_no_store() -> None:
-    clock = FakeClock()
+    clock = FakeClock(1_700_000_000.0)
     store = CountingStore(clock)
     p = pacer(Limits(write=60), clock, store)
     assert [p.before(REG, "read") for _ in range(1000)] == [0.0] * 1000
@@ -123,7 +107,7 @@ def test_an_unlimited_bucket_is_not_paced_and_asks_no_store() -> None:
 
 
 def test_a_429_pauses_the_bucket_for_every_instance_sharing_the_store() -> None:
-    clock = FakeClock()
+    clock = FakeClock(1_700_000_000.0)
     store = CountingStore(clock)
     one, other = (pacer(Limits(read=600, write=60), clock, store) for _ in range(2))
     assert one.before(REG, "read") == 0.0
@@ -139,7 +123,7 @@ def test_a_429_pauses_the_bucket_for_every_instance_sharing_the_store() -> None:
 
 
 def test_a_429_without_retry_after_pauses_briefly_and_an_unlimited_one_locally() -> None:
-    clock = FakeClock()
+    clock = FakeClock(1_700_000_000.0)
     store = CountingStore(clock)
     p = pacer(Limits(write=60), clock, store)
     p.throttled(REG, "read", None)  # read has no limit: this process pauses, no store
@@ -152,7 +136,7 @@ def test_referrers_calls_take_one_token_and_the_other_reads_leave_them_room() ->
     assert pacing_limits(limits) == Limits(read=9_500, referrers=500)
     assert pacing_limits(Limits(read=100, referrers=400)) == Limits(read=50, referrers=50)
     assert pacing_limits(Limits(referrers=5)) == Limits(referrers=5)
-    clock = FakeClock()
+    clock = FakeClock(1_700_000_000.0)
     store = CountingStore(clock)
     p = pacer(Limits(read=600, referrers=60), clock, store)
     referrer_waits = [p.before(REG, "referrers") for _ in range(5)]
@@ -166,7 +150,7 @@ def test_referrers_calls_take_one_token_and_the_other_reads_leave_them_room() ->
 
 
 def test_a_referrers_call_without_a_referrers_limit_draws_from_read() -> None:
-    clock = FakeClock()
+    clock = FakeClock(1_700_000_000.0)
     store = CountingStore(clock)
     p = pacer(Limits(read=60), clock, store)
     p.before(REG, "referrers")
@@ -229,7 +213,7 @@ def test_a_long_budget_wait_defers_the_job() -> None:
 
 
 def test_leases_and_429s_are_reported_for_the_budget_metrics() -> None:
-    clock = FakeClock()
+    clock = FakeClock(1_700_000_000.0)
     leased: list[tuple[str, str, int]] = []
     throttled: list[tuple[str, str]] = []
     p = BudgetPacer(

@@ -7,6 +7,7 @@ import json
 
 import pytest
 
+from devstack.throttling import FakeClock
 from replicator.domain.budgets import (
     ARM,
     BUCKETS,
@@ -23,17 +24,6 @@ from replicator.domain.errors import ConfigError
 
 SRC = "src.azurecr.io"
 DR = "dr.azurecr.io"
-
-
-class FakeClock:
-    def __init__(self) -> None:
-        self.now = 1000.0
-
-    def __call__(self) -> float:
-        return self.now
-
-    def advance(self, seconds: float) -> None:
-        self.now += seconds
 
 
 def settings(**env: str):  # type: ignore[no-untyped-def]

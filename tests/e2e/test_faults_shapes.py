@@ -35,6 +35,7 @@ from devstack.referrers_api import ReferrersRegistry, start_referrers_registry
 from devstack.testimages import SIGNATURE_TYPE, PushedImage, push_images, push_referrer
 from replicator.adapters.oci.referrers import fallback_tag, list_referrers
 from replicator.adapters.oci.registries import Registries
+from replicator.app.api import handle_status
 from replicator.app.reconcile import run_reconcile
 from replicator.domain.planning import is_referrers_tag
 from replicator.domain.reference import ImageRef
@@ -122,7 +123,8 @@ def assert_dr_complete(
 ) -> None:
     """Every image and referrer in DR byte for byte; each subject's referrers listed by DR
     as the source lists them, in DR's own way; no referrers tag where there is the API;
-    each image's status row says copied; and a reconcile pass has nothing to do."""
+    each image's status row says copied; the queue and its poison queue empty; and a
+    reconcile pass has nothing to do."""
     registries = runtime.registries
     assert differences(registries, images, target.host) == []
     src, dst = registries.client(source.host), registries.client(target.host)
@@ -150,6 +152,7 @@ def assert_dr_complete(
         for ref, image in images.items():
             want = {fallback_tag(s) for s in (image.digest, *image.manifests)}
             assert want <= set(tags(registries, target.host, ref.repository))
+    assert handle_status(runtime, {}).body["queue"] == {"depth": 0, "poison": 0}
     settled = run_reconcile(runtime, sleep=lambda _: None)
     assert settled.enqueued == 0, [j.job_id for j in settled.jobs]
 
@@ -272,6 +275,9 @@ def test_worker_killed_mid_referrer_copy_recovers_on_every_shape(
             first.send_signal(signal.SIGKILL)
             first.communicate(timeout=30)
         assert first.returncode == -signal.SIGKILL
+        (ref,) = images
+        held = ImageRef(target.host, ref.repository, digest=aimed)
+        assert runtime.registries.client(target.host).head_manifest(held) is None  # mid-copy
         proxy.clear()
 
         second = _worker(env)

@@ -33,9 +33,7 @@ import time
 from collections.abc import Callable
 from typing import Any, TypeVar
 
-from azure.core import MatchConditions
 from azure.core.exceptions import ResourceExistsError, ResourceModifiedError, ResourceNotFoundError
-from azure.data.tables import UpdateMode
 
 from replicator.adapters.azure import telemetry
 from replicator.adapters.azure.queue import DEFAULT_RETRY, StorageRetry
@@ -143,14 +141,7 @@ class TableLeases:
                 if found is None:
                     self.table.call("budget write", client.create_entity, row)
                 else:
-                    self.table.call(
-                        "budget write",
-                        client.update_entity,
-                        row,
-                        mode=UpdateMode.REPLACE,
-                        etag=found.metadata["etag"],
-                        match_condition=MatchConditions.IfNotModified,
-                    )
+                    self.table.replace_unless_modified("budget write", row, found)
             except (ResourceModifiedError, ResourceExistsError):
                 self.conflicts += 1
                 self._sleep(random.uniform(0, 0.005 * min(attempt + 1, 10)))

@@ -25,7 +25,6 @@ from datetime import timedelta
 from enum import StrEnum
 from typing import Any
 
-from azure.core import MatchConditions
 from azure.core.exceptions import (
     HttpResponseError,
     ResourceExistsError,
@@ -82,14 +81,7 @@ def claim(store: TableStatusStore, job: CopyJob) -> Claim:
     if same_push and utcnow() - current["ClaimedAt"] < CLAIM_LEASE:
         return Claim.BUSY
     try:
-        store.call(
-            "claim",
-            client.update_entity,
-            entity,
-            mode=UpdateMode.REPLACE,
-            etag=current.metadata["etag"],
-            match_condition=MatchConditions.IfNotModified,
-        )
+        store.replace_unless_modified("claim", entity, current)
     except (ResourceModifiedError, HttpResponseError):
         return Claim.BUSY
     return Claim.OWNED

@@ -15,6 +15,7 @@ from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
+from azure.core import MatchConditions
 from azure.core.exceptions import (
     AzureError,
     ResourceExistsError,
@@ -124,6 +125,18 @@ class TableStatusStore:
             raise
         except AzureError as exc:
             raise QueueUnavailableError(f"status table {what} failed: {exc}") from exc
+
+    def replace_unless_modified(self, what: str, entity: dict[str, Any], found: Any) -> None:
+        """Write ``entity`` over ``found`` (a row read before) only if nobody wrote it since
+        (its ETag); the conflict (``ResourceModifiedError``) goes back to the caller."""
+        self.call(
+            what,
+            self.client.update_entity,
+            entity,
+            mode=UpdateMode.REPLACE,
+            etag=found.metadata["etag"],
+            match_condition=MatchConditions.IfNotModified,
+        )
 
     def ensure(self) -> None:
         try:

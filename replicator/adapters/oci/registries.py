@@ -24,7 +24,6 @@ import ssl
 import threading
 from collections import OrderedDict
 from collections.abc import Callable
-from types import TracebackType
 
 import httpcore
 import httpx
@@ -158,10 +157,5 @@ class Registries:
     def __enter__(self) -> Registries:
         return self
 
-    def __exit__(
-        self,
-        exc_type: type[BaseException] | None,
-        exc: BaseException | None,
-        tb: TracebackType | None,
-    ) -> None:
+    def __exit__(self, *exc: object) -> None:
         self.close()

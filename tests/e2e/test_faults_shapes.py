@@ -164,9 +164,9 @@ def _any(digests: list[str]) -> str:
 def copy_faults(
     rng: random.Random, manifests: list[str], blobs: list[str]
 ) -> list[tuple[str, Fault]]:
-    """Faults on DR's side of the referrers' copy, each with the DR shape it must fire on
-    (``any``; ``fallback``: only a DR without the API is asked; ``never-api``: fires on a
-    fallback DR, never on one with the API)."""
+    """Faults on DR's side of the referrers' copy, each with where it must fire all its
+    ``times`` (``any`` DR; ``api`` or ``fallback``: a DR of that shape, never the other;
+    ``never-api``: a fallback DR, never one with the API), as ``unfired`` checks."""
     aimed = rng.sample(manifests, k=3)
     layers = rng.sample(blobs, k=2)
     return [

@@ -28,7 +28,6 @@ nothing if it does not).
 
 from __future__ import annotations
 
-import json
 import math
 import threading
 import time
@@ -36,6 +35,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Literal, get_args
 
+from replicator.domain.envjson import json_object
 from replicator.domain.model import is_acr_host
 
 if TYPE_CHECKING:
@@ -133,15 +133,9 @@ def parse_rate_limits(raw: str, problems: list[str]) -> dict[str, Limits]:
     name = "REPLICATOR_RATE_LIMITS"
     if not raw.strip():
         return {}
-    try:
-        loaded = json.loads(raw)
-    except ValueError as exc:
-        problems.append(f"{name} is not valid JSON: {exc}")
-        return {}
-    if not isinstance(loaded, dict):
-        problems.append(
-            f'{name} must be a JSON object, e.g. {{"<login server>": {{"read": 5000}}}}'
-        )
+    shape = 'a JSON object, e.g. {"<login server>": {"read": 5000}}'
+    loaded = json_object(raw, name, shape, problems)
+    if loaded is None:
         return {}
     out: dict[str, Limits] = {}
     for key, entry in loaded.items():
@@ -198,13 +192,8 @@ def parse_skus(raw: str, problems: list[str]) -> dict[str, str]:
         return {}
     pairs: list[tuple[str, object]]
     if text.startswith("{"):
-        try:
-            loaded = json.loads(text)
-        except ValueError as exc:
-            problems.append(f"{name} is not valid JSON: {exc}")
-            return {}
-        if not isinstance(loaded, dict):
-            problems.append(f"{name} must be a JSON object of login server -> SKU")
+        loaded = json_object(text, name, "a JSON object of login server -> SKU", problems)
+        if loaded is None:
             return {}
         pairs = list(loaded.items())
     else:

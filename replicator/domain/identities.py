@@ -24,12 +24,12 @@ that are not ACR get ``none`` unless ``REPLICATOR_IDENTITIES`` names them.
 
 from __future__ import annotations
 
-import json
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from enum import StrEnum
 from typing import TYPE_CHECKING, Any
 
+from replicator.domain.envjson import json_object
 from replicator.domain.errors import InvalidReferenceError
 from replicator.domain.model import is_acr_host
 from replicator.domain.reference import parse_registry
@@ -139,13 +139,9 @@ def _parse_entries(env: Mapping[str, str], problems: list[str]) -> dict[str, Reg
     raw = env.get("REPLICATOR_IDENTITIES", "").strip()
     if not raw:
         return {}
-    try:
-        loaded = json.loads(raw)
-    except ValueError as exc:
-        problems.append(f"REPLICATOR_IDENTITIES is not valid JSON: {exc}")
-        return {}
-    if not isinstance(loaded, dict):
-        problems.append("REPLICATOR_IDENTITIES must be a JSON object keyed by login server")
+    shape = "a JSON object keyed by login server"
+    loaded = json_object(raw, "REPLICATOR_IDENTITIES", shape, problems)
+    if loaded is None:
         return {}
     entries: dict[str, RegistryIdentity] = {}
     for server, item in loaded.items():

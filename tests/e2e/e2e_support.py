@@ -2,7 +2,11 @@
 
 from __future__ import annotations
 
+import os
+import subprocess
+import sys
 from collections.abc import Iterable
+from pathlib import Path
 
 from devstack.demo import compare
 from devstack.localrun import QueueOptions
@@ -11,9 +15,23 @@ from replicator.adapters.oci.registries import Registries
 from replicator.domain.errors import RegistryError
 from replicator.domain.reference import ImageRef
 
+ROOT = Path(__file__).resolve().parents[2]
+
 PATIENT = QueueOptions(
     batch_size=8, visibility_timeout=0, max_dequeue_count=5, max_polling_interval=0.1
 )
+
+
+def start_worker(env: dict[str, str]) -> subprocess.Popen[str]:
+    """A worker process (tests/e2e/worker_main.py) on ``env`` over this environment."""
+    return subprocess.Popen(
+        [sys.executable, str(Path(__file__).with_name("worker_main.py"))],
+        cwd=ROOT,
+        env={**os.environ, **env},
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
 
 
 def differences(

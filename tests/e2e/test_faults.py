@@ -4,15 +4,11 @@ and a worker process killed in the middle of a blob upload."""
 from __future__ import annotations
 
 import json
-import os
 import signal
-import subprocess
-import sys
 import threading
 import time
 from collections import Counter
 from collections.abc import Callable
-from pathlib import Path
 
 import pytest
 
@@ -22,9 +18,8 @@ from devstack.localworker import deliver_push, runner, worker_runtime
 from devstack.testimages import PushedImage, push_images, push_test_image
 from replicator.adapters.oci.registries import Registries
 from replicator.domain.reference import ImageRef
-from tests.e2e.e2e_support import PATIENT, differences, same_content
+from tests.e2e.e2e_support import PATIENT, differences, same_content, start_worker
 
-ROOT = Path(__file__).resolve().parents[2]
 IMAGES = 12
 
 
@@ -133,15 +128,7 @@ class TagWatcher(threading.Thread):
             self.check(registries)
 
 
-def _worker(env: dict[str, str]) -> subprocess.Popen[str]:
-    return subprocess.Popen(
-        [sys.executable, str(Path(__file__).with_name("worker_main.py"))],
-        cwd=ROOT,
-        env={**os.environ, **env},
-        stdout=subprocess.PIPE,
-        stderr=subprocess.PIPE,
-        text=True,
-    )
+_worker = start_worker  # tests/e2e/test_faults_shapes.py takes it from here
 
 
 def _wait_for(condition: Callable[[], bool], timeout: float = 60) -> None:
@@ -179,7 +166,7 @@ def test_worker_killed_mid_blob_upload_recovers_and_never_exposes_a_partial_imag
         }
         watcher = TagWatcher(ref, image, target.host)
         watcher.start()
-        first = _worker(env)
+        first = start_worker(env)
         try:
             _wait_for(lambda: stall.fired == 1)
         finally:
@@ -188,7 +175,7 @@ def test_worker_killed_mid_blob_upload_recovers_and_never_exposes_a_partial_imag
         dst = ImageRef(target.host, ref.repository, ref.tag)
         assert runtime.registries.client(target.host).head_manifest(dst) is None
 
-        second = _worker(env)  # the message comes back when the dead worker's lease ends
+        second = start_worker(env)  # the message comes back when the dead worker's lease ends
         out, err = second.communicate(timeout=180)
         watcher.stop.set()
         watcher.join(timeout=30)

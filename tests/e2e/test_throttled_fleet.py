@@ -7,13 +7,9 @@ rate within the headroom."""
 from __future__ import annotations
 
 import json
-import os
-import subprocess
-import sys
 import threading
 import time
 from collections import Counter
-from pathlib import Path
 
 import httpx
 
@@ -25,9 +21,8 @@ from devstack.throttling import Throttle, ThrottlingRegistry
 from replicator.adapters.budget_pacer import DEFAULT_GRACE_SECONDS
 from replicator.adapters.oci.registries import USER_AGENT
 from replicator.domain.budgets import DEFAULT_BURST_SECONDS
-from tests.e2e.e2e_support import differences
+from tests.e2e.e2e_support import differences, start_worker
 
-ROOT = Path(__file__).resolve().parents[2]
 IMAGES = 24
 LIMITS = {"read": 2400.0, "referrers": 600.0, "write": 600.0}  # the source's, a minute
 SHARE = 0.5  # REPLICATOR_SOURCE_SHARE's default
@@ -54,17 +49,6 @@ class Production(threading.Thread):
                 self.statuses.append(http.get(self.url).status_code)
                 due += 60.0 / PRODUCTION_PER_MINUTE
                 self.stop.wait(max(0.0, due - time.monotonic()))
-
-
-def _worker(env: dict[str, str]) -> subprocess.Popen[str]:
-    return subprocess.Popen(
-        [sys.executable, str(Path(__file__).with_name("worker_main.py"))],
-        cwd=ROOT,
-        env={**os.environ, **env},
-        stdout=subprocess.PIPE,
-        stderr=subprocess.PIPE,
-        text=True,
-    )
 
 
 def test_three_workers_drain_a_burst_within_the_share_and_production_is_never_refused(
@@ -95,7 +79,7 @@ def test_three_workers_drain_a_burst_within_the_share_and_production_is_never_re
             "AzureWebJobsStorage": fresh_azurite.connection_string,
             "E2E_TIMEOUT": "300",
         }
-        workers = [_worker(env) for _ in range(3)]
+        workers = [start_worker(env) for _ in range(3)]
         outcomes = [w.communicate(timeout=400) for w in workers]
         production.stop.set()
         production.join(timeout=10)

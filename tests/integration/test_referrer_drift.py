@@ -144,13 +144,7 @@ def test_the_sweep_moves_its_cursor_on_across_passes_within_the_budget(
 def _sweep_in_passes(source: Registry, target: Registry, fresh_azurite: Azurite) -> None:
     env = {"REPLICATOR_RATE_LIMITS": json.dumps({source.host: {"referrers": 1}})}
     with worker_runtime(source, target, fresh_azurite, **env) as (runtime, _):
-        repos = [f"app{n:02d}" for n in range(12)]
-        for host in (source.host, target.host):
-            seed(oci(runtime), host, [(r, "v1", 1) for r in repos])
-        keys = sorted(Image(r, _digest(runtime, source.host, r)).key for r in repos)
-        last = ImageRef(source.host, repos[-1], "v1")
-        subject = oci(runtime).client(source.host).get_manifest(last)
-        lost = push_referrer(oci(runtime), last, subject, SIGNATURE_TYPE)
+        keys, _, _, lost = _twelve_and_a_lost_signature(runtime, source, target)
         slept: list[float] = []
 
         one = run_reconcile(runtime, sleep=slept.append)
@@ -186,13 +180,7 @@ def test_an_image_a_job_finished_on_since_the_last_pass_is_checked_first(
         started.callback(target.stop)
         env = {"REPLICATOR_RATE_LIMITS": json.dumps({source.host: {"referrers": 1}})}
         with worker_runtime(source, target, fresh_azurite, **env) as (runtime, _):
-            repos = [f"app{n:02d}" for n in range(12)]
-            for host in (source.host, target.host):
-                seed(oci(runtime), host, [(r, "v1", 1) for r in repos])
-            keys = sorted(Image(r, _digest(runtime, source.host, r)).key for r in repos)
-            last = ImageRef(source.host, repos[-1], "v1")
-            subject = oci(runtime).client(source.host).get_manifest(last)
-            lost = push_referrer(oci(runtime), last, subject, SIGNATURE_TYPE)
+            keys, last, subject, lost = _twelve_and_a_lost_signature(runtime, source, target)
             job = CopyJob(Action.PUSH, source.host, target.host, last.repository, subject.digest)
             runtime.status.record(JobResult(job.evolve(tag="v1", job_id=""), Outcome.COPIED))
 
@@ -200,6 +188,21 @@ def test_an_image_a_job_finished_on_since_the_last_pass_is_checked_first(
             assert [r.digest for r in first.missing] == [lost]
             assert 1 < first.checked < 12 and first.cursor is not None
             assert first.cursor.position == keys[first.checked - 2]  # the sweep: the rest
+
+
+def _twelve_and_a_lost_signature(
+    runtime: Runtime, source: Registry, target: Registry
+) -> tuple[list[str], ImageRef, Manifest, str]:
+    """Twelve images in step on both sides; a signature of the last one pushed to the
+    source only (its event lost). The images' sweep keys in order, the last image, its
+    manifest and the signature's digest."""
+    repos = [f"app{n:02d}" for n in range(12)]
+    for host in (source.host, target.host):
+        seed(oci(runtime), host, [(r, "v1", 1) for r in repos])
+    keys = sorted(Image(r, _digest(runtime, source.host, r)).key for r in repos)
+    last = ImageRef(source.host, repos[-1], "v1")
+    subject = oci(runtime).client(source.host).get_manifest(last)
+    return keys, last, subject, push_referrer(oci(runtime), last, subject, SIGNATURE_TYPE)
 
 
 def _digest(runtime: Runtime, host: str, repository: str) -> str:

@@ -110,15 +110,21 @@ def test_a_delete_by_digest_takes_every_tag_on_it(side: Side) -> None:
     assert listed(side) == set()
 
 
+def _fresh_table(request: pytest.FixtureRequest, prefix: str) -> TableStatusStore:
+    """A new table on the session's Azurite."""
+    azurite: Azurite = request.getfixturevalue("azurite")
+    table = TableStatusStore(
+        StorageConnection(azurite.connection_string), name=f"{prefix}{uuid.uuid4().hex[:10]}"
+    )
+    table.ensure()
+    return table
+
+
 @pytest.fixture(params=["table", "fake"])
 def claims(request: pytest.FixtureRequest) -> PushClaims:
     if request.param == "fake":
         return FakeClaims()
-    azurite: Azurite = request.getfixturevalue("azurite")
-    table = TableStatusStore(
-        StorageConnection(azurite.connection_string), name=f"claims{uuid.uuid4().hex[:10]}"
-    )
-    table.ensure()
+    table = _fresh_table(request, "claims")
     return TableClaims(table)
 
 
@@ -170,11 +176,7 @@ def test_a_released_claim_that_was_never_taken_is_harmless(claims: PushClaims) -
 def cursors(request: pytest.FixtureRequest) -> CursorStore:
     if request.param == "fake":
         return FakeCursors()
-    azurite: Azurite = request.getfixturevalue("azurite")
-    table = TableStatusStore(
-        StorageConnection(azurite.connection_string), name=f"cursors{uuid.uuid4().hex[:10]}"
-    )
-    table.ensure()
+    table = _fresh_table(request, "cursors")
     return TableCursors(table)
 
 

@@ -186,13 +186,15 @@ def copy_faults(
 
 def listing_faults() -> list[tuple[str, Fault]]:
     """Faults on DR's answers to reconcile's referrer check: its referrers listing refused
-    (API), or its referrers tags cut short and reset (fallback). Retried, all of them: the
-    pass reads every subject, nothing is taken for missing, nothing left unread. (Not
-    here: an API listing cut mid-body, which the pass today counts unread instead of
-    retrying, as ``read_limited`` runs outside the retry of ``_from_api``'s request.)"""
+    (API), cut mid-body and reset (API: the page's body is read inside the retry, which it
+    was not: such a cut left the subject unread), or its referrers tags cut short and reset
+    (fallback). Retried, all of them: the pass reads every subject, nothing is taken for
+    missing, nothing left unread."""
     return [
         ("api", Fault("GET", r"/referrers/sha256:", "status", status=503, times=2)),
         ("api", Fault("GET", r"/referrers/sha256:", "status", status=502, times=1)),
+        ("api", Fault("GET", r"/referrers/sha256:", "truncate", times=2)),
+        ("api", Fault("GET", r"/referrers/sha256:", "reset", times=1)),
         ("fallback", Fault("GET", r"/manifests/sha256-", "truncate", times=2)),
         ("fallback", Fault("GET", r"/manifests/sha256-", "reset", times=1)),
     ]

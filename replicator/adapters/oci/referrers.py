@@ -84,6 +84,11 @@ def _from_api(
     absent: list[bool] = []  # the first page was a 404
 
     def fetch(path: str) -> httpx.Response | None:
+        # The page's body is read inside the retry too: a listing cut off mid-body (a reset,
+        # a truncated answer) is sent again, under the same operation's budget.
+        return client.retry.run(what, lambda: fetch_once(path))
+
+    def fetch_once(path: str) -> httpx.Response | None:
         response = client.request(
             "GET",
             path,

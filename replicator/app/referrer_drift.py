@@ -188,6 +188,13 @@ def sweep_minutes(manifests: int, rate_per_minute: float | None) -> float | None
     return None if rate_per_minute is None else manifests / rate_per_minute
 
 
+def read_through(unread: Sequence[bool]) -> int:
+    """How many of a pass's rolling checks, in order, the cursor may pass: up to the first
+    one left unread (a transient failure: the next pass starts there and reads it again),
+    but always past the first (an image that can never be read must not hold the sweep)."""
+    return next((i for i, left in enumerate(unread) if left and i > 0), len(unread))
+
+
 def rolled(sweep: Sweep, seen: Collection[Image], checked: int) -> int:
     """How far into ``sweep.rolling`` the pass got: ``checked`` images, skipping the ones
     the priority part already checked."""

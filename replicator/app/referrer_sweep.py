@@ -31,6 +31,7 @@ from replicator.app.referrer_drift import (
     changed_subjects,
     in_step_images,
     plan_sweep,
+    read_through,
     referrer_jobs,
     rolled,
 )
@@ -145,7 +146,7 @@ def _target_pass(
     rolling = Checked((), first.stopped)
     if first.stopped is None:
         rolling = checker.check_all([i for i in sweep.rolling if i not in seen])
-    done = rolled(sweep, seen, len(rolling.checks))
+    done = rolled(sweep, seen, read_through([c.error is not None for c in rolling.checks]))
     position, lap = advance(sweep, done, cursor.position)
     checks = first.checks + rolling.checks
     result = TargetReferrers(

@@ -17,6 +17,7 @@ from replicator.app.referrer_drift import (
     needs_target,
     pass_budget,
     plan_sweep,
+    read_through,
     referrer_jobs,
     rolled,
     sweep_minutes,
@@ -268,3 +269,20 @@ def test_diff_says_what_the_referrer_check_would_cost(
     line = unchecked_line(settings, report)
     assert line.startswith("acr-replicator: referrers not checked (--referrers: one referrers")
     assert "1000 images in step" in line and expected in line
+
+
+@pytest.mark.parametrize(
+    ("unread", "passed"),
+    [
+        ([], 0),
+        ([False, False, False], 3),
+        ([False, True, False], 1),  # the cursor stops before the unread one
+        ([True, False, True], 2),  # the first is passed even unread: nothing holds the sweep
+        ([True], 1),
+        ([False, False, True], 2),
+    ],
+)
+def test_the_cursor_stops_before_an_image_left_unread(unread: list[bool], passed: int) -> None:
+    """An image whose referrers could not be read (a transient failure) is read again by
+    the next pass: the cursor does not pass it (it passed every checked image before)."""
+    assert read_through(unread) == passed

@@ -41,7 +41,7 @@ from devstack.hostile import HostileRegistry, Seen, running
 from devstack.localstack import Azurite, LocalStack, Registry
 from devstack.localworker import deliver_push, worker_runtime
 from devstack.testimages import PushedImage, push_images
-from devstack.throttling import Throttle, ThrottlingRegistry
+from devstack.throttling import Throttle, ThrottlingRegistry, most_in_window
 from replicator.adapters.budget_pacer import DEFAULT_GRACE_SECONDS
 from replicator.adapters.oci.registries import USER_AGENT, Registries
 from replicator.domain.budgets import DEFAULT_BURST_SECONDS, Limits, pacing_limits
@@ -84,15 +84,6 @@ def _identify(headers: dict[str, str]) -> str:
 def _percentile(values: list[float], q: float) -> float:
     ordered = sorted(values)
     return ordered[min(len(ordered) - 1, max(0, round(q * (len(ordered) - 1))))]
-
-
-def _most_in(times: list[float], seconds: float) -> int:
-    best, lo = 0, 0
-    for hi, t in enumerate(times):
-        while times[lo] <= t - seconds:
-            lo += 1
-        best = max(best, hi - lo + 1)
-    return best
 
 
 @dataclass(frozen=True)
@@ -192,7 +183,7 @@ def _run(
         jobs_per_minute=jobs / steady * 60,
         used=fractions[bound],
         bound=bound,
-        most_60s=_most_in(read_times, 60.0),
+        most_60s=most_in_window(read_times, 60.0),
         cap_60s=budget_read * (60 + DEFAULT_BURST_SECONDS + DEFAULT_GRACE_SECONDS) / 60 + 1,
         refused=len([r for r in throttle.refused if r[0].identity == AGENT]),
         lag_p50=_percentile(lags, 0.5) if lags else float("nan"),

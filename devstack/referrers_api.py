@@ -202,6 +202,31 @@ def referrers_registry(
         running.stop()
 
 
+# The four shape pairs a replication can run between: with the referrers API ("api", as
+# ACR) or with only the referrers tag schema ("fallback", distribution 2.8), each side.
+SHAPE_PAIRS = [("api", "api"), ("fallback", "fallback"), ("api", "fallback"), ("fallback", "api")]
+SHAPE_IDS = [f"{source}-to-{target}" for source, target in SHAPE_PAIRS]
+
+
+def start_shaped(stack: LocalStack, kind: str, *, page_size: int = 2) -> Registry:
+    """A fresh registry of ``kind``: ``api`` (the referrers API in front, pages of
+    ``page_size``) or ``fallback`` (a plain distribution registry)."""
+    if kind == "api":
+        return start_referrers_registry(stack, page_size=page_size)
+    return stack.start_registry()
+
+
+@contextlib.contextmanager
+def shaped_pair(stack: LocalStack, *kinds: str) -> Iterator[tuple[Registry, Registry]]:
+    """(source, target) of the ``kinds`` given, stopped afterwards."""
+    source, target = (start_shaped(stack, kind) for kind in kinds)
+    try:
+        yield source, target
+    finally:
+        source.stop()
+        target.stop()
+
+
 class _Server(PassThroughServer):
     def __init__(self, api: ReferrersApi) -> None:
         super().__init__(api.upstream, _Handler)

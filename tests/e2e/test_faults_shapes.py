@@ -31,7 +31,12 @@ from devstack.faulty_proxy import Fault, FaultyProxy
 from devstack.localruntime import LocalRuntime
 from devstack.localstack import Azurite, LocalStack, Registry
 from devstack.localworker import deliver_push, runner, worker_runtime
-from devstack.referrers_api import ReferrersRegistry, start_referrers_registry
+from devstack.referrers_api import (
+    SHAPE_IDS,
+    SHAPE_PAIRS,
+    ReferrersRegistry,
+    shaped_pair,
+)
 from devstack.testimages import SIGNATURE_TYPE, PushedImage, push_images, push_referrer
 from replicator.adapters.oci.referrers import fallback_tag, list_referrers
 from replicator.adapters.oci.registries import Registries
@@ -43,21 +48,15 @@ from tests.e2e.e2e_support import PATIENT, differences, tags
 from tests.e2e.test_faults import _wait_for, _worker
 
 pytestmark = pytest.mark.integration
-SHAPES = [("api", "api"), ("fallback", "fallback"), ("api", "fallback"), ("fallback", "api")]
 SEED = 15
 IMAGES = 3  # over two repositories: 9 subjects, 9 referrers per pair
 
 
-@pytest.fixture(params=SHAPES, ids=[f"{s}-to-{t}" for s, t in SHAPES])
+@pytest.fixture(params=SHAPE_PAIRS, ids=SHAPE_IDS)
 def pair(request: pytest.FixtureRequest, stack: LocalStack) -> Iterator[tuple[Registry, Registry]]:
     """(source, target) of the shapes the parameter names; stopped after the test."""
-    started: list[Registry] = [
-        start_referrers_registry(stack, page_size=2) if kind == "api" else stack.start_registry()
-        for kind in request.param
-    ]
-    yield started[0], started[1]
-    for running in started:
-        running.stop()
+    with shaped_pair(stack, *request.param) as started:
+        yield started
 
 
 def signed_images(registries: Registries, host: str, count: int) -> dict[ImageRef, PushedImage]:
@@ -260,7 +259,9 @@ def test_worker_killed_mid_referrer_copy_recovers_on_every_shape(
         images = signed_images(runtime.registries, source.host, 1)
         manifests, _ = referrer_parts(runtime.registries, source.host, images)
         aimed = random.Random(SEED).choice(manifests)
-        stall = proxy.add(Fault("PUT", rf"/manifests/{_any([aimed])}", "slow", delay=5))
+        # held longer than the kill and the check below take on a loaded machine: the proxy
+        # forwards a held request when its delay ends, whether or not its sender lives
+        stall = proxy.add(Fault("PUT", rf"/manifests/{_any([aimed])}", "slow", delay=30))
         announce(runtime.registries, source, images)
         env = {
             "REPLICATOR_SOURCE": source.host,

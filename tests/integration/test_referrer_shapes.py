@@ -22,7 +22,13 @@ import pytest
 from devstack.demo import push_event
 from devstack.localstack import Azurite, LocalStack, Registry
 from devstack.localworker import deliver_push, drain, worker_runtime
-from devstack.referrers_api import ReferrersRegistry, start_referrers_registry
+from devstack.referrers_api import (
+    SHAPE_IDS,
+    SHAPE_PAIRS,
+    ReferrersRegistry,
+    shaped_pair,
+    start_referrers_registry,
+)
 from devstack.testimages import SIGNATURE_TYPE, push_referrer, push_test_image
 from replicator.adapters.oci.referrers import fallback_tag, list_referrers
 from replicator.adapters.oci.registries import Registries
@@ -35,20 +41,14 @@ from replicator.domain.reference import ImageRef
 from replicator.functions import triggers
 
 pytestmark = pytest.mark.integration
-SHAPES = [("api", "api"), ("fallback", "fallback"), ("api", "fallback"), ("fallback", "api")]
 REPO = "team/app"
 
 
-@pytest.fixture(params=SHAPES, ids=[f"{s}-to-{t}" for s, t in SHAPES])
+@pytest.fixture(params=SHAPE_PAIRS, ids=SHAPE_IDS)
 def pair(request: pytest.FixtureRequest, stack: LocalStack) -> Iterator[tuple[Registry, Registry]]:
     """(source, target) of the shapes the parameter names; stopped after the test."""
-    started: list[Registry] = [
-        start_referrers_registry(stack, page_size=2) if kind == "api" else stack.start_registry()
-        for kind in request.param
-    ]
-    yield started[0], started[1]
-    for running in started:
-        running.stop()
+    with shaped_pair(stack, *request.param) as started:
+        yield started
 
 
 def listed(registries: Registries, host: str, subject: str) -> set[str]:

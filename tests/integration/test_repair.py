@@ -21,7 +21,7 @@ import pytest
 
 from devstack.localstack import Azurite, LocalStack, Registry
 from devstack.localworker import drain, worker_runtime
-from devstack.referrers_api import start_referrers_registry
+from devstack.referrers_api import shaped_pair
 from devstack.testimages import SIGNATURE_TYPE, PushedImage, push_referrer, push_test_image
 from replicator.adapters.oci import copy as copy_engine
 from replicator.adapters.oci.copy import ImageCopier
@@ -38,27 +38,19 @@ pytestmark = pytest.mark.integration
 REPO = "team/app"
 
 
-def start(stack: LocalStack, kind: str) -> Registry:
-    return start_referrers_registry(stack, page_size=2) if kind == "api" else stack.start_registry()
-
-
 @pytest.fixture(params=["fallback", "api"])
 def pair(request: pytest.FixtureRequest, stack: LocalStack) -> Iterator[tuple[Registry, Registry]]:
     """A source and a DR of the same shape (``api``: with the referrers API)."""
-    started = [start(stack, str(request.param)) for _ in range(2)]
-    yield started[0], started[1]
-    for running in started:
-        running.stop()
+    with shaped_pair(stack, request.param, request.param) as started:
+        yield started
 
 
 @pytest.fixture
 def to_fallback(stack: LocalStack) -> Iterator[tuple[Registry, Registry]]:
     """A source with the referrers API (it forgets a deleted referrer), a DR without it
     (DR keeps the referrers tag itself)."""
-    started = [start(stack, "api"), start(stack, "fallback")]
-    yield started[0], started[1]
-    for running in started:
-        running.stop()
+    with shaped_pair(stack, "api", "fallback") as started:
+        yield started
 
 
 def delete_blob(registries: Registries, host: str, digest: str) -> None:

@@ -9,6 +9,7 @@ Permissions are matched as ARM matches them by ``replicator.adapters.acr.roles``
 
 from __future__ import annotations
 
+import json
 import re
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
@@ -26,6 +27,7 @@ if TYPE_CHECKING:
 PERMISSIONS_API = "2022-04-01"
 EVENTGRID_API = "2022-06-15"
 MAX_TOPIC_PAGES = 20  # system topics of one subscription: a handful of pages at most
+MAX_ARM_BYTES = 4 * 1024 * 1024  # one ARM document, page or error: a few KiB to a few 100 KiB
 _RESOURCE_ID = re.compile(
     r"^/subscriptions/(?P<sub>[^/]+)/resourceGroups/(?P<rg>[^/]+)/providers/"
     r"Microsoft\.ContainerRegistry/registries/(?P<name>[A-Za-z0-9]{5,50})$",
@@ -137,14 +139,44 @@ def caller_permissions(
 ) -> tuple[Permission, ...]:
     """The caller's permissions on the registry (``Microsoft.Authorization/permissions``):
     one entry per role assignment, as its role definition grants it."""
-    request = HttpRequest(
-        "GET", f"{rid}/providers/Microsoft.Authorization/permissions?api-version={PERMISSIONS_API}"
+    body = arm_get_json(
+        client, f"{rid}/providers/Microsoft.Authorization/permissions?api-version={PERMISSIONS_API}"
     )
-    response = client.send_request(request)
-    if response.status_code >= 400:
-        raise HttpResponseError(response=response)
-    value = response.json().get("value", [])
+    value = body.get("value", []) if isinstance(body, dict) else []
     return tuple(Permission.of(item) for item in value if isinstance(item, dict))
+
+
+def arm_get_json(
+    client: ContainerRegistryManagementClient, url: str, *, limit: int = MAX_ARM_BYTES
+) -> Any:
+    """``GET url`` on ARM, its JSON body read at most ``limit`` bytes (an answer or an
+    error body over it is refused, never read whole). A refusal raises
+    ``HttpResponseError`` with its status and ARM's ``(code) message`` from the body."""
+    response = client.send_request(HttpRequest("GET", url), stream=True)
+    try:
+        body = bytearray()
+        for chunk in response.iter_bytes():
+            body += chunk
+            if len(body) > limit:
+                raise HttpResponseError(
+                    message=f"ARM's answer to GET {url.split('?', 1)[0]} is over {limit} bytes",
+                    response=response,
+                )
+    finally:
+        response.close()
+    try:
+        loaded = json.loads(body) if body else None
+    except ValueError:
+        loaded = None
+    if response.status_code >= 400:
+        error = loaded.get("error") if isinstance(loaded, dict) else None
+        message = None
+        if isinstance(error, dict):
+            message = f"({error.get('code', '')}) {error.get('message', '')}"
+        raise HttpResponseError(message=message, response=response)
+    if loaded is None:
+        raise HttpResponseError(message=f"ARM's answer to GET {url} is not JSON", response=response)
+    return loaded
 
 
 @dataclass(frozen=True)
@@ -170,10 +202,9 @@ def system_topics(
     )
     found: list[SystemTopic] = []
     for _ in range(MAX_TOPIC_PAGES):
-        response = client.send_request(HttpRequest("GET", url))
-        if response.status_code >= 400:
-            raise HttpResponseError(response=response)
-        body = response.json()
+        body = arm_get_json(client, url)
+        if not isinstance(body, dict):
+            break
         for item in body.get("value", []):
             if isinstance(item, dict):
                 props = item.get("properties") or {}

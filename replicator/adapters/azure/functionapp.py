@@ -18,9 +18,7 @@ import re
 from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
-from azure.core.exceptions import HttpResponseError
-from azure.core.rest import HttpRequest
-
+from replicator.adapters.acr.arm import arm_get_json
 from replicator.domain.backfill import DEFAULT_BATCH_SIZE, AppScale
 from replicator.domain.errors import InvalidReferenceError
 
@@ -95,16 +93,7 @@ def app_scale(
 ) -> AppScale:
     """The app's ``scaleAndConcurrency`` (``None`` where ARM leaves a figure out: an app
     not on Flex Consumption has no ``functionAppConfig``)."""
-    response = client.send_request(HttpRequest("GET", f"{site}?api-version={SITES_API}"))
-    if response.status_code >= 400:
-        raise HttpResponseError(response=response)
-    body = response.content
-    if len(body) > MAX_SITE_BYTES:
-        raise HttpResponseError(message=f"the site document is over {MAX_SITE_BYTES} bytes")
-    try:
-        loaded = json.loads(body)
-    except ValueError as exc:
-        raise HttpResponseError(message=f"the site document is not JSON: {exc}") from exc
+    loaded = arm_get_json(client, f"{site}?api-version={SITES_API}", limit=MAX_SITE_BYTES)
     props = (loaded if isinstance(loaded, dict) else {}).get("properties") or {}
     config = (props.get("functionAppConfig") or {}) if isinstance(props, dict) else {}
     scale = (config.get("scaleAndConcurrency") or {}) if isinstance(config, dict) else {}

@@ -206,31 +206,13 @@ def _complete(host: str, images: dict[ImageRef, PushedImage]) -> bool:
 
 def _work(timeout: float) -> int:
     """One worker process: the local queue runner over ``replicate`` until drained."""
-    from devstack.localrun import QueueOptions, QueueRunner
-    from devstack.localruntime import local_runtime
-    from replicator.adapters.azure.queue import queue_client
-    from replicator.app.runtime import build_runtime
-    from replicator.domain.config import StorageConnection, load_settings
-    from replicator.functions import triggers
+    from devstack.localrun import QueueOptions
+    from devstack.localworker import work_as_an_instance
 
-    runtime = local_runtime(build_runtime(load_settings(os.environ, require_storage=True)))
-    runtime.busy_recheck_seconds = 1
-    triggers.use_runtime(runtime)
-    storage = runtime.settings.storage
-    assert isinstance(storage, StorageConnection)
     options = QueueOptions(
         batch_size=8, visibility_timeout=0, max_dequeue_count=5, max_polling_interval=0.5
     )
-    runner = QueueRunner(
-        queue_client(storage, runtime.queue.name),
-        queue_client(storage, runtime.queue.poison_name),
-        triggers.replicate,
-        options,
-    )
-    try:
-        stats = runner.run_until_idle(timeout=timeout)
-    finally:
-        runtime.close()
+    stats = work_as_an_instance(os.environ, options, timeout)
     print(json.dumps(stats.__dict__), flush=True)
     return 0
 

@@ -18,13 +18,14 @@ import azure.functions as func
 from devstack.demo import INDEX_MEDIA_TYPE as INDEX
 from devstack.demo import LOCAL_TOPIC, push_event
 from devstack.localrun import QueueOptions, QueueRunner, RunStats, runner_for
-from devstack.localruntime import LocalRuntime, serving
+from devstack.localruntime import LocalRuntime, local_runtime, serving
 from devstack.localstack import Azurite, Registry
 from devstack.testimages import seed
 from replicator.adapters.azure.queue import NO_WAIT_RETRY
 from replicator.adapters.oci.registries import Registries
 from replicator.adapters.oci.transport import RetryPolicy
 from replicator.app.ports import DeliveryPath
+from replicator.app.runtime import build_runtime
 from replicator.domain.config import StorageConnection, load_settings
 from replicator.domain.model import CopyJob, CopyReport, Target, utcnow
 from replicator.domain.reference import ImageRef
@@ -164,6 +165,22 @@ def deliver_push(
 
 def drain(runtime: LocalRuntime, timeout: float = 60) -> RunStats:
     return runner(runtime).run_until_idle(timeout=timeout)
+
+
+def work_as_an_instance(env: Mapping[str, str], options: QueueOptions, timeout: float) -> RunStats:
+    """What one worker process does, as a Flex instance would: a runtime from ``env``'s
+    settings, the queue runner over ``replicate`` until the queue is drained (the e2e
+    worker processes and bench's fleet run this)."""
+    runtime = local_runtime(build_runtime(load_settings(env, require_storage=True)))
+    runtime.busy_recheck_seconds = 1
+    triggers.use_runtime(runtime)
+    storage = runtime.settings.storage
+    assert isinstance(storage, StorageConnection)
+    try:
+        jobs = runner_for(storage, runtime.queue.name, triggers.replicate, options)
+        return jobs.run_until_idle(timeout=timeout)
+    finally:
+        runtime.close()
 
 
 def delete_event(ref: ImageRef, digest: str) -> func.EventGridEvent:

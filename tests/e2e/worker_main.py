@@ -15,36 +15,19 @@ import sys
 from datetime import timedelta
 
 from devstack import localrun
-from devstack.localrun import QueueOptions, QueueRunner
-from devstack.localruntime import local_runtime
+from devstack.localrun import QueueOptions
+from devstack.localworker import work_as_an_instance
 from replicator.adapters.azure import claims
-from replicator.adapters.azure.queue import queue_client
-from replicator.app.runtime import build_runtime
-from replicator.domain.config import StorageConnection, load_settings
-from replicator.functions import triggers
 
 
 def main() -> int:
     localrun.RUN_LEASE_SECONDS = int(os.environ.get("E2E_RUN_LEASE", "600"))
     claims.CLAIM_LEASE = timedelta(seconds=float(os.environ.get("E2E_CLAIM_LEASE", "600")))
-    runtime = local_runtime(build_runtime(load_settings(os.environ, require_storage=True)))
-    runtime.busy_recheck_seconds = 1
-    triggers.use_runtime(runtime)
-    storage = runtime.settings.storage
-    assert isinstance(storage, StorageConnection)
     options = QueueOptions(
         batch_size=4, visibility_timeout=0, max_dequeue_count=5, max_polling_interval=0.2
     )
-    runner = QueueRunner(
-        queue_client(storage, runtime.queue.name),
-        queue_client(storage, runtime.queue.poison_name),
-        triggers.replicate,
-        options,
-    )
-    try:
-        stats = runner.run_until_idle(timeout=float(os.environ.get("E2E_TIMEOUT", "120")))
-    finally:
-        runtime.close()
+    timeout = float(os.environ.get("E2E_TIMEOUT", "120"))
+    stats = work_as_an_instance(os.environ, options, timeout)
     print(json.dumps(stats.__dict__), flush=True)
     return 0
 

@@ -259,9 +259,13 @@ def test_worker_killed_mid_referrer_copy_recovers_on_every_shape(
         images = signed_images(runtime.registries, source.host, 1)
         manifests, _ = referrer_parts(runtime.registries, source.host, images)
         aimed = random.Random(SEED).choice(manifests)
-        # held longer than the kill and the check below take on a loaded machine: the proxy
-        # forwards a held request when its delay ends, whether or not its sender lives
-        stall = proxy.add(Fault("PUT", rf"/manifests/{_any([aimed])}", "slow", delay=30))
+        # held longer than the kill and the check below take on a loaded machine (the proxy
+        # forwards a held request when its delay ends, whether or not its sender lives), and
+        # every PUT of it, not only the first: on a fallback source the referrers tag's own
+        # job carries the same referrer, and may PUT it while the first PUT is held
+        stall = proxy.add(
+            Fault("PUT", rf"/manifests/{_any([aimed])}", "slow", delay=30, times=1000)
+        )
         announce(runtime.registries, source, images)
         env = {
             "REPLICATOR_SOURCE": source.host,
@@ -273,7 +277,7 @@ def test_worker_killed_mid_referrer_copy_recovers_on_every_shape(
         }
         first = _worker(env)
         try:
-            _wait_for(lambda: stall.fired == 1)
+            _wait_for(lambda: stall.fired >= 1)
         finally:
             first.send_signal(signal.SIGKILL)
             first.communicate(timeout=30)
